@@ -1,0 +1,147 @@
+"""The ``sessionwatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import IO
+
+from detector.policy import Policy, PolicyError
+
+log = logging.getLogger("sessionwatch")
+
+DEFAULT_DEAD_LETTERS = "sessionwatch-dead-letters.jsonl"
+
+
+def _open_out(stack: ExitStack, path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdout.buffer
+    return stack.enter_context(open(path, "wb"))
+
+
+class _LazyFile(IO[bytes]):
+    """Creates the file on first write, so a clean run leaves no empty dead-letter file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self._fh is None:
+            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def load_policy(path: str | None) -> Policy:
+    """Loads the config or exits with the list of problems (exit code 2)."""
+    try:
+        return Policy.load(path)
+    except PolicyError as err:
+        print(f"sessionwatch: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from detector.engine import Engine
+    from detector.fingerprint import Fingerprinter
+    from detector.replay import JsonLinesWriter, Replayer
+    from detector.report import print_summary, progress_reporter
+
+    policy = load_policy(args.config)
+    engine = Engine(policy, Fingerprinter.from_env(policy.fingerprint_key_env))
+    with ExitStack() as stack:
+        alerts_out = _open_out(stack, args.alerts_out)
+        dlq_path = args.dead_letter_out or DEFAULT_DEAD_LETTERS
+        dlq_out: IO[bytes] = (
+            _open_out(stack, dlq_path) if args.dead_letter_out else _LazyFile(dlq_path)
+        )
+        stack.callback(dlq_out.close)
+        alerts = JsonLinesWriter(alerts_out)
+        dead = JsonLinesWriter(dlq_out)
+        replayer = Replayer(engine, alerts, dead)
+        with progress_reporter(args.inputs, enabled=not args.quiet) as progress:
+            summary = replayer.run(args.inputs, progress)
+        alerts.flush()
+        dead.flush()
+    if not args.quiet:
+        print_summary(summary, dead_letters=dlq_path if dead.count else None)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from detector.simulate import Simulation
+
+    policy = load_policy(args.config)
+    sim = Simulation(policy, users=args.users, hours=args.hours, seed=args.seed)
+    with ExitStack() as stack:
+        out = _open_out(stack, args.output)
+        labels = stack.enter_context(open(args.labels_out, "wb")) if args.labels_out else None
+        stats = sim.write(out, labels)
+    print(
+        f"sessionwatch: wrote {stats.events} events, {stats.attacks} labelled attacks",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionwatch",
+        description="Detect hijacked, replayed and policy-violating web sessions.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="run the detector over recorded JSON Lines logs")
+    rp.add_argument("inputs", nargs="+", metavar="INPUT", help="JSON Lines file, .gz, or -")
+    rp.add_argument("--config", help="policy TOML (default: ServiceNow's defaults)")
+    rp.add_argument("--alerts-out", default="-", help="alert JSON Lines (default: stdout)")
+    rp.add_argument(
+        "--dead-letter-out",
+        help=f"refused records (default: {DEFAULT_DEAD_LETTERS}, created only if needed)",
+    )
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    rp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("simulate", help="generate realistic traffic with labelled attacks")
+    sp.add_argument("--users", type=int, default=50)
+    sp.add_argument("--hours", type=float, default=24.0)
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--config", help="policy the attacks are built against (default: bundled)")
+    sp.add_argument("-o", "--output", default="-", help="events JSON Lines (default: stdout)")
+    sp.add_argument("--labels-out", help="labels JSON Lines: one line per expected alert")
+    sp.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # `sessionwatch replay ... | head` is normal use, not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,377 @@
+"""The detection engine: events in, alerts out, state in a store. No I/O.
+
+Replay and the streaming worker both drive this class, so they cannot disagree.
+For each event the engine (1) opens or looks up the session and user state,
+(2) runs the indicators that apply to the event type against the state as it
+was before the event, (3) dedups (one alert per indicator and session, later
+hits counted), and (4) applies the event's effect on the state. Expired state is
+swept as event time advances, so memory stays bounded on endless streams and
+replay gives the same answer however fast it runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from detector.alerts import Alert, alert_id, rfc3339
+from detector.events import KNOWN_FIELDS, Event
+from detector.fingerprint import Fingerprinter
+from detector.indicators import REGISTRY, Context, Indicator
+from detector.indicators.weak_id import estimate_bits
+from detector.netaddr import IpLadder
+from detector.policy import CATALOGUE, Policy
+from detector.state import SessionState, UserState
+from detector.store import MemoryStore, StateStore
+
+#: How often (event-time seconds) expired state is swept.
+SWEEP_EVERY_S = 60.0
+
+_WEAK = tuple(i for i in REGISTRY if i.name == "weak_session_id")
+
+
+class Engine:
+    """Applies the indicator catalogue to a stream of validated events."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        fingerprint: Fingerprinter,
+        store: StateStore | None = None,
+    ) -> None:
+        self.policy = policy
+        self.fingerprint = fingerprint
+        self.store: StateStore = store or MemoryStore(self.session_expiry, self.user_expiry)
+        self.ladder = IpLadder(policy.ip_prefix_v4, policy.ip_prefix_v6, policy.allow_cidrs)
+        enabled = [ind for ind in REGISTRY if policy.rule(ind.name).enabled]
+        self._by_type: dict[str, tuple[Indicator, ...]] = {
+            t: tuple(ind for ind in enabled if t in ind.events)
+            for t in ("login", "transaction", "elevate")
+        }
+        self._weak_enabled = policy.rule("weak_session_id").enabled
+        self._concurrency_on = bool(policy.max_concurrent_sessions) and policy.rule(
+            "concurrent_sessions"
+        ).enabled
+        self._rules = {name: policy.rule(name) for name in (i.name for i in REGISTRY)}
+        self.started_at: float | None = None
+        self.watermark = -math.inf
+        self._next_sweep = -math.inf
+        self.swept = 0
+
+    # -- expiry -----------------------------------------------------------------
+    def session_expiry(self, s: SessionState) -> float:
+        """When a session's state may be forgotten (event time)."""
+        p = self.policy
+        if s.ended is not None:
+            return s.ended_at + p.state_retention_s
+        if s.remember_me:
+            return s.last + max(p.state_retention_s, p.remember_me_retention_s)
+        idle = p.guest_idle_timeout_s if s.guest else p.idle_timeout_s
+        return s.last + idle + p.state_retention_s
+
+    def user_expiry(self, u: UserState) -> float:
+        """Locked and deactivated users are remembered until unlocked or activated."""
+        if u.locked or u.inactive:
+            return math.inf
+        p = self.policy
+        return u.last + max(p.state_retention_s, p.remember_me_retention_s)
+
+    # -- entry point ------------------------------------------------------------
+    def process(self, ev: Event, raw: bytes | None = None) -> list[Alert]:
+        """Applies one validated event; returns its alerts in catalogue order."""
+        ts = ev.epoch
+        if self.started_at is None:
+            self.started_at = ts
+        if ts > self.watermark:
+            self.watermark = ts
+            if ts >= self._next_sweep:
+                self.swept += self.store.sweep(ts)
+                self._next_sweep = ts + SWEEP_EVERY_S
+        kind = ev.type
+        if kind == "transaction" or kind == "login" or kind == "elevate":
+            return self._activity(ev, raw)
+        if kind == "logout" or kind == "terminate":
+            self._end_session(ev)
+        elif kind == "login_failed":
+            pass  # never activity (SPEC.md §4); counted by the caller
+        else:
+            self._account(ev)
+        return []
+
+    # -- activity ---------------------------------------------------------------
+    def _activity(self, ev: Event, raw: bytes | None) -> list[Alert]:
+        store = self.store
+        ts = ev.epoch
+        sid = ev.session_id
+        assert sid is not None  # guaranteed by events.validate
+        fp = self.fingerprint(sid)
+        s = store.get_session(fp)
+        first_sight = s is None
+        prior_guest = False
+        if s is None:
+            s = self._open(ev, ts)
+        elif ev.type == "login" and s.ended is None and s.guest:
+            prior_guest = True
+            self._authenticate(s, ev, ts)
+        user_name = s.user or ev.user
+        u = store.get_user(user_name) if user_name is not None else None
+        if ev.type == "login" and u is None and user_name is not None:
+            u = UserState(last=ts)
+        ctx = Context(ev, ts, s, u, self.policy, self.ladder, first_sight, prior_guest)
+        ctx.started_at = self.started_at if self.started_at is not None else ts
+        if first_sight and self._weak_enabled:
+            ctx.id_bits = estimate_bits(sid)
+        if ev.type == "login" and self._concurrency_on and u is not None:
+            ctx.live_sessions = self._live_sessions(u, fp, ts) + 1
+
+        alerts = self._run(self._by_type[ev.type], ctx, fp, raw)
+
+        # The event's effect on state, after the indicators saw the state before it.
+        if ts > s.last:
+            s.last = ts
+        if ev.ip is not None:
+            s.last_ip = ev.ip
+        if ev.node is not None:
+            s.node = ev.node
+        if ev.type == "login":
+            self._after_login(ev, ts, fp, s, u, user_name)
+        elif ev.type == "elevate":
+            alerts.extend(self._after_elevate(ev, ts, fp, s, raw))
+        store.put_session(fp, s)
+        return alerts
+
+    def _open(self, ev: Event, ts: float) -> SessionState:
+        """State for an ID seen for the first time: a login, a guest, or an unknown session."""
+        if ev.type == "login":
+            return SessionState(
+                start=ts,
+                last=ts,
+                user=ev.user,
+                remember_me=ev.remember_me,
+                login_ip=ev.ip,
+                last_ip=ev.ip,
+                login_ua=ev.user_agent,
+            )
+        guest = ev.is_guest and ev.type == "transaction"
+        return SessionState(
+            start=ts,
+            last=ts,
+            user=None if guest else ev.user,
+            guest=guest,
+            known=False,
+            login_ip=ev.ip,
+            last_ip=ev.ip,
+            login_ua=ev.user_agent,
+        )
+
+    @staticmethod
+    def _authenticate(s: SessionState, ev: Event, ts: float) -> None:
+        """A login on a live guest ID: the authenticated session starts here."""
+        s.guest = False
+        s.known = True
+        s.user = ev.user
+        s.start = s.last = ts
+        s.remember_me = ev.remember_me
+        s.login_ip = s.last_ip = ev.ip
+        s.login_ua = ev.user_agent
+
+    def _run(
+        self, indicators: tuple[Indicator, ...], ctx: Context, fp: str, raw: bytes | None
+    ) -> list[Alert]:
+        alerts: list[Alert] = []
+        raised = ctx.session.raised
+        for ind in indicators:
+            evidence = ind.check(ctx)
+            if evidence is None:
+                continue
+            count = raised.get(ind.name, 0)
+            raised[ind.name] = count + 1
+            if count:
+                continue  # deduplicated: counted in the session's alert state
+            rule = self._rules[ind.name]
+            severity = rule.severity or (
+                ind.severity(ctx) if ind.severity else self._default_severity(ind.name)
+            )
+            alerts.append(self._alert(ind.name, severity, fp, ctx, evidence, raw))
+        return alerts
+
+    @staticmethod
+    def _default_severity(name: str) -> str:
+        return CATALOGUE[name].severity
+
+    def _alert(
+        self,
+        kind: str,
+        severity: str,
+        fp: str,
+        ctx: Context,
+        evidence: dict[str, Any],
+        raw: bytes | None,
+    ) -> Alert:
+        ev = ctx.event
+        rule = self._rules[kind]
+        details = dict(evidence)
+        if ev.url is not None:
+            details.setdefault("url", ev.url)
+        if ev.node is not None:
+            details.setdefault("node", ev.node)
+        extra = _extra_fields(raw, self.fingerprint) if raw is not None else None
+        if extra:
+            details["extra"] = extra
+        return Alert(
+            alert_id=alert_id(kind, fp, ev.event_id),
+            kind=kind,
+            severity=severity,
+            ts=rfc3339(ctx.ts),
+            event_id=ev.event_id,
+            session=fp,
+            user=ctx.session.user or ev.user,
+            ip=ev.ip,
+            details=details,
+            action=rule.action,
+            mode=rule.mode,
+        )
+
+    def _live_sessions(self, u: UserState, exclude: str, ts: float) -> int:
+        """Counts the user's other live sessions, forgetting dead ones as it goes."""
+        p = self.policy
+        live: list[str] = []
+        for other in u.sessions:
+            if other == exclude:
+                continue
+            st = self.store.get_session(other)
+            if st is None or st.ended is not None:
+                continue
+            if u.locked_at is not None and st.start <= u.locked_at:
+                continue
+            if u.deactivated_at is not None and st.start <= u.deactivated_at:
+                continue
+            if not st.remember_me and ts - st.last > p.idle_timeout_s + p.clock_skew_s:
+                continue
+            if p.life_span_s and ts - st.start > p.life_span_s + p.clock_skew_s:
+                continue
+            live.append(other)
+        u.sessions = live
+        return len(live)
+
+    def _after_login(
+        self,
+        ev: Event,
+        ts: float,
+        fp: str,
+        s: SessionState,
+        u: UserState | None,
+        user_name: str | None,
+    ) -> None:
+        prev = ev.previous_session_id
+        if prev is not None and prev != ev.session_id:
+            self._rotate_away(self.fingerprint(prev), ts, guest=True)
+        if u is not None and user_name is not None:
+            if fp not in u.sessions and s.ended is None:
+                u.sessions.append(fp)
+            u.last = max(u.last, ts)
+            self.store.put_user(user_name, u)
+
+    def _after_elevate(
+        self, ev: Event, ts: float, fp: str, s: SessionState, raw: bytes | None
+    ) -> list[Alert]:
+        new_id = ev.new_session_id
+        if new_id is None or new_id == ev.session_id:
+            return []
+        new_fp = self.fingerprint(new_id)
+        # The rotated ID continues the same logical session: same start, same
+        # baseline, same dedup memory, same fate if the old one was already dead.
+        carried = SessionState(
+            start=s.start,
+            last=s.last,
+            user=s.user,
+            guest=s.guest,
+            remember_me=s.remember_me,
+            known=True,
+            login_ip=s.login_ip,
+            last_ip=s.last_ip,
+            login_ua=s.login_ua,
+            node=s.node,
+            ended=s.ended,
+            ended_at=s.ended_at,
+            raised=dict(s.raised),
+        )
+        alerts: list[Alert] = []
+        if self._weak_enabled and "weak_session_id" not in carried.raised:
+            bits = estimate_bits(new_id)
+            if bits < self.policy.min_session_id_bits:
+                ctx = Context(ev, ts, carried, None, self.policy, self.ladder, True)
+                ctx.id_bits = bits
+                alerts = self._run(_WEAK, ctx, new_fp, raw)
+        self.store.put_session(new_fp, carried)
+        if s.ended is None:
+            s.ended, s.ended_at = "rotation", ts
+        if s.user is not None:
+            u = self.store.get_user(s.user)
+            if u is not None:
+                u.sessions = [new_fp if x == fp else x for x in u.sessions]
+                self.store.put_user(s.user, u)
+        return alerts
+
+    def _rotate_away(self, fp: str, ts: float, *, guest: bool) -> None:
+        old = self.store.get_session(fp)
+        if old is None:
+            old = SessionState(start=ts, last=ts, guest=guest, known=False)
+        if old.ended is None:
+            old.ended, old.ended_at = "rotation", ts
+        self.store.put_session(fp, old)
+
+    # -- session end and account events ------------------------------------------
+    def _end_session(self, ev: Event) -> None:
+        assert ev.session_id is not None
+        ts = ev.epoch
+        fp = self.fingerprint(ev.session_id)
+        s = self.store.get_session(fp)
+        if s is None:
+            # Remember the ID as dead even if its start was never seen.
+            s = SessionState(start=ts, last=ts, user=ev.user, known=False)
+        if s.ended is None:
+            s.ended = "logout" if ev.type == "logout" else "terminate"
+            s.ended_at = ts
+        self.store.put_session(fp, s)
+        name = s.user or ev.user
+        if name is not None:
+            u = self.store.get_user(name)
+            if u is not None and fp in u.sessions:
+                u.sessions.remove(fp)
+                self.store.put_user(name, u)
+
+    def _account(self, ev: Event) -> None:
+        assert ev.user is not None
+        ts = ev.epoch
+        u = self.store.get_user(ev.user) or UserState(last=ts)
+        u.last = max(u.last, ts)
+        kind = ev.type
+        if kind == "lockout":
+            u.locked, u.locked_at = True, ts
+            u.sessions = []
+        elif kind == "unlock":
+            u.locked = False
+        elif kind == "deactivate":
+            u.inactive, u.deactivated_at = True, ts
+            u.sessions = []
+        elif kind == "activate":
+            u.inactive = False
+        self.store.put_user(ev.user, u)
+
+
+def _extra_fields(raw: bytes, fingerprint: Fingerprinter) -> dict[str, Any] | None:
+    """Fields outside SPEC.md §2, kept as evidence; anything session-like is fingerprinted."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    for key, value in extra.items():
+        if "session" in key.lower() and isinstance(value, str):
+            extra[key] = fingerprint(value)
+    return extra or None
