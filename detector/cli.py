@@ -83,7 +83,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from detector.simulate import Simulation
 
-    policy = load_policy(args.config)
+    policy = load_policy(args.config) if args.config else None  # None: the bundled sim policy
     sim = Simulation(policy, users=args.users, hours=args.hours, seed=args.seed)
     with ExitStack() as stack:
         out = _open_out(stack, args.output)

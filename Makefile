@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit install bench examples clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,stream]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default: replay the bundled recorded log, show the alerts.
+demo: $(STAMP)
+	$(BIN)/sessionwatch replay --config examples/policy.toml \
+		--alerts-out out/demo-alerts.jsonl --dead-letter-out out/demo-dead-letters.jsonl \
+		examples/sample-events.jsonl 2>&1 | grep -v "development key" || true
+	@echo
+	@echo "First alerts (all in out/demo-alerts.jsonl):"
+	@head -n 5 out/demo-alerts.jsonl
+
+demo: | out
+out:
+	mkdir -p out
+
+lint: $(STAMP)
+	$(BIN)/ruff check detector tests bench
+	$(BIN)/ruff format --check detector tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+## The whole suite: lint, types, unit/property/integration/e2e tests.
+test: lint typecheck unit
+
+## Regenerates the bundled sample log and its labels (deterministic).
+examples: $(STAMP)
+	$(BIN)/sessionwatch simulate --users 12 --hours 24 --seed 7 \
+		-o examples/sample-events.jsonl --labels-out examples/sample-labels.jsonl
+
+bench: $(STAMP)
+	$(BIN)/python bench/replay_throughput.py
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .hypothesis
