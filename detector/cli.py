@@ -23,14 +23,14 @@ def _open_out(stack: ExitStack, path: str) -> IO[bytes]:
     return stack.enter_context(open(path, "wb"))
 
 
-class _LazyFile(IO[bytes]):
+class _LazyFile:
     """Creates the file on first write, so a clean run leaves no empty dead-letter file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fh: IO[bytes] | None = None
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes | bytearray, /) -> int:
         if self._fh is None:
             self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         return self._fh.write(data)
@@ -56,7 +56,7 @@ def load_policy(path: str | None) -> Policy:
 def cmd_replay(args: argparse.Namespace) -> int:
     from detector.engine import Engine
     from detector.fingerprint import Fingerprinter
-    from detector.replay import JsonLinesWriter, Replayer
+    from detector.replay import BinaryOut, JsonLinesWriter, Replayer
     from detector.report import print_summary, progress_reporter
 
     policy = load_policy(args.config)
@@ -64,10 +64,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         alerts_out = _open_out(stack, args.alerts_out)
         dlq_path = args.dead_letter_out or DEFAULT_DEAD_LETTERS
-        dlq_out: IO[bytes] = (
-            _open_out(stack, dlq_path) if args.dead_letter_out else _LazyFile(dlq_path)
-        )
-        stack.callback(dlq_out.close)
+        dlq_out: BinaryOut
+        if args.dead_letter_out:
+            dlq_out = _open_out(stack, dlq_path)
+        else:
+            lazy = _LazyFile(dlq_path)
+            stack.callback(lazy.close)
+            dlq_out = lazy
         alerts = JsonLinesWriter(alerts_out)
         dead = JsonLinesWriter(dlq_out)
         replayer = Replayer(engine, alerts, dead)

@@ -47,7 +47,9 @@ def scrub(raw: bytes, fingerprint: Fingerprinter) -> Any:
             return cleaned
         raw = encoded
     text = _SESSIONISH.sub(
-        lambda m: m.group(1) + fingerprint(m.group(2).decode("utf-8", "replace")).encode() + m.group(3),
+        lambda m: (
+            m.group(1) + fingerprint(m.group(2).decode("utf-8", "replace")).encode() + m.group(3)
+        ),
         raw[: 2 * MAX_RECORD_BYTES],
     )[:MAX_RECORD_BYTES]
     text = _CUT_SESSIONISH.sub(lambda m: m.group(1) + b"[truncated]", text)

@@ -51,9 +51,9 @@ class Engine:
             for t in ("login", "transaction", "elevate")
         }
         self._weak_enabled = policy.rule("weak_session_id").enabled
-        self._concurrency_on = bool(policy.max_concurrent_sessions) and policy.rule(
-            "concurrent_sessions"
-        ).enabled
+        self._concurrency_on = (
+            bool(policy.max_concurrent_sessions) and policy.rule("concurrent_sessions").enabled
+        )
         self._rules = {name: policy.rule(name) for name in (i.name for i in REGISTRY)}
         self.started_at: float | None = None
         self.watermark = -math.inf

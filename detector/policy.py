@@ -191,11 +191,14 @@ class Policy:
             "glide.guest.session_timeout",
             problems,
         )
-        if minutes["glide.guest.session_timeout"] > minutes["glide.ui.session_timeout"]:
+        guest_idle, user_idle = (
+            minutes["glide.guest.session_timeout"],
+            minutes["glide.ui.session_timeout"],
+        )
+        if guest_idle > user_idle:
             problems.append(
-                f'[policy] "glide.guest.session_timeout" ({minutes["glide.guest.session_timeout"]:g})'
-                f' must not be above "glide.ui.session_timeout" '
-                f"({minutes['glide.ui.session_timeout']:g}): guest sessions get the shorter limit"
+                f'[policy] "glide.guest.session_timeout" ({guest_idle:g}) must not be above '
+                f'"glide.ui.session_timeout" ({user_idle:g}): guest sessions get the shorter limit'
             )
         for key in ("glide.ui.session_timeout", "glide.guest.session_timeout"):
             if minutes[key] == 0:
@@ -210,9 +213,8 @@ class Policy:
         det = dict(_DETECTOR_DEFAULTS)
         for key, raw in _table(data, "detector", problems).items():
             if key not in _DETECTOR_DEFAULTS:
-                problems.append(
-                    f"[detector] unknown key {key!r} (known: {', '.join(sorted(_DETECTOR_DEFAULTS))})"
-                )
+                known = ", ".join(sorted(_DETECTOR_DEFAULTS))
+                problems.append(f"[detector] unknown key {key!r} (known: {known})")
             else:
                 det[key] = raw
         values.update(_detector_values(det, problems))

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import BinaryIO, Protocol
 
 import msgspec
 
@@ -62,7 +62,7 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     try:
         if path.endswith(".gz"):
             with gzip.GzipFile(fileobj=raw) as gz:
-                yield io.BufferedReader(gz, buffer_size=1 << 20)  # type: ignore[arg-type]
+                yield io.BufferedReader(gz, buffer_size=1 << 20)
         else:
             yield raw
     finally:
@@ -98,9 +98,7 @@ class Replayer:
             else:
                 assert isinstance(ev, InvalidEvent)
                 summary.invalid[ev.reason] += 1
-                self.on_dead_letter(
-                    dead_letter(ev, line, source, offset, self.engine.fingerprint)
-                )
+                self.on_dead_letter(dead_letter(ev, line, source, offset, self.engine.fingerprint))
 
     def run(self, paths: Iterable[str], progress: Callable[[int], None] | None = None) -> Summary:
         start = time.perf_counter()
@@ -115,20 +113,23 @@ class Replayer:
 def _counting(fh: Iterable[bytes], progress: Callable[[int], None]) -> Iterator[bytes]:
     """Reports bytes read every 64k lines: cheap enough to leave on for big inputs."""
     done = 0
-    n = 0
-    for line in fh:
+    for n, line in enumerate(fh, 1):
         done += len(line)
-        n += 1
         if n & 0xFFFF == 0:
             progress(done)
         yield line
     progress(done)
 
 
+class BinaryOut(Protocol):
+    def write(self, data: bytes | bytearray, /) -> int: ...
+    def flush(self) -> None: ...
+
+
 class JsonLinesWriter:
     """Writes msgspec structs as JSON Lines to a binary stream."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: BinaryOut) -> None:
         self._out = out
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()

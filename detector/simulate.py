@@ -66,9 +66,18 @@ _SAFARI_IOS = (
 )
 _DESKTOPS: Final = (_CHROME, _EDGE, _FIREFOX, _SAFARI_MAC)
 _URLS: Final = (
-    "/incident.do", "/incident_list.do", "/sc_req_item.do", "/change_request.do",
-    "/kb_view.do", "/navpage.do", "/api/now/table/incident", "/sys_user.do",
-    "/home.do", "/$pa_dashboard.do", "/task_list.do", "/sp",
+    "/incident.do",
+    "/incident_list.do",
+    "/sc_req_item.do",
+    "/change_request.do",
+    "/kb_view.do",
+    "/navpage.do",
+    "/api/now/table/incident",
+    "/sys_user.do",
+    "/home.do",
+    "/$pa_dashboard.do",
+    "/task_list.do",
+    "/sp",
 )
 _GUEST_URLS: Final = ("/sp", "/kb_view.do", "/login.do", "/csm")
 _NODES: Final = ("node-a", "node-b", "node-c", "node-d")
@@ -143,7 +152,8 @@ class Simulation:
 
     def _foreign_ip(self) -> str:
         r = self.rng
-        return f"{r.choice((45, 91, 103, 141, 185, 193, 203))}.{r.randint(1, 254)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+        first = r.choice((45, 91, 103, 141, 185, 193, 203))
+        return f"{first}.{r.randint(1, 254)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
 
     def _profile(self, name: str) -> _Profile:
         r = self.rng
@@ -223,7 +233,9 @@ class Simulation:
         pol = self.policy
         tl = self.tl
         prefix = p.office
-        login_ip = f"100.100.{r.randint(0, 255)}.{r.randint(2, 254)}" if p.vpn else self._office_ip(prefix)
+        login_ip = (
+            f"100.100.{r.randint(0, 255)}.{r.randint(2, 254)}" if p.vpn else self._office_ip(prefix)
+        )
         remember_me = r.random() < 0.15
         span = pol.life_span_s or 12 * 3600
         length = r.uniform(1800, min(8 * 3600, span - 1800))
@@ -244,11 +256,26 @@ class Simulation:
         if r.random() < 0.3:
             previous = self.sid()
             g = t - r.uniform(30, 240)
-            tl.add(g, "transaction", session_id=previous, ip=login_ip, user_agent=ua(g), url="/login.do", guest=True)
+            tl.add(
+                g,
+                "transaction",
+                session_id=previous,
+                ip=login_ip,
+                user_agent=ua(g),
+                url="/login.do",
+                guest=True,
+            )
         sid = self.sid()
         tl.add(
-            t, "login", session_id=sid, user=p.name, ip=login_ip, user_agent=ua(t),
-            remember_me=remember_me or None, previous_session_id=previous, node=r.choice(_NODES),
+            t,
+            "login",
+            session_id=sid,
+            user=p.name,
+            ip=login_ip,
+            user_agent=ua(t),
+            remember_me=remember_me or None,
+            previous_session_id=previous,
+            node=r.choice(_NODES),
         )
         if r.random() < 0.2:
             mid = t + r.uniform(60, length / 2)
@@ -257,7 +284,15 @@ class Simulation:
             t = last + r.uniform(5, 60)
             if t >= tl.end:
                 return
-            tl.add(t, "elevate", session_id=sid, new_session_id=new, user=p.name, ip=ips(), user_agent=ua(t))
+            tl.add(
+                t,
+                "elevate",
+                session_id=sid,
+                new_session_id=new,
+                user=p.name,
+                ip=ips(),
+                user_agent=ua(t),
+            )
             sid = new
         last = self._transactions(t, end, sid, p.name, ips, ua, remember_me=remember_me)
         finish = r.random()
@@ -271,17 +306,30 @@ class Simulation:
                 tl.add(lock + 3600, "unlock", user=p.name, actor="admin")
         elif finish < 0.8:
             # An admin clears an abandoned session.
-            tl.add(last + r.uniform(300, 1200), "terminate", session_id=sid, user=p.name, actor="admin")
+            tl.add(
+                last + r.uniform(300, 1200), "terminate", session_id=sid, user=p.name, actor="admin"
+            )
 
     def _mobile_session(self, p: _Profile, start: float) -> None:
         r = self.rng
         carrier = f"100.{r.randint(64, 99)}.{r.randint(0, 255)}"
         sid = self.sid()
         ua_text = _SAFARI_IOS.format(v=r.randint(0, 5))
-        self.tl.add(start, "login", session_id=sid, user=p.name, ip=self._office_ip(carrier), user_agent=ua_text)
+        self.tl.add(
+            start,
+            "login",
+            session_id=sid,
+            user=p.name,
+            ip=self._office_ip(carrier),
+            user_agent=ua_text,
+        )
         last = self._transactions(
-            start, start + r.uniform(300, 1800), sid, p.name,
-            lambda: self._office_ip(carrier), lambda _t: ua_text,
+            start,
+            start + r.uniform(300, 1800),
+            sid,
+            p.name,
+            lambda: self._office_ip(carrier),
+            lambda _t: ua_text,
         )
         if r.random() < 0.5:
             self.tl.add(last + 30, "logout", session_id=sid, user=p.name)
@@ -291,14 +339,24 @@ class Simulation:
         sid = self.sid()
         ip = self._office_ip(f"172.{r.randint(16, 31)}.{r.randint(0, 255)}")
         ua_text = r.choice(_DESKTOPS).format(v=120)
-        self.tl.add(start, "transaction", session_id=sid, ip=ip, user_agent=ua_text, url="/sp", guest=True)
+        self.tl.add(
+            start, "transaction", session_id=sid, ip=ip, user_agent=ua_text, url="/sp", guest=True
+        )
         limit = min(self.policy.guest_life_span_s or 3600, 1800) - 60
         t = start
         for _ in range(r.randint(1, 5)):
             t += r.uniform(20, min(240, self.policy.guest_idle_timeout_s - 60))
             if t - start > limit:
                 break
-            self.tl.add(t, "transaction", session_id=sid, ip=ip, user_agent=ua_text, url=r.choice(_GUEST_URLS), guest=True)
+            self.tl.add(
+                t,
+                "transaction",
+                session_id=sid,
+                ip=ip,
+                user_agent=ua_text,
+                url=r.choice(_GUEST_URLS),
+                guest=True,
+            )
 
     # -- attacks ------------------------------------------------------------------
     def _victim(self) -> tuple[_Profile, str, float, str, str]:
@@ -312,13 +370,24 @@ class Simulation:
         ip = self._office_ip(p.office)
         ua_text = self._ua(p)
         sid = self.sid()
-        self.tl.add(t, "login", session_id=sid, user=p.name, ip=ip, user_agent=ua_text, node="node-a")
+        self.tl.add(
+            t, "login", session_id=sid, user=p.name, ip=ip, user_agent=ua_text, node="node-a"
+        )
         return p, sid, t, ip, ua_text
 
-    def _act(self, t: float, sid: str, user: str | None, ip: str, ua_text: str, **kw: Any) -> dict[str, Any]:
+    def _act(
+        self, t: float, sid: str, user: str | None, ip: str, ua_text: str, **kw: Any
+    ) -> dict[str, Any]:
         return self.tl.add(
-            t, "transaction", session_id=sid, user=user, ip=ip, user_agent=ua_text,
-            url=kw.pop("url", "/incident.do"), node="node-b", **kw,
+            t,
+            "transaction",
+            session_id=sid,
+            user=user,
+            ip=ip,
+            user_agent=ua_text,
+            url=kw.pop("url", "/incident.do"),
+            node="node-b",
+            **kw,
         )
 
     def _busy(self, t: float, sid: str, user: str, ip: str, ua_text: str, n: int) -> float:
@@ -342,18 +411,25 @@ class Simulation:
             tl.label(ev, "ip_change", "high", tag)
             self._busy(t + 60, sid, user, ip, ua_text, 2)
         elif kind == "user_agent_change":
-            ev = self._act(t + 60, sid, user, self._office_ip(p.office), self._other_browser(ua_text))
+            ev = self._act(
+                t + 60, sid, user, self._office_ip(p.office), self._other_browser(ua_text)
+            )
             tl.label(ev, "user_agent_change", "medium", tag)
         elif kind == "reuse_after_logout":
             tl.add(t + 30, "logout", session_id=sid, user=user)
-            ev = self._act(t + 30 + pol.logout_grace_s + skew + r.uniform(60, 1200), sid, user, ip, ua_text)
+            ev = self._act(
+                t + 30 + pol.logout_grace_s + skew + r.uniform(60, 1200), sid, user, ip, ua_text
+            )
             tl.label(ev, "reuse_after_logout", "critical", tag)
         elif kind == "hijack_after_logout":
             # SPEC.md §4's example: every indicator that applies is raised.
             tl.add(t + 30, "logout", session_id=sid, user=user)
             ev = self._act(
-                t + 30 + pol.logout_grace_s + skew + r.uniform(60, 600), sid, user,
-                self._foreign_ip(), self._other_browser(ua_text),
+                t + 30 + pol.logout_grace_s + skew + r.uniform(60, 600),
+                sid,
+                user,
+                self._foreign_ip(),
+                self._other_browser(ua_text),
             )
             tl.label(ev, "reuse_after_logout", "critical", tag)
             tl.label(ev, "ip_change", "high", tag)
@@ -364,7 +440,15 @@ class Simulation:
             tl.label(ev, "reuse_after_termination", "critical", tag)
         elif kind == "reuse_after_rotation":
             new = self.sid()
-            tl.add(t + 30, "elevate", session_id=sid, new_session_id=new, user=user, ip=ip, user_agent=ua_text)
+            tl.add(
+                t + 30,
+                "elevate",
+                session_id=sid,
+                new_session_id=new,
+                user=user,
+                ip=ip,
+                user_agent=ua_text,
+            )
             self._busy(t + 30, new, user, ip, ua_text, 2)
             ev = self._act(t + 30 + skew + r.uniform(30, 600), sid, user, ip, ua_text)
             tl.label(ev, "reuse_after_rotation", "critical", tag)
@@ -376,12 +460,18 @@ class Simulation:
             tl.add(t + 30, "logout", session_id=sid, user=user)
             tl.add(t + 60, "deactivate", user=user, actor="admin")
             ev = tl.add(
-                t + 60 + skew + r.uniform(60, 900), "login", session_id=self.sid(), user=user,
-                ip=ip, user_agent=ua_text,
+                t + 60 + skew + r.uniform(60, 900),
+                "login",
+                session_id=self.sid(),
+                user=user,
+                ip=ip,
+                user_agent=ua_text,
             )
             tl.label(ev, "inactive_user_activity", "critical", tag)
         elif kind == "idle_timeout_exceeded":
-            ev = self._act(t + pol.idle_timeout_s + skew + r.uniform(300, 3600), sid, user, ip, ua_text)
+            ev = self._act(
+                t + pol.idle_timeout_s + skew + r.uniform(300, 3600), sid, user, ip, ua_text
+            )
             tl.label(ev, "idle_timeout_exceeded", "medium", tag)
         elif kind == "lifespan_exceeded":
             while True:
@@ -395,8 +485,13 @@ class Simulation:
                 guest = self.sid()
                 self._act(t + 10, guest, None, ip, ua_text, guest=True, url="/login.do")
                 ev = tl.add(
-                    t + 40, "login", session_id=guest, previous_session_id=guest, user=user,
-                    ip=ip, user_agent=ua_text,
+                    t + 40,
+                    "login",
+                    session_id=guest,
+                    previous_session_id=guest,
+                    user=user,
+                    ip=ip,
+                    user_agent=ua_text,
                 )
             else:
                 ev = tl.add(t + 40, "elevate", session_id=sid, user=user, ip=ip, user_agent=ua_text)
@@ -452,12 +547,17 @@ class Simulation:
         stats.labels = len(kept)
         if labels_out is not None:
             for lb in kept:
-                labels_out.write(orjson.dumps({
-                    "event_id": lb.event["event_id"],
-                    "indicator": lb.indicator,
-                    "severity": lb.severity,
-                    "attack": lb.attack,
-                }) + b"\n")
+                labels_out.write(
+                    orjson.dumps(
+                        {
+                            "event_id": lb.event["event_id"],
+                            "indicator": lb.indicator,
+                            "severity": lb.severity,
+                            "attack": lb.attack,
+                        }
+                    )
+                    + b"\n"
+                )
         return stats
 
 

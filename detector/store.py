@@ -101,9 +101,7 @@ class MemoryStore:
 S = TypeVar("S")
 
 
-def _sweep(
-    table: dict[str, S], wheel: _Wheel, expiry: Callable[[S], float], now: float
-) -> int:
+def _sweep(table: dict[str, S], wheel: _Wheel, expiry: Callable[[S], float], now: float) -> int:
     dropped = 0
     rearm: list[tuple[str, float]] = []
     for key in wheel.due(now):

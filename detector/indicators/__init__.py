@@ -25,7 +25,15 @@ from detector.policy import CATALOGUE
 _ALL = {
     ind.name: ind
     for module in (
-        reuse, account, fixation, network, timeouts, transport, weak_id, unknown, concurrency
+        reuse,
+        account,
+        fixation,
+        network,
+        timeouts,
+        transport,
+        weak_id,
+        unknown,
+        concurrency,
     )
     for ind in module.INDICATORS
 }

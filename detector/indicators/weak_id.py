@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import pairwise
 from typing import Final
 
 from detector.indicators.base import Context, Evidence, Indicator
@@ -27,7 +28,9 @@ _PREDICTABLE_BITS: Final = math.log2(3)
 
 def _alphabet(sid: str) -> int:
     chars = set(sid)
-    if chars <= _HEX and not (any(c in "abcdef" for c in chars) and any(c in "ABCDEF" for c in chars)):
+    if chars <= _HEX and not (
+        any(c in "abcdef" for c in chars) and any(c in "ABCDEF" for c in chars)
+    ):
         return 16
     size = 0
     if any(c.isdigit() for c in chars):
@@ -46,7 +49,7 @@ def estimate_bits(sid: str) -> float:
         return 0.0
     per_char = math.log2(_alphabet(sid))
     bits = per_char
-    for prev, cur in zip(sid, sid[1:], strict=False):
+    for prev, cur in pairwise(sid):
         bits += _PREDICTABLE_BITS if abs(ord(cur) - ord(prev)) <= 1 else per_char
     shannon = -sum(c / n * math.log2(c / n) for c in Counter(sid).values())
     return min(bits, shannon * n)

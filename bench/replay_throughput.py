@@ -1,0 +1,124 @@
+"""Replay throughput against an orjson parse-only loop, and peak RSS with 100k open sessions.
+
+Both sides run as fresh processes over the same file, alternating, best of
+``--rounds``; the machine is shared and noisy, so only the ratio measured in one
+run means anything. Usage::
+
+    .venv/bin/python bench/replay_throughput.py [--events 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".bench"
+CLI = [sys.executable, "-m", "detector.cli"]
+POLICY = ROOT / "examples" / "policy.toml"
+
+PARSE_ONLY = """
+import sys, orjson
+n = 0
+with open(sys.argv[1], "rb") as fh:
+    for line in fh:
+        orjson.loads(line)
+        n += 1
+print(n)
+"""
+
+
+def simulated_file(events: int) -> Path:
+    """A simulated log of about ``events`` events (cached: generation is slower than replay)."""
+    from detector.simulate import Simulation
+
+    path = CACHE / f"sim-{events}.jsonl"
+    if path.exists():
+        return path
+    CACHE.mkdir(exist_ok=True)
+    users = max(10, events // 62)  # the simulator makes about 62 events per user-day
+    buf = io.BytesIO()
+    Simulation(users=users, hours=24, seed=42).write(buf)
+    lines = buf.getvalue().splitlines(keepends=True)[:events]
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def open_sessions_file(sessions: int) -> Path:
+    """``sessions`` logins within 20 minutes, then 3 transactions each: all live at the end."""
+    path = CACHE / f"open-{sessions}.jsonl"
+    if path.exists():
+        return path
+    CACHE.mkdir(exist_ok=True)
+    t0 = 1_795_334_400.0
+    out = bytearray()
+    n = 0
+    for rnd in range(4):
+        for i in range(sessions):
+            ts = t0 + rnd * 1200 + i * 1200 / sessions
+            n += 1
+            ev = {
+                "event_id": f"o{n}",
+                "ts": ts,
+                "type": "login" if rnd == 0 else "transaction",
+                "session_id": f"{i:08X}{(i * 2654435761) % 2**96:024X}",
+                "user": f"user{i % (sessions // 2)}",
+                "ip": f"10.{i % 250}.{(i // 250) % 250}.{1 + i % 200}",
+                "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0.0.0",
+                "url": "/incident.do",
+            }
+            out += orjson.dumps(ev) + b"\n"
+    path.write_bytes(out)
+    return path
+
+
+def run(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark command failed: {cmd}")
+    return elapsed, usage.ru_maxrss
+
+
+def replay_cmd(path: Path) -> list[str]:
+    return [*CLI, "replay", "-q", "--config", str(POLICY), "--alerts-out", "/dev/null",
+            "--dead-letter-out", "/dev/null", str(path)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--sessions", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("SESSIONWATCH_KEY", "benchmark-key")
+
+    path = simulated_file(args.events)
+    count = sum(1 for _ in open(path, "rb"))
+    parse_best = replay_best = float("inf")
+    for _ in range(args.rounds):
+        parse_best = min(parse_best, run([sys.executable, "-c", PARSE_ONLY, str(path)])[0])
+        replay_best = min(replay_best, run(replay_cmd(path))[0])
+    parse_rate, replay_rate = count / parse_best, count / replay_best
+    print(f"events                      {count:>12,}")
+    print(f"orjson parse-only           {parse_rate:>12,.0f} events/s")
+    print(f"sessionwatch replay         {replay_rate:>12,.0f} events/s")
+    print(f"ratio replay / parse-only   {replay_rate / parse_rate:>12.2f}   (target >= 0.33)")
+
+    open_path = open_sessions_file(args.sessions)
+    _, rss_kib = run(replay_cmd(open_path))
+    print(f"peak RSS, {args.sessions:,} open sessions {rss_kib / 1024:>8,.0f} MiB   (target < 1536)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""ip_change and user_agent_change, with the tolerance ladder's benign look-alikes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import CHROME_ANDROID, CHROME_NEXT, FIREFOX_LINUX, Story, raised, run
+
+VPN = {"detector": {"allow_cidrs": ["100.100.0.0/16"]}}
+
+
+def test_foreign_ip_is_high_ip_change() -> None:
+    s = Story()
+    s.login(0)
+    e = s.tx(1, ip="185.220.101.4")
+    alerts = run(s)
+    assert [(a.kind, a.event_id, a.severity) for a in alerts] == [("ip_change", e, "high")]
+    assert alerts[0].details["login_ip"] == "10.1.2.3"
+
+
+@pytest.mark.parametrize("ip", ["10.1.2.200", "10.1.2.3", "10.1.2.1"])
+def test_churn_inside_login_prefix_is_benign(ip: str) -> None:
+    s = Story()
+    s.login(0)
+    s.tx(1, ip=ip)
+    assert raised(s) == []
+
+
+def test_prefix_is_configurable() -> None:
+    s = Story()
+    s.login(0)
+    s.tx(1, ip="10.1.9.9")
+    assert [k for k, _ in raised(s)] == ["ip_change"]
+    assert raised(s, {"detector": {"ip_prefix_v4": 16}}) == []
+
+
+def test_allow_listed_egress_either_side_is_not_a_change() -> None:
+    s = Story()
+    s.login(0, ip="100.100.7.7")
+    s.tx(1, ip="10.1.2.3")
+    s.tx(2, ip="100.100.200.1")
+    assert raised(s, VPN) == []
+
+
+def test_ipv6_prefix_and_family_change() -> None:
+    s = Story()
+    s.login(0, ip="2001:db8:1:2::10")
+    s.tx(1, ip="2001:db8:1:2:ffff::1")
+    assert raised(s) == []
+    e = s.tx(2, ip="10.1.2.3")
+    assert raised(s) == [("ip_change", e)]
+
+
+def test_browser_upgrade_is_not_a_change() -> None:
+    s = Story()
+    s.login(0)
+    s.tx(1, user_agent=CHROME_NEXT)
+    assert raised(s) == []
+
+
+def test_other_browser_same_network_is_medium() -> None:
+    s = Story()
+    s.login(0)
+    e = s.tx(1, user_agent=FIREFOX_LINUX)
+    alerts = run(s)
+    assert [(a.kind, a.event_id, a.severity) for a in alerts] == [
+        ("user_agent_change", e, "medium")
+    ]
+
+
+def test_other_os_same_browser_is_a_change() -> None:
+    s = Story()
+    s.login(0)
+    s.tx(1, user_agent=CHROME_ANDROID)
+    assert [k for k, _ in raised(s)] == ["user_agent_change"]
+
+
+def test_browser_change_after_ip_change_is_high() -> None:
+    s = Story()
+    s.login(0)
+    s.tx(1, ip="185.220.101.4")
+    e = s.tx(2, ip="185.220.101.4", user_agent=FIREFOX_LINUX)
+    alerts = run(s)
+    assert [(a.kind, a.severity) for a in alerts] == [
+        ("ip_change", "high"),
+        ("user_agent_change", "high"),
+    ]
+    assert alerts[1].event_id == e
+
+
+def test_missing_user_agent_is_not_compared() -> None:
+    s = Story()
+    s.login(0, user_agent=None)
+    s.tx(1, user_agent=FIREFOX_LINUX)
+    assert raised(s) == []
+
+
+def test_guest_session_compares_with_its_first_event() -> None:
+    s = Story()
+    s.tx(0, user=None, guest=True)
+    e = s.tx(1, user=None, guest=True, ip="185.1.1.1")
+    assert raised(s) == [("ip_change", e)]

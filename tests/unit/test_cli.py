@@ -1,0 +1,108 @@
+"""The command line as a user runs it: files, gzip, stdin, config errors, determinism."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "examples" / "sample-events.jsonl"
+POLICY = ROOT / "examples" / "policy.toml"
+
+
+def replay_to(tmp: Path, *inputs: str, name: str = "a.jsonl") -> bytes:
+    out = tmp / name
+    assert (
+        main(
+            [
+                "replay",
+                "-q",
+                "--config",
+                str(POLICY),
+                "--alerts-out",
+                str(out),
+                "--dead-letter-out",
+                str(tmp / "dlq.jsonl"),
+                *inputs,
+            ]
+        )
+        == 0
+    )
+    return out.read_bytes()
+
+
+def test_same_input_gives_byte_identical_output(tmp_path: Path) -> None:
+    a = replay_to(tmp_path, str(SAMPLE), name="a.jsonl")
+    b = replay_to(tmp_path, str(SAMPLE), name="b.jsonl")
+    assert a == b and a.count(b"\n") == 17
+
+
+def test_gzip_input(tmp_path: Path) -> None:
+    gz = tmp_path / "s.jsonl.gz"
+    gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    assert replay_to(tmp_path, str(gz)) == replay_to(tmp_path, str(SAMPLE), name="b.jsonl")
+
+
+def test_stdin_and_summary(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "replay", "--config", str(POLICY), "-"],
+        input=SAMPLE.read_bytes() + b"garbage\n",
+        capture_output=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert proc.stdout.count(b"\n") == 17
+    assert b"events/s" in proc.stderr and b"not_json" in proc.stderr
+    dlq = (tmp_path / "sessionwatch-dead-letters.jsonl").read_text()
+    assert '"source":"stdin"' in dlq and '"offset":884' in dlq
+
+
+def test_clean_run_leaves_no_dead_letter_file(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "replay", "-q", str(SAMPLE)],
+        capture_output=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert proc.stdout and not (tmp_path / "sessionwatch-dead-letters.jsonl").exists()
+
+
+def test_bad_config_is_refused_with_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[policy]\n"glide.ui.active.session.life_span" = 10\n')
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "--config", str(cfg), str(SAMPLE)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "glide.ui.active.session.life_span" in err and "must be above" in err
+
+
+def test_simulate_then_replay(tmp_path: Path) -> None:
+    ev, lab = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    assert (
+        main(
+            [
+                "simulate",
+                "--users",
+                "5",
+                "--hours",
+                "24",
+                "--seed",
+                "3",
+                "-o",
+                str(ev),
+                "--labels-out",
+                str(lab),
+            ]
+        )
+        == 0
+    )
+    assert ev.read_bytes().count(b"\n") > 100 and lab.read_bytes().count(b"\n") >= 14

@@ -1,0 +1,72 @@
+"""Strict decoding: every bad record gets a reason, every good one a checked Event."""
+
+from __future__ import annotations
+
+import pytest
+
+from detector.events import MAX_LINE_BYTES, Event, InvalidEvent, decode
+
+
+def ok(line: bytes) -> Event:
+    ev = decode(line)
+    assert isinstance(ev, Event), ev
+    return ev
+
+
+def bad(line: bytes) -> str:
+    ev = decode(line)
+    assert isinstance(ev, InvalidEvent), ev
+    return ev.reason
+
+
+def test_rfc3339_and_epoch_times_agree() -> None:
+    a = ok(b'{"event_id":"1","ts":"2026-11-22T11:00:00+01:00","type":"unlock","user":"u"}')
+    b = ok(b'{"event_id":"1","ts":1795341600,"type":"unlock","user":"u"}')
+    assert a.epoch == b.epoch == 1795341600.0
+
+
+def test_defaults_and_extras() -> None:
+    ev = ok(b'{"event_id":"1","ts":1,"type":"transaction","session_id":"S","ip":"::1","x":{"y":1}}')
+    assert ev.scheme == "https" and ev.guest is False and ev.user is None and ev.is_guest
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"not json", "not_json"),
+        (b'{"event_id":"1"', "not_json"),
+        (b"[1,2]", "not_object"),
+        (b'{"ts":1,"type":"unlock","user":"u"}', "missing_field"),
+        (b'{"event_id":"1","type":"unlock","user":"u"}', "missing_field"),
+        (b'{"event_id":"1","ts":1,"type":"unlock"}', "missing_field"),
+        (b'{"event_id":"1","ts":1,"type":"transaction","ip":"1.2.3.4"}', "missing_field"),
+        (b'{"event_id":"1","ts":1,"type":"login","session_id":"S","user":"u"}', "missing_field"),
+        (b'{"event_id":"","ts":1,"type":"unlock","user":"u"}', "missing_field"),
+        (b'{"event_id":"1","ts":1,"type":"explode","user":"u"}', "unknown_type"),
+        (b'{"event_id":1,"ts":1,"type":"unlock","user":"u"}', "wrong_type"),
+        (b'{"event_id":"1","ts":1,"type":"unlock","user":"u","guest":"yes"}', "wrong_type"),
+        (b'{"event_id":"1","ts":1,"type":"unlock","user":"u","scheme":"ftp"}', "wrong_type"),
+        (b'{"event_id":"1","ts":"yesterday","type":"unlock","user":"u"}', "bad_time"),
+        (b'{"event_id":"1","ts":"2026-11-22T10:00:00","type":"unlock","user":"u"}', "bad_time"),
+        (b'{"event_id":"1","ts":-5,"type":"unlock","user":"u"}', "bad_time"),
+        (b'{"event_id":"1","ts":1e12,"type":"unlock","user":"u"}', "bad_time"),
+        (b'{"event_id":"1","ts":true,"type":"unlock","user":"u"}', "bad_time"),
+        (
+            b'{"event_id":"1","ts":1,"type":"login","session_id":"S","user":"u","ip":"10.0.0.300"}',
+            "bad_ip",
+        ),
+        (b'{"event_id":"1","ts":1,"type":"logout","session_id":"S","user":"u","ip":"x"}', "bad_ip"),
+    ],
+)
+def test_reasons(line: bytes, reason: str) -> None:
+    assert bad(line) == reason
+
+
+def test_oversized_line_is_refused_unread() -> None:
+    line = b'{"event_id":"1","ts":1,"type":"unlock","user":"' + b"u" * MAX_LINE_BYTES + b'"}'
+    assert bad(line) == "oversized"
+
+
+def test_own_epoch_field_is_just_an_extra() -> None:
+    ev = ok(b'{"event_id":"1","ts":5,"type":"unlock","user":"u","epoch":"whatever"}')
+    assert ev.epoch == 5.0
