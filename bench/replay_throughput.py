@@ -91,8 +91,18 @@ def run(cmd: list[str]) -> tuple[float, int]:
 
 
 def replay_cmd(path: Path) -> list[str]:
-    return [*CLI, "replay", "-q", "--config", str(POLICY), "--alerts-out", "/dev/null",
-            "--dead-letter-out", "/dev/null", str(path)]
+    return [
+        *CLI,
+        "replay",
+        "-q",
+        "--config",
+        str(POLICY),
+        "--alerts-out",
+        "/dev/null",
+        "--dead-letter-out",
+        "/dev/null",
+        str(path),
+    ]
 
 
 def main() -> None:
@@ -104,7 +114,8 @@ def main() -> None:
     os.environ.setdefault("SESSIONWATCH_KEY", "benchmark-key")
 
     path = simulated_file(args.events)
-    count = sum(1 for _ in open(path, "rb"))
+    with open(path, "rb") as fh:
+        count = sum(1 for _ in fh)
     parse_best = replay_best = float("inf")
     for _ in range(args.rounds):
         parse_best = min(parse_best, run([sys.executable, "-c", PARSE_ONLY, str(path)])[0])
@@ -117,7 +128,9 @@ def main() -> None:
 
     open_path = open_sessions_file(args.sessions)
     _, rss_kib = run(replay_cmd(open_path))
-    print(f"peak RSS, {args.sessions:,} open sessions {rss_kib / 1024:>8,.0f} MiB   (target < 1536)")
+    print(
+        f"peak RSS, {args.sessions:,} open sessions {rss_kib / 1024:>8,.0f} MiB   (target < 1536)"
+    )
 
 
 if __name__ == "__main__":

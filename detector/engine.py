@@ -45,15 +45,19 @@ class Engine:
         self.fingerprint = fingerprint
         self.store: StateStore = store or MemoryStore(self.session_expiry, self.user_expiry)
         self.ladder = IpLadder(policy.ip_prefix_v4, policy.ip_prefix_v6, policy.allow_cidrs)
-        enabled = [ind for ind in REGISTRY if policy.rule(ind.name).enabled]
-        self._by_type: dict[str, tuple[Indicator, ...]] = {
-            t: tuple(ind for ind in enabled if t in ind.events)
-            for t in ("login", "transaction", "elevate")
-        }
         self._weak_enabled = policy.rule("weak_session_id").enabled
         self._concurrency_on = (
             bool(policy.max_concurrent_sessions) and policy.rule("concurrent_sessions").enabled
         )
+        spans_on = bool(policy.life_span_s or policy.guest_life_span_s)
+        enabled = [
+            ind
+            for ind in REGISTRY
+            if policy.rule(ind.name).enabled
+            and (ind.name != "concurrent_sessions" or self._concurrency_on)
+            and (ind.name != "lifespan_exceeded" or spans_on)
+        ]
+        self._plan = _plan(enabled)
         self._rules = {name: policy.rule(name) for name in (i.name for i in REGISTRY)}
         self.started_at: float | None = None
         self.watermark = -math.inf
@@ -126,7 +130,9 @@ class Engine:
         if ev.type == "login" and self._concurrency_on and u is not None:
             ctx.live_sessions = self._live_sessions(u, fp, ts) + 1
 
-        alerts = self._run(self._by_type[ev.type], ctx, fp, raw)
+        account = u is not None and (u.locked_at is not None or u.deactivated_at is not None)
+        plan = self._plan[(ev.type, s.ended is not None, account, first_sight)]
+        alerts = self._run(plan, ctx, fp, raw) if plan else []
 
         # The event's effect on state, after the indicators saw the state before it.
         if ts > s.last:
@@ -360,6 +366,26 @@ class Engine:
         elif kind == "activate":
             u.inactive = False
         self.store.put_user(ev.user, u)
+
+
+def _plan(enabled: list[Indicator]) -> dict[tuple[str, bool, bool, bool], tuple[Indicator, ...]]:
+    """Indicators to run per (event type, ended, account history, first sight), in order."""
+    plan = {}
+    for kind in ("login", "transaction", "elevate"):
+        for ended in (False, True):
+            for account in (False, True):
+                for first in (False, True):
+                    open_gates = {
+                        "always": True,
+                        "ended": ended,
+                        "live": not ended,
+                        "account": account,
+                        "first_sight": first,
+                    }
+                    plan[(kind, ended, account, first)] = tuple(
+                        ind for ind in enabled if kind in ind.events and open_gates[ind.gate]
+                    )
+    return plan
 
 
 def _extra_fields(raw: bytes, fingerprint: Fingerprinter) -> dict[str, Any] | None:

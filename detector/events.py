@@ -15,12 +15,12 @@ usable as a metric label) and a human sentence.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
-from functools import lru_cache
 from typing import Final, Literal
 
 import msgspec
+
+from detector.netaddr import valid_ip
 
 EventType = Literal[
     "login",
@@ -111,16 +111,6 @@ class InvalidEvent(msgspec.Struct, gc=False):
 
 
 _decoder = msgspec.json.Decoder(Event)
-
-
-@lru_cache(maxsize=65536)
-def valid_ip(text: str) -> bool:
-    """Cached: a stream repeats the same few thousand addresses endlessly."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _classify(err: msgspec.ValidationError) -> InvalidEvent:

@@ -15,14 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, get_args
 
 import msgspec
 
 from detector.alerts import Alert
 from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
-from detector.events import Event, InvalidEvent, decode
+from detector.events import Event, EventType, InvalidEvent, decode
 
 AlertSink = Callable[[Alert], None]
 DeadLetterSink = Callable[[DeadLetter], None]
@@ -83,22 +83,28 @@ class Replayer:
         summary = self.summary
         process = self.engine.process
         on_alert = self.on_alert
-        by_type = summary.by_type
+        by_type: dict[str, int] = dict.fromkeys(get_args(EventType), 0)
+        events = 0
         for offset, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line:
-                continue
+            if len(line) < 3 and not line.strip():
+                continue  # blank line (JSON Lines tolerates a trailing one)
             ev = decode(line)
             if type(ev) is Event:
-                summary.events += 1
+                events += 1
                 by_type[ev.type] += 1
-                for alert in process(ev, line):
-                    summary.alerts[(alert.kind, alert.severity)] += 1
-                    on_alert(alert)
+                alerts = process(ev, line)
+                if alerts:
+                    for alert in alerts:
+                        summary.alerts[(alert.kind, alert.severity)] += 1
+                        on_alert(alert)
             else:
                 assert isinstance(ev, InvalidEvent)
                 summary.invalid[ev.reason] += 1
-                self.on_dead_letter(dead_letter(ev, line, source, offset, self.engine.fingerprint))
+                self.on_dead_letter(
+                    dead_letter(ev, line.strip(), source, offset, self.engine.fingerprint)
+                )
+        summary.events += events
+        summary.by_type.update({k: v for k, v in by_type.items() if v})
 
     def run(self, paths: Iterable[str], progress: Callable[[int], None] | None = None) -> Summary:
         start = time.perf_counter()

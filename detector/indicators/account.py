@@ -37,6 +37,6 @@ def inactive_user_activity(ctx: Context) -> Evidence | None:
 
 
 INDICATORS = (
-    Indicator("locked_out_activity", ACTIVITY_TYPES, locked_out_activity),
-    Indicator("inactive_user_activity", ACTIVITY_TYPES, inactive_user_activity),
+    Indicator("locked_out_activity", ACTIVITY_TYPES, locked_out_activity, gate="account"),
+    Indicator("inactive_user_activity", ACTIVITY_TYPES, inactive_user_activity, gate="account"),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from detector.events import Event
 from detector.netaddr import IpLadder
@@ -19,6 +19,12 @@ from detector.policy import Policy
 from detector.state import SessionState, UserState
 
 Evidence = dict[str, Any]
+
+#: A necessary condition for an indicator to fire, checked once by the engine so
+#: that a routine transaction runs only the few checks that could possibly fire:
+#: ``ended`` (the session ID is dead), ``account`` (the user was ever locked out
+#: or deactivated), ``first_sight`` (the ID is new), ``live`` (not ended).
+Gate = Literal["always", "ended", "account", "first_sight", "live"]
 
 
 @dataclass(slots=True)
@@ -51,3 +57,4 @@ class Indicator:
     events: frozenset[str]
     check: Callable[[Context], Evidence | None]
     severity: Callable[[Context], str] | None = None
+    gate: Gate = "always"

@@ -36,7 +36,7 @@ def reuse_after_rotation(ctx: Context) -> Evidence | None:
 
 
 INDICATORS = (
-    Indicator("reuse_after_logout", ACTIVITY_TYPES, reuse_after_logout),
-    Indicator("reuse_after_termination", ACTIVITY_TYPES, reuse_after_termination),
-    Indicator("reuse_after_rotation", ACTIVITY_TYPES, reuse_after_rotation),
+    Indicator("reuse_after_logout", ACTIVITY_TYPES, reuse_after_logout, gate="ended"),
+    Indicator("reuse_after_termination", ACTIVITY_TYPES, reuse_after_termination, gate="ended"),
+    Indicator("reuse_after_rotation", ACTIVITY_TYPES, reuse_after_rotation, gate="ended"),
 )

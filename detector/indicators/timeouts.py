@@ -40,6 +40,6 @@ def lifespan_exceeded(ctx: Context) -> Evidence | None:
 
 
 INDICATORS = (
-    Indicator("idle_timeout_exceeded", ACTIVITY_TYPES, idle_timeout_exceeded),
-    Indicator("lifespan_exceeded", ACTIVITY_TYPES, lifespan_exceeded),
+    Indicator("idle_timeout_exceeded", ACTIVITY_TYPES, idle_timeout_exceeded, gate="live"),
+    Indicator("lifespan_exceeded", ACTIVITY_TYPES, lifespan_exceeded, gate="live"),
 )

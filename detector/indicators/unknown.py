@@ -19,4 +19,6 @@ def unknown_session(ctx: Context) -> Evidence | None:
     return {"reason": "no login or rotation created this session ID"}
 
 
-INDICATORS = (Indicator("unknown_session", frozenset({"transaction"}), unknown_session),)
+INDICATORS = (
+    Indicator("unknown_session", frozenset({"transaction"}), unknown_session, gate="first_sight"),
+)
