@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from detector.policy import Policy, PolicyError
+
+if TYPE_CHECKING:
+    from detector.stream.settings import StreamSettings
 
 log = logging.getLogger("sessionwatch")
 
@@ -99,6 +102,65 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_settings(args: argparse.Namespace) -> StreamSettings:
+    from detector.stream.settings import StreamSettings
+
+    settings = StreamSettings()
+    for name in ("bootstrap_servers", "partitions", "app_id", "store", "data_dir", "web_port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(settings, name, value)
+    problems = settings.validate()
+    if problems:
+        print("sessionwatch: invalid streaming settings:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from detector.stream.app import create_app
+
+    policy = load_policy(args.config)
+    app = create_app(_stream_settings(args), policy)
+    worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from detector.fingerprint import Fingerprinter
+    from detector.stream.clients import produce
+
+    policy = load_policy(args.config)
+    fp = Fingerprinter.from_env(policy.fingerprint_key_env)
+    sent = asyncio.run(
+        produce(_stream_settings(args), args.inputs, fp, speed=args.speed, rate=args.rate)
+    )
+    print(f"sessionwatch: produced {sent} events", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from detector.stream.clients import read_alerts
+
+    asyncio.run(read_alerts(_stream_settings(args), sys.stdout.buffer, follow=args.follow))
+    return 0
+
+
+def _kafka_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-servers", help="default: $SESSIONWATCH_BOOTSTRAP_SERVERS")
+    p.add_argument("--partitions", type=int, help="partitions of new topics (default 8)")
+    p.add_argument("--config", help="policy TOML")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionwatch",
@@ -126,6 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", default="-", help="events JSON Lines (default: stdout)")
     sp.add_argument("--labels-out", help="labels JSON Lines: one line per expected alert")
     sp.set_defaults(func=cmd_simulate)
+
+    wp = sub.add_parser("worker", help="run the streaming detector (a Faust worker)")
+    _kafka_options(wp)
+    wp.add_argument("--app-id", help="consumer group / app id (default sessionwatch)")
+    wp.add_argument("--store", help="rocksdb:// (default) or memory://")
+    wp.add_argument("--data-dir", help="local table storage (default ./sessionwatch-data)")
+    wp.add_argument("--web-port", type=int, help="web server port (default 6066)")
+    wp.add_argument("-q", "--quiet", action="store_true")
+    wp.set_defaults(func=cmd_worker)
+
+    pp = sub.add_parser("produce", help="send recorded events to session-events")
+    _kafka_options(pp)
+    pp.add_argument("inputs", nargs="+", metavar="FILE")
+    speed = pp.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=float, help="replay recorded time, scaled by X")
+    speed.add_argument("--rate", type=float, help="send N events per second")
+    pp.set_defaults(func=cmd_produce)
+
+    ap = sub.add_parser("alerts", help="print session-alerts")
+    _kafka_options(ap)
+    ap.add_argument("--follow", action="store_true", help="keep waiting for new alerts")
+    ap.set_defaults(func=cmd_alerts)
     return parser
 
 

@@ -40,6 +40,8 @@ class Engine:
         policy: Policy,
         fingerprint: Fingerprinter,
         store: StateStore | None = None,
+        *,
+        sweep_every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self.policy = policy
         self.fingerprint = fingerprint
@@ -62,6 +64,7 @@ class Engine:
         self.started_at: float | None = None
         self.watermark = -math.inf
         self._next_sweep = -math.inf
+        self._sweep_every_s = sweep_every_s
         self.swept = 0
 
     # -- expiry -----------------------------------------------------------------
@@ -92,7 +95,7 @@ class Engine:
             self.watermark = ts
             if ts >= self._next_sweep:
                 self.swept += self.store.sweep(ts)
-                self._next_sweep = ts + SWEEP_EVERY_S
+                self._next_sweep = ts + self._sweep_every_s
         kind = ev.type
         if kind == "transaction" or kind == "login" or kind == "elevate":
             return self._activity(ev, raw)

@@ -1,0 +1,202 @@
+"""Start and stop a single-node Apache Kafka (KRaft) on 127.0.0.1, from Maven Central jars.
+
+No Docker and no tarball are needed: ``mvn dependency:copy-dependencies`` on the
+``pom.xml`` beside this file puts the broker's jars in ``lib/``, and this script
+formats a fresh storage directory and runs ``kafka.Kafka`` with a minimal
+single-node config. Used by the test suite (once per run) and by hand::
+
+    python deploy/kafka/broker.py start   # prints the bootstrap address, keeps running
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LIB = HERE / "lib"
+
+
+def ensure_jars() -> None:
+    """Fetches the broker's jars through Maven when they are not there yet."""
+    if LIB.is_dir() and any(LIB.glob("kafka_2.13-*.jar")):
+        return
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker's jars")
+    subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(HERE / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={LIB}",
+            "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = Path(home, "bin", "java") if home else shutil.which("java")
+    if not java:
+        raise RuntimeError("Java 17+ is needed to run the Kafka broker")
+    return str(java)
+
+
+class Broker:
+    """One KRaft broker+controller process with its own temporary storage."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sessionwatch-kafka-"))
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _config(self) -> Path:
+        data = self.workdir / "data"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Tests create every topic they use, with explicit partition counts.
+            "auto.create.topics.enable": "false",
+            # No 3 s wait for more members before the first rebalance: tests start fast.
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": "1000000",
+        }
+        path = self.workdir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def start(self, timeout: float = 90.0) -> Broker:
+        ensure_jars()
+        config = self._config()
+        classpath = f"{LIB}/*"
+        env = dict(os.environ)
+        env["KAFKA_HEAP_OPTS"] = "-Xmx512m"
+        base = [
+            _java(),
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={self.workdir}",
+            "-cp",
+            classpath,
+        ]
+        subprocess.run(
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                str(uuid.uuid4()),
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        log = open(self.workdir / "broker.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [*base, "kafka.Kafka", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"Kafka exited early; see {self.workdir / 'broker.log'}")
+            if _api_versions_ok(self.port):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"Kafka did not answer within {timeout:.0f}s; see {self.workdir}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _api_versions_ok(port: int) -> bool:
+    """True once the broker answers an ApiVersions request (it is ready for clients)."""
+    request = (
+        (18).to_bytes(2, "big")  # ApiVersions
+        + (0).to_bytes(2, "big")  # version 0
+        + (1).to_bytes(4, "big")  # correlation id
+        + (-1).to_bytes(2, "big", signed=True)  # null client id
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(len(request).to_bytes(4, "big") + request)
+            size = int.from_bytes(s.recv(4), "big")
+            body = s.recv(size)
+            return len(body) >= 6 and body[4:6] == b"\x00\x00"  # error code NONE
+    except OSError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["start"]:
+        print("usage: broker.py start  (Ctrl-C stops it)", file=sys.stderr)
+        return 2
+    broker = Broker(port=int(os.environ.get("KAFKA_PORT", "9092"))).start()
+    print(broker.bootstrap, flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Streaming detection: Kafka -> Faust agent -> the same engine as replay -> Kafka."""

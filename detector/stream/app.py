@@ -1,0 +1,167 @@
+"""The Faust application: session-events -> engine -> session-alerts / -actions / -dlq.
+
+One agent, concurrency 1 (state is per partition and order matters). It takes
+events in batches (``take_events``) because Faust's one-event-at-a-time path
+cannot keep up, and marks each event as the current one while applying it, so
+table writes land in that event's partition (changelog and local RocksDB alike).
+Detection itself is :class:`detector.engine.Engine`, exactly as in replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from detector.alerts import Alert
+from detector.alerts import encode as encode_alert
+from detector.deadletter import DeadLetter, dead_letter
+from detector.engine import Engine
+from detector.events import Event, InvalidEvent, decode
+from detector.fingerprint import Fingerprinter
+from detector.policy import Policy
+from detector.stream.bundle import BundleStore
+from detector.stream.routing import routing_key
+from detector.stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+#: Event-time seconds between sweeps of dead bundles (a scan of the local table).
+STREAM_SWEEP_EVERY_S = 900.0
+
+_dlq_encoder = __import__("msgspec").json.Encoder()
+
+
+def _broker_credentials(settings: StreamSettings) -> Any:
+    if settings.security_protocol == "SSL":
+        from aiokafka.helpers import create_ssl_context
+
+        return faust.SSLCredentials(create_ssl_context(cafile=settings.ssl_cafile or None))
+    if settings.security_protocol.startswith("SASL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl = (
+            create_ssl_context(cafile=settings.ssl_cafile or None)
+            if settings.security_protocol == "SASL_SSL"
+            else None
+        )
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ssl,
+        )
+    return None
+
+
+def action_record(alert: Alert) -> dict[str, Any]:
+    """The SPEC.md §6 action message for an enforce-mode alert."""
+    return {
+        "action": alert.action,
+        "session": alert.session,
+        "user": alert.user,
+        "alert_id": alert.alert_id,
+        "ts": alert.ts,
+    }
+
+
+def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
+    """Builds the app; nothing connects until a worker starts it."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=_broker_credentials(settings),
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        table_cleanup_interval=3600.0,
+        # No standbys: a sweep must only ever delete state of partitions this worker owns.
+        table_standby_replicas=0,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+    )
+    events_topic = app.topic(
+        settings.events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    alerts_topic = app.topic(
+        settings.alerts_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    actions_topic = app.topic(
+        settings.actions_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    dlq_topic = app.topic(
+        settings.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=1
+    )
+    table = app.Table(
+        "state",
+        key_type=bytes,  # bytes keys and values: the "raw" codec, we encode ourselves
+        value_type=bytes,
+        partitions=settings.partitions,
+        # Changelog partition from the key (same murmur2 partitioner as the producers of
+        # session-events), so even a sweep's deletions go to the right partition.
+        use_partitioner=True,
+    )
+    fingerprint = Fingerprinter.from_env(policy.fingerprint_key_env)
+    engine = Engine(policy, fingerprint, sweep_every_s=STREAM_SWEEP_EVERY_S)
+    store = BundleStore(table, engine.session_expiry, engine.user_expiry)
+    engine.store = store
+    app.sessionwatch = {"engine": engine, "store": store, "table": table}  # type: ignore[attr-defined]
+
+    @app.agent(events_topic, concurrency=1)
+    async def detect(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
+        async for batch in stream.take_events(settings.batch_size, within=0.01):
+            alerts: list[Alert] = []
+            dead: list[DeadLetter] = []
+            for event in batch:
+                # Table writes for this event go to *its* partition (see module doc).
+                _current_event.set(weakref.ref(event))
+                raw: bytes = event.value
+                ev = decode(raw)
+                if type(ev) is not Event:
+                    assert isinstance(ev, InvalidEvent)
+                    msg = event.message
+                    dead.append(
+                        dead_letter(
+                            ev, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint
+                        )
+                    )
+                    continue
+                store.load(routing_key(ev, fingerprint))
+                alerts.extend(engine.process(ev, raw))
+                store.save()
+            for alert in alerts:
+                key = alert.session.encode()
+                await alerts_topic.send(key=key, value=encode_alert(alert))
+                if alert.mode == "enforce" and alert.action != "none":
+                    await actions_topic.send(
+                        key=key, value=_dlq_encoder.encode(action_record(alert))
+                    )
+            for letter in dead:
+                log.warning(
+                    "dead-lettered %s at %s:%s",
+                    letter.reason.split(":")[0],
+                    letter.source,
+                    letter.offset,
+                )
+                await dlq_topic.send(value=_dlq_encoder.encode(letter))
+
+    return app

@@ -1,0 +1,129 @@
+"""Plain aiokafka clients behind ``sessionwatch produce`` and ``sessionwatch alerts``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import IO
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from detector.events import Event, decode
+from detector.fingerprint import Fingerprinter
+from detector.replay import open_input
+from detector.stream.routing import routing_key
+from detector.stream.settings import StreamSettings
+
+
+async def ensure_topics(settings: StreamSettings, replication: int = 1) -> None:
+    """Creates the SPEC topics with the configured partition counts if they are missing."""
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=n, replication_factor=replication)
+            for name, n in (
+                (settings.events_topic, settings.partitions),
+                (settings.alerts_topic, settings.partitions),
+                (settings.actions_topic, settings.partitions),
+                (settings.dlq_topic, 1),
+            )
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
+
+async def produce(
+    settings: StreamSettings,
+    paths: Iterable[str],
+    fingerprint: Fingerprinter,
+    *,
+    speed: float | None = None,
+    rate: float | None = None,
+) -> int:
+    """Sends recorded events keyed by routing key; order per key is kept (idempotent producer).
+
+    ``speed`` replays recorded time scaled (2.0 = twice as fast); ``rate`` sends at a
+    fixed number of events per second; neither sends as fast as the broker takes them.
+    Lines that do not decode are sent unkeyed, so the worker dead-letters them.
+    """
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        **settings.aiokafka_kwargs(),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=1 << 20,
+    )
+    await producer.start()
+    sent = 0
+    start_wall = time.monotonic()
+    first_ts: float | None = None
+    try:
+        for path in paths:
+            with open_input(path) as fh:
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    ev = decode(line)
+                    key = routing_key(ev, fingerprint).encode() if type(ev) is Event else None
+                    if speed and type(ev) is Event:
+                        first_ts = ev.epoch if first_ts is None else first_ts
+                        due = start_wall + (ev.epoch - first_ts) / speed
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    elif rate:
+                        delay = start_wall + sent / rate - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    await producer.send(settings.events_topic, value=line, key=key)
+                    sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_alerts(
+    settings: StreamSettings, out: IO[bytes], *, follow: bool = False, idle_s: float = 1.0
+) -> int:
+    """Prints session-alerts from the beginning; without ``follow``, stops at the end."""
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic,
+        **settings.aiokafka_kwargs(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    count = 0
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)  # no group: all partitions, once metadata is in
+        tps = sorted(consumer.assignment())
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batches = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            for records in batches.values():
+                for rec in records:
+                    out.write(rec.value + b"\n")
+                    count += 1
+            out.flush()
+            if not follow:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+    finally:
+        await consumer.stop()
+    return count

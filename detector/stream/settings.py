@@ -1,0 +1,96 @@
+"""Streaming settings, from the environment (and CLI flags that override it).
+
+Every setting is declared once here, with its environment variable and default,
+so the README's table and ``sessionwatch worker --help`` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env(name: str, default: str) -> Any:
+    return field(default_factory=lambda: os.environ.get(name, default), metadata={"env": name})
+
+
+@dataclass
+class StreamSettings:
+    """Where the broker is, how to talk to it, and what the topics are called."""
+
+    bootstrap_servers: str = field(
+        default_factory=lambda: os.environ.get(
+            "SESSIONWATCH_BOOTSTRAP_SERVERS",
+            os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        ),
+        metadata={"env": "SESSIONWATCH_BOOTSTRAP_SERVERS (or KAFKA_BOOTSTRAP_SERVERS)"},
+    )
+    security_protocol: str = _env("SESSIONWATCH_SECURITY_PROTOCOL", "PLAINTEXT")
+    sasl_mechanism: str = _env("SESSIONWATCH_SASL_MECHANISM", "SCRAM-SHA-512")
+    sasl_username: str = _env("SESSIONWATCH_SASL_USERNAME", "")
+    sasl_password: str = _env("SESSIONWATCH_SASL_PASSWORD", "")
+    ssl_cafile: str = _env("SESSIONWATCH_SSL_CAFILE", "")
+    app_id: str = _env("SESSIONWATCH_APP_ID", "sessionwatch")
+    partitions: int = field(
+        default_factory=lambda: int(os.environ.get("SESSIONWATCH_PARTITIONS", "8")),
+        metadata={"env": "SESSIONWATCH_PARTITIONS"},
+    )
+    events_topic: str = _env("SESSIONWATCH_TOPIC_EVENTS", "session-events")
+    alerts_topic: str = _env("SESSIONWATCH_TOPIC_ALERTS", "session-alerts")
+    actions_topic: str = _env("SESSIONWATCH_TOPIC_ACTIONS", "session-actions")
+    dlq_topic: str = _env("SESSIONWATCH_TOPIC_DLQ", "session-events-dlq")
+    store: str = _env("SESSIONWATCH_STORE", "rocksdb://")
+    data_dir: str = _env("SESSIONWATCH_DATA_DIR", "./sessionwatch-data")
+    web_host: str = _env("SESSIONWATCH_WEB_HOST", "127.0.0.1")
+    web_port: int = field(
+        default_factory=lambda: int(os.environ.get("SESSIONWATCH_WEB_PORT", "6066")),
+        metadata={"env": "SESSIONWATCH_WEB_PORT"},
+    )
+    api_token: str = _env("SESSIONWATCH_API_TOKEN", "")
+    batch_size: int = field(
+        default_factory=lambda: int(os.environ.get("SESSIONWATCH_BATCH_SIZE", "500")),
+        metadata={"env": "SESSIONWATCH_BATCH_SIZE"},
+    )
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"):
+            problems.append(
+                f"security protocol {self.security_protocol!r} is not one of PLAINTEXT, SSL, "
+                "SASL_SSL, SASL_PLAINTEXT"
+            )
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            problems.append("SASL needs SESSIONWATCH_SASL_USERNAME and SESSIONWATCH_SASL_PASSWORD")
+        if self.sasl_mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"):
+            problems.append(f"SASL mechanism {self.sasl_mechanism!r} is not supported")
+        if self.partitions < 1:
+            problems.append("partitions must be at least 1")
+        if not self.store.startswith(("rocksdb://", "memory://")):
+            problems.append(f"store {self.store!r} must be rocksdb:// or memory://")
+        return problems
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Connection options for plain aiokafka clients (produce, alerts)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile or None)
+        if self.security_protocol.startswith("SASL"):
+            kw.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return kw
+
+
+def describe() -> list[tuple[str, str]]:
+    """(environment variable, meaning) pairs for documentation."""
+    return [(str(f.metadata.get("env", "")), f.name) for f in fields(StreamSettings)]
