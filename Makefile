@@ -4,7 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install bench examples clean
+.PHONY: demo test lint typecheck unit install bench examples clean system-deps kafka-jars
+
+# Debian packages the tests use as real outside tools; installed only when missing.
+SYSTEM_TOOLS := kcat
+KAFKA_LIB := deploy/kafka/lib
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +41,23 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-## The whole suite: lint, types, unit/property/integration/e2e tests.
-test: lint typecheck unit
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+## The Kafka broker's jars, from Maven Central (see deploy/kafka/pom.xml).
+kafka-jars: $(KAFKA_LIB)/.fetched
+$(KAFKA_LIB)/.fetched: deploy/kafka/pom.xml
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+		-DoutputDirectory=lib -DincludeScope=runtime
+	touch $@
+
+## The whole suite: lint, types, unit, property, and integration tests on a real broker.
+test: lint typecheck system-deps kafka-jars unit
 
 ## Regenerates the bundled sample log and its labels (deterministic).
 examples: $(STAMP)

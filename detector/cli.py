@@ -120,12 +120,18 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
     from faust.worker import Worker
 
     from detector.stream.app import create_app
+    from detector.stream.clients import ensure_topics
 
     policy = load_policy(args.config)
-    app = create_app(_stream_settings(args), policy)
+    settings = _stream_settings(args)
+    # Source and sink topics with explicit partition counts, before Faust subscribes.
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings, policy)
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -1,0 +1,164 @@
+"""Factories that keep the streaming tests short: isolated topics, workers, produce, collect."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from detector.simulate import Simulation
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "examples" / "policy.toml"
+KEY = "integration-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Deployment:
+    """One isolated sessionwatch deployment: its own topics and app id on the shared broker."""
+
+    def __init__(self, bootstrap: str, partitions: int, tmp: Path, store: str = "rocksdb://"):
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.tmp = tmp
+        self.env = dict(os.environ)
+        self.env.update(
+            SESSIONWATCH_BOOTSTRAP_SERVERS=bootstrap,
+            SESSIONWATCH_KEY=KEY,
+            SESSIONWATCH_PARTITIONS=str(partitions),
+            SESSIONWATCH_APP_ID=f"sw-{tag}",
+            SESSIONWATCH_TOPIC_EVENTS=f"events-{tag}",
+            SESSIONWATCH_TOPIC_ALERTS=f"alerts-{tag}",
+            SESSIONWATCH_TOPIC_ACTIONS=f"actions-{tag}",
+            SESSIONWATCH_TOPIC_DLQ=f"dlq-{tag}",
+            SESSIONWATCH_STORE=store,
+        )
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {
+            k: self.env[f"SESSIONWATCH_TOPIC_{k.upper()}"]
+            for k in ("events", "alerts", "actions", "dlq")
+        }
+
+    def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "detector.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            **kw,
+        )
+
+    def start_worker(self, name: str = "w0") -> subprocess.Popen[bytes]:
+        data = self.tmp / f"data-{name}"
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "detector.cli",
+                "worker",
+                "-q",
+                "--config",
+                str(POLICY),
+                "--data-dir",
+                str(data),
+                "--web-port",
+                str(free_port()),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def produce(self, path: Path, *extra: str) -> None:
+        self.cli("produce", "--config", str(POLICY), *extra, str(path))
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("*.log"))
+
+    def collect(
+        self, topic: str, until: Callable[[list[bytes]], bool], timeout: float = 120.0
+    ) -> list[bytes]:
+        """Reads ``topic`` from the beginning until ``until(values)`` holds or time runs out."""
+        return asyncio.run(_collect(self.bootstrap, topic, until, timeout))
+
+
+async def _collect(
+    bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout: float
+) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                values.extend(r.value for r in records)
+            if until(values):
+                break
+    finally:
+        await consumer.stop()
+    return values
+
+
+def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, set[str]]:
+    """A labelled simulated day on disk and the alert ids replay finds in it."""
+    buf = io.BytesIO()
+    Simulation(users=users, hours=24, seed=seed).write(buf)
+    path = tmp / "day.jsonl"
+    path.write_bytes(buf.getvalue())
+    os.environ.setdefault("SESSIONWATCH_KEY", KEY)
+    from detector.engine import Engine
+    from detector.fingerprint import Fingerprinter
+    from detector.policy import Policy
+    from detector.replay import Replayer
+
+    alerts: list[Any] = []
+    Replayer(
+        Engine(Policy.load(POLICY), Fingerprinter(KEY.encode())), alerts.append, lambda d: None
+    ).feed(buf.getvalue().splitlines(), "day")
+    return path, {a.alert_id for a in alerts}
+
+
+def alert_ids(values: list[bytes]) -> set[str]:
+    return {orjson.loads(v)["alert_id"] for v in values}

@@ -1,0 +1,136 @@
+"""The streaming worker against a real Kafka broker: equivalence, bad input, outside clients."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.streaming import Deployment, alert_ids, simulated_day
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def deployment_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[Deployment]]:
+    made: list[Deployment] = []
+
+    def make(partitions: int, store: str = "rocksdb://") -> Deployment:
+        d = Deployment(kafka_bootstrap, partitions, tmp_path / f"d{len(made)}", store)
+        d.tmp.mkdir()
+        made.append(d)
+        return d
+
+    yield make  # type: ignore[misc]
+    for d in made:
+        d.stop()
+
+
+@pytest.mark.parametrize("partitions", [1, 8])
+def test_stream_alerts_equal_replay_alerts(
+    deployment_factory: type[Deployment], tmp_path: Path, partitions: int
+) -> None:
+    day, expected = simulated_day(tmp_path)
+    assert len(expected) > 20
+    d = deployment_factory(partitions)  # type: ignore[call-arg]
+    d.produce(day)
+    d.start_worker()
+    got = d.collect(d.topics["alerts"], lambda v: len(alert_ids(v)) >= len(expected))
+    assert alert_ids(got) == expected, d.logs()
+    # Enforce-mode alerts (examples/policy.toml enforces the reuse rules) ask for actions.
+    actions = d.collect(d.topics["actions"], lambda v: len(v) >= 1, timeout=30)
+    record = orjson.loads(actions[0])
+    assert list(record) == ["action", "session", "user", "alert_id", "ts"]
+    assert record["alert_id"] in expected
+
+
+def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
+    deployment_factory: type[Deployment], tmp_path: Path
+) -> None:
+    d = deployment_factory(2)  # type: ignore[call-arg]
+    src = tmp_path / "mixed.jsonl"
+    good_login = (
+        b'{"event_id":"g1","ts":"2026-11-22T08:00:00Z","type":"login","session_id":'
+        b'"9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E","user":"alice","ip":"10.1.2.3"}'
+    )
+    good_reuse = (
+        b'{"event_id":"g3","ts":"2026-11-22T08:30:00Z","type":"transaction","session_id":'
+        b'"9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E","user":"alice","ip":"10.1.2.3"}'
+    )
+    logout = (
+        b'{"event_id":"g2","ts":"2026-11-22T08:10:00Z","type":"logout","session_id":'
+        b'"9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E","user":"alice"}'
+    )
+    bad = [
+        b"not json at all",
+        b'{"event_id":"b2","ts":"2026-11-22T08:00:00","type":"login"}',
+        b'{"event_id":"b3","ts":1,"type":"explode","user":"x"}',
+        b'{"event_id":"b4","ts":1,"type":"login","session_id":"S3CR3T-SESSION-ID","user":"u","ip":"999.1.1.1"}',
+        b"[1,2,3]",
+    ]
+    src.write_bytes(b"\n".join([good_login, *bad, logout, good_reuse]) + b"\n")
+    d.produce(src)
+    worker = d.start_worker()
+    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= len(bad))
+    reasons = sorted(orjson.loads(v)["reason"].split(":")[0] for v in dlq)
+    assert reasons == ["bad_ip", "bad_time", "not_json", "not_object", "unknown_type"]
+    assert all(orjson.loads(v)["source"].startswith(d.topics["events"] + "/") for v in dlq)
+    assert b"S3CR3T-SESSION-ID" not in b"".join(dlq)
+    alerts = d.collect(d.topics["alerts"], lambda v: len(v) >= 1)
+    assert [orjson.loads(a)["kind"] for a in alerts] == ["reuse_after_logout"]
+    assert worker.poll() is None, d.logs()
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
+def test_outside_client_kcat(deployment_factory: type[Deployment], tmp_path: Path) -> None:
+    """Events produced with kcat (murmur2 partitioner, key = routing key), alerts read with kcat."""
+    d = deployment_factory(4)  # type: ignore[call-arg]
+    lines = [
+        (
+            "u:bob",
+            '{"event_id":"k1","ts":1795334400,"type":"login","session_id":"4B7E0C2A9D1F83E65A0B7C4D2E9F1A38","user":"bob","ip":"10.9.9.9"}',
+        ),
+        (
+            "u:bob",
+            '{"event_id":"k2","ts":1795334460,"type":"transaction","session_id":"4B7E0C2A9D1F83E65A0B7C4D2E9F1A38","user":"bob","ip":"185.220.101.4"}',
+        ),
+    ]
+    payload = "".join(f"{k}\t{v}\n" for k, v in lines).encode()
+    # kcat does not create topics; the worker does when it starts.
+    d.start_worker()
+    topic = d.topics["events"]
+    for _ in range(60):
+        meta = subprocess.run(["kcat", "-b", d.bootstrap, "-L", "-t", topic], capture_output=True)
+        if b"4 partitions" in meta.stdout:
+            break
+        subprocess.run(["sleep", "1"], check=True)
+    subprocess.run(
+        [
+            "kcat",
+            "-b",
+            d.bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-K",
+            "\t",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
+        input=payload,
+        check=True,
+    )
+    d.collect(d.topics["alerts"], lambda v: len(v) >= 1)
+    out = subprocess.run(
+        ["kcat", "-b", d.bootstrap, "-C", "-t", d.topics["alerts"], "-e", "-q", "-f", "%k\t%s\n"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    key, value = out.strip().split("\t", 1)
+    alert = orjson.loads(value)
+    assert alert["kind"] == "ip_change" and alert["event_id"] == "k2" and key == alert["session"]
