@@ -290,6 +290,10 @@ class Engine:
         if new_id is None or new_id == ev.session_id:
             return []
         new_fp = self.fingerprint(new_id)
+        if self.store.get_session(new_fp) is not None:
+            # Already rotated: this elevation is being delivered again (at-least-once
+            # streaming after a crash). Applying it twice must change nothing.
+            return []
         # The rotated ID continues the same logical session: same start, same
         # baseline, same dedup memory, same fate if the old one was already dead.
         carried = SessionState(

@@ -17,6 +17,7 @@ import faust
 from faust.streams import _current_event
 
 from detector.alerts import Alert
+from detector.alerts import decode as decode_alert
 from detector.alerts import encode as encode_alert
 from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
@@ -116,13 +117,15 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         key_type=bytes,  # bytes keys and values: the "raw" codec, we encode ourselves
         value_type=bytes,
         partitions=settings.partitions,
-        # Changelog partition from the key (same murmur2 partitioner as the producers of
-        # session-events), so even a sweep's deletions go to the right partition.
-        use_partitioner=True,
+        # Changelog partition = the current event's partition (set per event below). Not
+        # use_partitioner: with RocksDB it lost state on rebalance in our scale-out test.
+        use_partitioner=False,
     )
     fingerprint = Fingerprinter.from_env(policy.fingerprint_key_env)
-    engine = Engine(policy, fingerprint, sweep_every_s=STREAM_SWEEP_EVERY_S)
-    store = BundleStore(table, engine.session_expiry, engine.user_expiry)
+    engine = Engine(policy, fingerprint, sweep_every_s=60.0)
+    store = BundleStore(
+        table, engine.session_expiry, engine.user_expiry, sweep_every_s=STREAM_SWEEP_EVERY_S
+    )
     engine.store = store
     app.sessionwatch = {"engine": engine, "store": store, "table": table}  # type: ignore[attr-defined]
 
@@ -130,6 +133,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     async def detect(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         async for batch in stream.take_events(settings.batch_size, within=0.01):
             alerts: list[Alert] = []
+            resend: list[bytes] = []
             dead: list[DeadLetter] = []
             for event in batch:
                 # Table writes for this event go to *its* partition (see module doc).
@@ -145,9 +149,18 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                         )
                     )
                     continue
-                store.load(routing_key(ev, fingerprint))
-                alerts.extend(engine.process(ev, raw))
+                store.load(routing_key(ev, fingerprint), event.message.partition)
+                offset = event.message.offset
+                earlier = store.already_applied(offset)
+                if earlier is not None:
+                    resend.extend(earlier)  # re-delivered after a crash: see Bundle
+                    continue
+                new = engine.process(ev, raw)
+                store.applied(offset, [encode_alert(a) for a in new])
                 store.save()
+                alerts.extend(new)
+            for value in resend:
+                alerts.append(decode_alert(value))
             for alert in alerts:
                 key = alert.session.encode()
                 await alerts_topic.send(key=key, value=encode_alert(alert))

@@ -16,11 +16,25 @@ import msgspec
 from detector.state import SessionState, UserState
 
 
+#: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
+OUTBOX_EVENTS = 8
+
+
 class Bundle(msgspec.Struct, gc=False):
-    """Everything one routing key owns."""
+    """Everything one routing key owns.
+
+    ``offset`` is the source offset of the last event applied to this bundle and
+    ``outbox`` the alerts its latest alerting events raised. After a crash Kafka
+    re-delivers events the changelog may already reflect; such an event is not
+    applied again (that could raise alerts the first pass never saw) but its
+    alerts are sent again, with the same ids, in case they were lost in flight.
+    """
 
     user: UserState | None = None
     sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
+    offset: int = -1
+    outbox: list[tuple[int, list[bytes]]] = msgspec.field(default_factory=list)
+    partition: int = -1  # of the source topic; only that partition's events may touch it
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -30,9 +44,10 @@ _decode = msgspec.msgpack.Decoder(Bundle).decode
 class BundleStore:
     """The engine's store, scoped to one routing key at a time.
 
-    ``load(key)`` before an event, ``save()`` after it. Sessions past their expiry
-    are dropped on load; bundles left with nothing alive are deleted by
-    :meth:`sweep`, which the engine calls from inside stream processing.
+    ``load(key, partition)`` before an event, ``save()`` after it. Sessions past
+    their expiry are dropped on load. Bundles with nothing alive are deleted by a
+    per-partition sweep run while an event *of that partition* is being processed,
+    so the deletion goes to the right changelog partition and local store.
     """
 
     def __init__(
@@ -40,6 +55,7 @@ class BundleStore:
         table: MutableMapping[bytes, bytes],
         session_expiry: Callable[[SessionState], float],
         user_expiry: Callable[[UserState], float],
+        sweep_every_s: float = 900.0,
     ) -> None:
         self.table = table
         self._session_expiry = session_expiry
@@ -48,17 +64,41 @@ class BundleStore:
         self._bundle = Bundle()
         self._dirty = False
         self.watermark = -math.inf
+        self.sweep_every_s = sweep_every_s
+        self._next_sweep: dict[int, float] = {}
+        self.swept = 0
 
-    def load(self, key: str) -> None:
+    def load(self, key: str, partition: int) -> None:
+        if self.watermark >= self._next_sweep.get(partition, -math.inf):
+            self._next_sweep[partition] = self.watermark + self.sweep_every_s
+            self.swept += self._sweep_partition(partition, self.watermark)
         self._key = key.encode()
         raw = self.table.get(self._key)
-        self._bundle = _decode(raw) if raw is not None else Bundle()
+        self._bundle = _decode(raw) if raw is not None else Bundle(partition=partition)
+        self._bundle.partition = partition
         self._dirty = False
         sessions = self._bundle.sessions
         expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= self.watermark]
         for fp in expired:
             del sessions[fp]
             self._dirty = True
+
+    def already_applied(self, offset: int) -> list[bytes] | None:
+        """The alerts to re-send if the event at ``offset`` was applied before, else None."""
+        if offset > self._bundle.offset:
+            return None
+        for at, alerts in self._bundle.outbox:
+            if at == offset:
+                return alerts
+        return []
+
+    def applied(self, offset: int, alerts: list[bytes]) -> None:
+        b = self._bundle
+        b.offset = offset
+        if alerts:
+            b.outbox.append((offset, alerts))
+            del b.outbox[:-OUTBOX_EVENTS]
+        self._dirty = True
 
     def save(self) -> None:
         if self._dirty:
@@ -81,13 +121,16 @@ class BundleStore:
         self._dirty = True
 
     def sweep(self, now: float) -> int:
-        """Deletes local bundles in which nothing is alive any more."""
+        """Called by the engine as event time advances; partitions are swept on load."""
         self.watermark = now
+        return 0
+
+    def _sweep_partition(self, partition: int, now: float) -> int:
         dead = []
         for key, raw in list(self.table.items()):
-            if key == self._key:
-                continue
             b = _decode(raw)
+            if b.partition != partition:
+                continue
             if b.user is not None and self._user_expiry(b.user) > now:
                 continue
             if any(self._session_expiry(s) > now for s in b.sessions.values()):

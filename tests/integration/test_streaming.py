@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.integration.streaming import Deployment, alert_ids, simulated_day
+from tests.integration.streaming import ROOT, Deployment, alert_ids, simulated_day
 
 pytestmark = pytest.mark.kafka
 
+Factory = Callable[..., Deployment]
+
 
 @pytest.fixture
-def deployment_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[Deployment]]:
+def deployment_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Factory]:
     made: list[Deployment] = []
 
     def make(partitions: int, store: str = "rocksdb://") -> Deployment:
@@ -25,18 +30,18 @@ def deployment_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[De
         made.append(d)
         return d
 
-    yield make  # type: ignore[misc]
+    yield make
     for d in made:
         d.stop()
 
 
 @pytest.mark.parametrize("partitions", [1, 8])
 def test_stream_alerts_equal_replay_alerts(
-    deployment_factory: type[Deployment], tmp_path: Path, partitions: int
+    deployment_factory: Factory, tmp_path: Path, partitions: int
 ) -> None:
     day, expected = simulated_day(tmp_path)
     assert len(expected) > 20
-    d = deployment_factory(partitions)  # type: ignore[call-arg]
+    d = deployment_factory(partitions)
     d.produce(day)
     d.start_worker()
     got = d.collect(d.topics["alerts"], lambda v: len(alert_ids(v)) >= len(expected))
@@ -49,9 +54,9 @@ def test_stream_alerts_equal_replay_alerts(
 
 
 def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
-    deployment_factory: type[Deployment], tmp_path: Path
+    deployment_factory: Factory, tmp_path: Path
 ) -> None:
-    d = deployment_factory(2)  # type: ignore[call-arg]
+    d = deployment_factory(2)
     src = tmp_path / "mixed.jsonl"
     good_login = (
         b'{"event_id":"g1","ts":"2026-11-22T08:00:00Z","type":"login","session_id":'
@@ -86,9 +91,9 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
-def test_outside_client_kcat(deployment_factory: type[Deployment], tmp_path: Path) -> None:
+def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path) -> None:
     """Events produced with kcat (murmur2 partitioner, key = routing key), alerts read with kcat."""
-    d = deployment_factory(4)  # type: ignore[call-arg]
+    d = deployment_factory(4)
     lines = [
         (
             "u:bob",
@@ -134,3 +139,65 @@ def test_outside_client_kcat(deployment_factory: type[Deployment], tmp_path: Pat
     key, value = out.strip().split("\t", 1)
     alert = orjson.loads(value)
     assert alert["kind"] == "ip_change" and alert["event_id"] == "k2" and key == alert["session"]
+
+
+def assert_same_alerts(got: list[bytes], expected: set[str], d: Deployment) -> None:
+    extra = [
+        (a["kind"], a["event_id"]) for a in map(orjson.loads, got) if a["alert_id"] not in expected
+    ]
+    missing = len(expected - alert_ids(got))
+    assert not extra and not missing, f"extra={extra} missing={missing}\n{d.logs()[-2000:]}"
+
+
+def _produce_in_background(d: Deployment, day: Path, rate: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "produce",
+            "--config",
+            "examples/policy.toml",
+            "--rate",
+            str(rate),
+            str(day),
+        ],
+        env=d.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_kill_9_mid_stream_loses_no_alert(deployment_factory: Factory, tmp_path: Path) -> None:
+    day, expected = simulated_day(tmp_path)
+    d = deployment_factory(4)
+    producer = _produce_in_background(d, day, rate=600)
+    worker = d.start_worker("first")
+    d.collect(d.topics["alerts"], lambda v: len(v) >= 6)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+    # A fresh data directory: every bit of state must come back from the changelog.
+    d.start_worker("second")
+    got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
+    producer.wait(120)
+    assert_same_alerts(got, expected, d)
+    duplicates = len(got) - len(alert_ids(got))
+    print(f"duplicates after kill -9: {duplicates} (same alert_id)")
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_two_workers_scale_out_and_fail_over(
+    deployment_factory: Factory, tmp_path: Path, store: str
+) -> None:
+    day, expected = simulated_day(tmp_path)
+    d = deployment_factory(8, store)
+    producer = _produce_in_background(d, day, rate=600)
+    d.start_worker("a")
+    b = d.start_worker("b")
+    d.collect(d.topics["alerts"], lambda v: len(v) >= 6)
+    os.killpg(b.pid, signal.SIGTERM)  # a clean stop: its partitions move to "a"
+    b.wait(60)
+    got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
+    producer.wait(120)
+    assert_same_alerts(got, expected, d)

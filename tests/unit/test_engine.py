@@ -116,3 +116,16 @@ def test_out_of_order_event_does_not_crash_or_alert() -> None:
     s.login(10)
     s.tx(5)
     assert run(s) == []
+
+
+def test_redelivered_events_change_nothing() -> None:
+    """At-least-once streaming re-delivers events after a crash; applying them twice is a no-op."""
+    s = Story()
+    s.login(0)
+    s.add("elevate", 2, session_id=SID, new_session_id=SID2, user="alice")
+    s.tx(3, sid=SID2)
+    s.add("logout", 4, session_id=SID2, user="alice")
+    lines = s.lines()
+    once, _, _ = replay(lines)
+    twice, _, _ = replay([*lines[:2], *lines[:2], *lines[2:]])  # login+elevate delivered again
+    assert once == twice == []
