@@ -15,7 +15,6 @@ import msgspec
 
 from detector.state import SessionState, UserState
 
-
 #: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
 OUTBOX_EVENTS = 8
 
