@@ -117,17 +117,33 @@ class Deployment:
         self, topic: str, until: Callable[[list[bytes]], bool], timeout: float = 120.0
     ) -> list[bytes]:
         """Reads ``topic`` from the beginning until ``until(values)`` holds or time runs out."""
-        return asyncio.run(_collect(self.bootstrap, topic, until, timeout))
+        values: list[bytes] = []
+        try:
+            asyncio.run(
+                asyncio.wait_for(
+                    _collect(self.bootstrap, topic, until, timeout, values), timeout + 30
+                )
+            )
+        except TimeoutError:
+            pass  # an aiokafka call hung (seen once around a rebalance): return what arrived
+        return values
 
 
 async def _collect(
-    bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout: float
-) -> list[bytes]:
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[bytes]], bool],
+    timeout: float,
+    values: list[bytes],
+) -> None:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
     )
     await consumer.start()
-    values: list[bytes] = []
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -138,7 +154,6 @@ async def _collect(
                 break
     finally:
         await consumer.stop()
-    return values
 
 
 def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, set[str]]:
