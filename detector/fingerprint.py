@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 #: with it are predictable, which is fine for demos and tests and nothing else.
 DEVELOPMENT_KEY: Final = b"sessionwatch-development-key-do-not-use-in-production"
 
+#: A "session ID" of this form names a session by its fingerprint (the session API's
+#: terminate, SOC tooling that only ever saw fingerprints); it is not hashed again.
+FINGERPRINT_PREFIX: Final = "sw-fp:"
+
 
 class Fingerprinter:
     """Maps raw session IDs to 32-hex-digit keyed digests."""
@@ -38,6 +42,8 @@ class Fingerprinter:
         self._base = hashlib.blake2b(key=key, digest_size=16, person=b"sw-session")
 
     def __call__(self, session_id: str) -> str:
+        if session_id.startswith(FINGERPRINT_PREFIX):
+            return session_id[len(FINGERPRINT_PREFIX) :]
         h = self._base.copy()
         h.update(session_id.encode("utf-8", "surrogatepass"))
         return h.hexdigest()

@@ -24,6 +24,7 @@ from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
 from detector.policy import Policy
+from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
 from detector.stream.routing import routing_key
 from detector.stream.settings import StreamSettings
@@ -127,6 +128,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         table, engine.session_expiry, engine.user_expiry, sweep_every_s=STREAM_SWEEP_EVERY_S
     )
     engine.store = store
+    install_api(app, settings.api_token, table, events_topic, engine, settings.partitions)
     app.sessionwatch = {"engine": engine, "store": store, "table": table}  # type: ignore[attr-defined]
 
     @app.agent(events_topic, concurrency=1)

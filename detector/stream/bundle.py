@@ -38,6 +38,7 @@ class Bundle(msgspec.Struct, gc=False):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Bundle).decode
+decode_bundle = _decode
 
 
 class BundleStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -70,7 +71,9 @@ class Deployment:
             **kw,
         )
 
-    def start_worker(self, name: str = "w0") -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "w0", web_port: int | None = None
+    ) -> subprocess.Popen[bytes]:
         data = self.tmp / f"data-{name}"
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
@@ -85,7 +88,7 @@ class Deployment:
                 "--data-dir",
                 str(data),
                 "--web-port",
-                str(free_port()),
+                str(web_port or free_port()),
             ],
             env=self.env,
             cwd=ROOT,
@@ -118,14 +121,13 @@ class Deployment:
     ) -> list[bytes]:
         """Reads ``topic`` from the beginning until ``until(values)`` holds or time runs out."""
         values: list[bytes] = []
-        try:
+        # An aiokafka call once hung around a rebalance: bound it, return what arrived.
+        with contextlib.suppress(TimeoutError):
             asyncio.run(
                 asyncio.wait_for(
                     _collect(self.bootstrap, topic, until, timeout, values), timeout + 30
                 )
             )
-        except TimeoutError:
-            pass  # an aiokafka call hung (seen once around a rebalance): return what arrived
         return values
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.integration.streaming import ROOT, Deployment, alert_ids, simulated_day
+from tests.integration.streaming import ROOT, Deployment, alert_ids, free_port, simulated_day
 
 pytestmark = pytest.mark.kafka
 
@@ -201,3 +205,61 @@ def test_two_workers_scale_out_and_fail_over(
     got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
     producer.wait(120)
     assert_same_alerts(got, expected, d)
+
+
+def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None:
+    """List a user's live sessions by fingerprint, terminate one, see its reuse flagged."""
+    d = deployment_factory(2)
+    d.env["SESSIONWATCH_API_TOKEN"] = "s3cret-token"
+    sid = "9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E"
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(
+        b'{"event_id":"a1","ts":"2026-11-22T08:00:00Z","type":"login","session_id":"'
+        + sid.encode()
+        + b'","user":"alice","ip":"10.1.2.3","node":"node-a"}\n'
+    )
+    d.produce(first)
+    port = free_port()
+    d.start_worker(web_port=port)
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer s3cret-token"}
+
+    def call(method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+        req = urllib.request.Request(base + path, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    listing: dict[str, object] = {}
+    for _ in range(60):
+        try:
+            status, listing = call("GET", "/sessions?user=alice", auth)
+            if status == 200 and listing["sessions"]:
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(1)
+    sessions = listing["sessions"]
+    assert isinstance(sessions, list) and len(sessions) == 1
+    fp = sessions[0]["session"]
+    assert sid not in json.dumps(listing) and sessions[0]["login_ip"] == "10.1.2.3"
+    assert call("GET", "/sessions?user=alice", {})[0] == 401
+    assert call("GET", "/sessions?user=alice", {"Authorization": "Bearer nope"})[0] == 401
+    status, body = call("POST", f"/sessions/{fp}/terminate?user=alice&actor=soc", auth)
+    assert status == 202, body
+    for _ in range(30):
+        if not call("GET", "/sessions?user=alice", auth)[1]["sessions"]:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("terminated session still listed")
+    later = tmp_path / "later.jsonl"
+    later.write_bytes(
+        b'{"event_id":"a2","ts":' + str(time.time() + 60).encode() + b',"type":"transaction",'
+        b'"session_id":"' + sid.encode() + b'","user":"alice","ip":"10.1.2.3"}\n'
+    )
+    d.produce(later)
+    alerts = d.collect(d.topics["alerts"], lambda v: len(v) >= 1, timeout=60)
+    assert [json.loads(a)["kind"] for a in alerts] == ["reuse_after_termination"]
