@@ -1,0 +1,273 @@
+"""Streaming throughput of the worker against a plain aiokafka consumer, and alert latency.
+
+Starts its own broker on 127.0.0.1 (or uses ``KAFKA_BOOTSTRAP_SERVERS``), fills a
+topic with simulated events, then measures on the same topic and partitions:
+
+1. a plain aiokafka consumer that only decodes each JSON value (the baseline);
+2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
+   reach the end of the topic;
+3. event-to-alert latency (p50/p99) while attacks are produced at half the worker's
+   measured rate, from the producer's send to the alert's arrival.
+
+Usage::
+
+    .venv/bin/python bench/stream_throughput.py [--events 1000000] [--partitions 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "deploy" / "kafka"))
+
+from detector.events import Event, decode  # noqa: E402
+from detector.fingerprint import Fingerprinter  # noqa: E402
+from detector.simulate import Simulation  # noqa: E402
+from detector.stream.clients import ensure_topics  # noqa: E402
+from detector.stream.routing import routing_key  # noqa: E402
+from detector.stream.settings import StreamSettings  # noqa: E402
+
+KEY = "benchmark-key"
+
+
+def settings_for(bootstrap: str, tag: str, partitions: int) -> StreamSettings:
+    s = StreamSettings()
+    s.bootstrap_servers = bootstrap
+    s.partitions = partitions
+    s.app_id = f"bench-{tag}"
+    s.events_topic, s.alerts_topic = f"events-{tag}", f"alerts-{tag}"
+    s.actions_topic, s.dlq_topic = f"actions-{tag}", f"dlq-{tag}"
+    return s
+
+
+async def fill(s: StreamSettings, lines: list[bytes]) -> None:
+    await ensure_topics(s)
+    fp = Fingerprinter(KEY.encode())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.bootstrap_servers, linger_ms=20, max_batch_size=1 << 20, acks=1
+    )
+    await producer.start()
+    try:
+        for line in lines:
+            ev = decode(line)
+            key = routing_key(ev, fp).encode() if type(ev) is Event else None
+            await producer.send(s.events_topic, value=line, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def plain_consumer(s: StreamSettings, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        s.events_topic,
+        bootstrap_servers=s.bootstrap_servers,
+        group_id=f"plain-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    seen = 0
+    start = time.perf_counter()
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for rec in records:
+                    orjson.loads(rec.value)
+                seen += sum(len(r) for r in batches.values())
+    finally:
+        elapsed = time.perf_counter() - start
+        await consumer.stop()
+    return elapsed
+
+
+async def committed_total(s: StreamSettings) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(s.app_id)
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == s.events_topic)
+    except Exception:
+        return 0
+    finally:
+        await admin.close()
+
+
+def start_worker(s: StreamSettings, tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        SESSIONWATCH_BOOTSTRAP_SERVERS=s.bootstrap_servers,
+        SESSIONWATCH_KEY=KEY,
+        SESSIONWATCH_PARTITIONS=str(s.partitions),
+        SESSIONWATCH_APP_ID=s.app_id,
+        SESSIONWATCH_TOPIC_EVENTS=s.events_topic,
+        SESSIONWATCH_TOPIC_ALERTS=s.alerts_topic,
+        SESSIONWATCH_TOPIC_ACTIONS=s.actions_topic,
+        SESSIONWATCH_TOPIC_DLQ=s.dlq_topic,
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "worker",
+            "-q",
+            "--config",
+            str(ROOT / "examples" / "policy.toml"),
+            "--data-dir",
+            str(tmp / "data"),
+            "--web-port",
+            str(port),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def wait_committed(s: StreamSettings, total: int, timeout: float) -> float:
+    """Seconds from the first committed progress until everything is committed."""
+    deadline = time.monotonic() + timeout
+    first: float | None = None
+    while time.monotonic() < deadline:
+        done = await committed_total(s)
+        if done > 0 and first is None:
+            first = time.perf_counter()
+        if done >= total:
+            return time.perf_counter() - (first or time.perf_counter())
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"worker did not finish within {timeout:.0f}s")
+
+
+async def latency(s: StreamSettings, rate: float, seconds: float) -> list[float]:
+    """Produces reuse-after-logout attacks at ``rate`` events/s; returns send-to-alert delays."""
+    fp = Fingerprinter(KEY.encode())
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        s.alerts_topic, bootstrap_servers=s.bootstrap_servers, auto_offset_reset="latest"
+    )
+    await producer.start()
+    await consumer.start()
+    await consumer.getmany(timeout_ms=500)  # position at the end before sending
+    sent_at: dict[str, float] = {}
+    delays: list[float] = []
+
+    async def collect() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batches.values():
+                for rec in records:
+                    eid = orjson.loads(rec.value)["event_id"]
+                    if eid in sent_at:
+                        delays.append(now - sent_at.pop(eid))
+
+    collector = asyncio.create_task(collect())
+    base = time.time()
+    n = 0
+    sid = ""
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < seconds:
+            # Triples of login, logout, and a reuse of the logged-out session (the alert).
+            kind = ("login", "logout", "transaction")[n % 3]
+            if kind == "login":
+                sid = uuid.uuid4().hex.upper()
+            event_id = f"lat-{n}"
+            line = orjson.dumps(
+                {
+                    "event_id": event_id,
+                    "ts": base + n,
+                    "type": kind,
+                    "session_id": sid,
+                    "user": f"lat{n // 3}",
+                    "ip": "10.1.2.3",
+                }
+            )
+            key = routing_key(decode(line), fp).encode()  # type: ignore[arg-type]
+            if kind == "transaction":
+                sent_at[event_id] = time.perf_counter()
+            await producer.send(s.events_topic, value=line, key=key)
+            n += 1
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.sleep(3)
+    finally:
+        collector.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return sorted(delays)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    args = ap.parse_args()
+
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        from broker import Broker  # type: ignore[import-not-found]
+
+        broker = Broker().start()
+        bootstrap = broker.bootstrap
+    tmp = Path(tempfile.mkdtemp(prefix="sw-bench-"))
+    worker = None
+    try:
+        s = settings_for(bootstrap, uuid.uuid4().hex[:6], args.partitions)
+        buf = io.BytesIO()
+        Simulation(users=max(10, args.events // 62), hours=24, seed=42).write(buf)
+        lines = buf.getvalue().splitlines()[: args.events]
+        asyncio.run(fill(s, lines))
+        plain_s = asyncio.run(plain_consumer(s, len(lines)))
+        from tests.integration.streaming import free_port
+
+        worker = start_worker(s, tmp, free_port())
+        worker_s = asyncio.run(wait_committed(s, len(lines), timeout=3600))
+        plain_rate, worker_rate = len(lines) / plain_s, len(lines) / worker_s
+        ratio = worker_rate / plain_rate
+        print(f"events in topic ({args.partitions} partitions) {len(lines):>12,}")
+        print(f"plain aiokafka consumer + JSON decode  {plain_rate:>12,.0f} events/s")
+        print(f"sessionwatch worker                    {worker_rate:>12,.0f} events/s")
+        print(f"ratio worker / plain consumer          {ratio:>12.2f}   (target >= 0.5)")
+        delays = asyncio.run(latency(s, worker_rate / 2, args.latency_seconds))
+        if delays:
+            p50 = delays[len(delays) // 2] * 1000
+            p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000
+            print(
+                f"event-to-alert latency at {worker_rate / 2:,.0f} events/s: p50 {p50:.0f} ms, "
+                f"p99 {p99:.0f} ms over {len(delays)} alerts   (target p99 <= 100)"
+            )
+        else:
+            print("no alerts arrived in the latency phase")
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
