@@ -31,9 +31,6 @@ from detector.stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
-#: Messages Faust may buffer for the producer before it pauses the stream.
-PRODUCER_BUFFER_MESSAGES = 50_000
-
 #: Event-time seconds between sweeps of dead bundles (a scan of the local table).
 STREAM_SWEEP_EVERY_S = 900.0
 
@@ -132,9 +129,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     )
     engine.store = store
     install_api(app, settings.api_token, table, events_topic, engine, settings.partitions)
-    # Every table write passes through Faust's producer buffer, which stalls the stream
-    # (0.1 s waits) once it holds more than 100 messages; a batch writes hundreds.
-    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     app.sessionwatch = {"engine": engine, "store": store, "table": table}  # type: ignore[attr-defined]
 
     @app.agent(events_topic, concurrency=1)
