@@ -14,6 +14,7 @@ import weakref
 from typing import Any
 
 import faust
+import msgspec
 from faust.streams import _current_event
 
 from detector.alerts import Alert
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Event-time seconds between sweeps of dead bundles (a scan of the local table).
 STREAM_SWEEP_EVERY_S = 900.0
 
-_dlq_encoder = __import__("msgspec").json.Encoder()
+_json = msgspec.json.Encoder()
 
 
 def _broker_credentials(settings: StreamSettings) -> Any:
@@ -167,9 +168,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                 key = alert.session.encode()
                 await alerts_topic.send(key=key, value=encode_alert(alert))
                 if alert.mode == "enforce" and alert.action != "none":
-                    await actions_topic.send(
-                        key=key, value=_dlq_encoder.encode(action_record(alert))
-                    )
+                    await actions_topic.send(key=key, value=_json.encode(action_record(alert)))
             for letter in dead:
                 log.warning(
                     "dead-lettered %s at %s:%s",
@@ -177,6 +176,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                     letter.source,
                     letter.offset,
                 )
-                await dlq_topic.send(value=_dlq_encoder.encode(letter))
+                await dlq_topic.send(value=_json.encode(letter))
 
     return app

@@ -7,7 +7,7 @@ so the README's table and ``sessionwatch worker --help`` cannot drift apart.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -89,8 +89,3 @@ class StreamSettings:
                 sasl_plain_password=self.sasl_password,
             )
         return kw
-
-
-def describe() -> list[tuple[str, str]]:
-    """(environment variable, meaning) pairs for documentation."""
-    return [(str(f.metadata.get("env", "")), f.name) for f in fields(StreamSettings)]
