@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit install bench examples clean system-deps kafka-jars
 
-# Debian packages the tests use as real outside tools; installed only when missing.
-SYSTEM_TOOLS := kcat
+# Debian packages the tests use as real outside tools (command:package); installed
+# only when missing.
+SYSTEM_TOOLS := kcat:kcat promtool:prometheus prometheus:prometheus docker-compose:docker-compose
 KAFKA_LIB := deploy/kafka/lib
 
 $(STAMP): pyproject.toml
@@ -42,11 +43,12 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 system-deps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 ## The Kafka broker's jars, from Maven Central (see deploy/kafka/pom.xml).

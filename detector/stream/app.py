@@ -20,7 +20,7 @@ from faust.streams import _current_event
 from detector.alerts import Alert
 from detector.alerts import decode as decode_alert
 from detector.alerts import encode as encode_alert
-from detector.deadletter import DeadLetter, dead_letter
+from detector.deadletter import dead_letter
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
@@ -135,47 +135,58 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     @app.agent(events_topic, concurrency=1)
     async def detect(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         async for batch in stream.take_events(settings.batch_size, within=0.01):
-            alerts: list[Alert] = []
-            resend: list[bytes] = []
-            dead: list[DeadLetter] = []
-            for event in batch:
-                # Table writes for this event go to *its* partition (see module doc).
-                _current_event.set(weakref.ref(event))
-                raw: bytes = event.value
-                ev = decode(raw)
-                if type(ev) is not Event:
-                    assert isinstance(ev, InvalidEvent)
-                    msg = event.message
-                    dead.append(
-                        dead_letter(
-                            ev, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint
-                        )
-                    )
-                    continue
-                store.load(routing_key(ev, fingerprint), event.message.partition)
-                offset = event.message.offset
-                earlier = store.already_applied(offset)
-                if earlier is not None:
-                    resend.extend(earlier)  # re-delivered after a crash: see Bundle
-                    continue
-                new = engine.process(ev, raw)
-                store.applied(offset, [encode_alert(a) for a in new])
-                store.save()
-                alerts.extend(new)
-            for value in resend:
-                alerts.append(decode_alert(value))
-            for alert in alerts:
-                key = alert.session.encode()
-                await alerts_topic.send(key=key, value=encode_alert(alert))
-                if alert.mode == "enforce" and alert.action != "none":
-                    await actions_topic.send(key=key, value=_json.encode(action_record(alert)))
-            for letter in dead:
+            # No ``await`` in this body, on purpose. take_events acks the whole batch
+            # when the body ends *or is cancelled* (a worker stopping cancels the agent),
+            # so an await between a table write and the sends of its alerts could let
+            # Faust commit an event whose alerts never left. Sends go to Faust's
+            # producer buffer (send_soon), which is flushed before every commit.
+            apply_batch(batch)
+
+    def apply_batch(batch: list[Any]) -> None:
+        generation = app.consumer_generation_id
+        for event in batch:
+            msg = event.message
+            if msg.generation_id != generation:
+                # Taken before a rebalance: the partition may belong to another worker
+                # now, and if it is ours again Kafka re-delivers from the committed
+                # offset. Marked acked so that this stale copy cannot move the commit.
+                msg.acked = True
+                continue
+            # Table writes for this event go to *its* partition (see module doc).
+            _current_event.set(weakref.ref(event))
+            raw: bytes = event.value
+            ev = decode(raw)
+            if type(ev) is not Event:
+                assert isinstance(ev, InvalidEvent)
+                letter = dead_letter(
+                    ev, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint
+                )
                 log.warning(
                     "dead-lettered %s at %s:%s",
                     letter.reason.split(":")[0],
                     letter.source,
                     letter.offset,
                 )
-                await dlq_topic.send(value=_json.encode(letter))
+                dlq_topic.send_soon(value=_json.encode(letter))
+                continue
+            store.load(routing_key(ev, fingerprint), msg.partition)
+            earlier = store.already_applied(msg.offset)
+            if earlier is not None:
+                # Re-delivered after a crash: not applied twice, its alerts sent again.
+                for value in earlier:
+                    publish(decode_alert(value), value)
+                continue
+            new = engine.process(ev, raw)
+            encoded = [encode_alert(a) for a in new]
+            store.applied(msg.offset, encoded)
+            store.save()
+            for alert, value in zip(new, encoded, strict=True):
+                publish(alert, value)
+
+    def publish(alert: Alert, value: bytes) -> None:
+        key = alert.session.encode()
+        alerts_topic.send_soon(key=key, value=value)
+        if alert.mode == "enforce" and alert.action != "none":
+            actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
 
     return app

@@ -158,7 +158,15 @@ async def _collect(
         await consumer.stop()
 
 
-def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, set[str]]:
+class Expected(set[str]):
+    """Alert ids replay finds, with ``kind@event_id`` of each for failure messages."""
+
+    def __init__(self, detail: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, Expected]:
     """A labelled simulated day on disk and the alert ids replay finds in it."""
     buf = io.BytesIO()
     Simulation(users=users, hours=24, seed=seed).write(buf)
@@ -174,7 +182,7 @@ def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, set[
     Replayer(
         Engine(Policy.load(POLICY), Fingerprinter(KEY.encode())), alerts.append, lambda d: None
     ).feed(buf.getvalue().splitlines(), "day")
-    return path, {a.alert_id for a in alerts}
+    return path, Expected({a.alert_id: f"{a.kind}@{a.event_id}" for a in alerts})
 
 
 def alert_ids(values: list[bytes]) -> set[str]:

@@ -17,7 +17,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.streaming import ROOT, Deployment, alert_ids, free_port, simulated_day
+from tests.integration.streaming import (
+    ROOT,
+    Deployment,
+    Expected,
+    alert_ids,
+    free_port,
+    simulated_day,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -145,11 +152,11 @@ def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path) -> Non
     assert alert["kind"] == "ip_change" and alert["event_id"] == "k2" and key == alert["session"]
 
 
-def assert_same_alerts(got: list[bytes], expected: set[str], d: Deployment) -> None:
+def assert_same_alerts(got: list[bytes], expected: Expected, d: Deployment) -> None:
     extra = [
         (a["kind"], a["event_id"]) for a in map(orjson.loads, got) if a["alert_id"] not in expected
     ]
-    missing = len(expected - alert_ids(got))
+    missing = sorted(expected.detail[i] for i in expected - alert_ids(got))
     assert not extra and not missing, f"extra={extra} missing={missing}\n{d.logs()[-2000:]}"
 
 
