@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
 
@@ -77,13 +78,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
         alerts = JsonLinesWriter(alerts_out)
         dead = JsonLinesWriter(dlq_out)
         replayer = Replayer(engine, alerts, dead)
+        if args.metrics_port is not None:
+            _serve_metrics(replayer, args.metrics_host, args.metrics_port)
         with progress_reporter(args.inputs, enabled=not args.quiet) as progress:
             summary = replayer.run(args.inputs, progress)
         alerts.flush()
         dead.flush()
+    if args.metrics_port is not None and args.metrics_linger > 0:
+        time.sleep(args.metrics_linger)  # one more scrape sees the final counts
     if not args.quiet:
         print_summary(summary, dead_letters=dlq_path if dead.count else None)
     return 0
+
+
+def _serve_metrics(replayer: Any, host: str, port: int) -> None:
+    from detector.metrics import serve
+
+    try:
+        serve(replayer.metrics, port, host)
+    except OSError as err:
+        print(f"sessionwatch: cannot serve metrics on {host}:{port}: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -184,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refused records (default: {DEFAULT_DEAD_LETTERS}, created only if needed)",
     )
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    rp.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port while replaying"
+    )
+    rp.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
+    rp.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep serving metrics this long after the replay (for a last scrape)",
+    )
     rp.set_defaults(func=cmd_replay)
 
     sp = sub.add_parser("simulate", help="generate realistic traffic with labelled attacks")

@@ -24,7 +24,7 @@ from detector.indicators.weak_id import estimate_bits
 from detector.netaddr import IpLadder
 from detector.policy import CATALOGUE, Policy
 from detector.state import SessionState, UserState
-from detector.store import MemoryStore, StateStore
+from detector.store import Census, MemoryStore, StateStore
 
 #: How often (event-time seconds) expired state is swept.
 SWEEP_EVERY_S = 60.0
@@ -77,6 +77,29 @@ class Engine:
             return s.last + max(p.state_retention_s, p.remember_me_retention_s)
         idle = p.guest_idle_timeout_s if s.guest else p.idle_timeout_s
         return s.last + idle + p.state_retention_s
+
+    def is_active(self, s: SessionState, now: float) -> bool:
+        """Live as the platform would see it at ``now``: not ended, within its timeouts.
+
+        A Remember-me session stays live (its cookie logs the user back in) for the
+        Remember-me retention; the life span applies to every session.
+        """
+        if s.ended is not None:
+            return False
+        p = self.policy
+        if s.remember_me:
+            idle = max(p.state_retention_s, p.remember_me_retention_s)
+        else:
+            idle = p.guest_idle_timeout_s if s.guest else p.idle_timeout_s
+        if now - s.last > idle + p.clock_skew_s:
+            return False
+        span = p.guest_life_span_s if s.guest else p.life_span_s
+        return not span or now - s.start <= span + p.clock_skew_s
+
+    def census(self) -> Census:
+        """Live sessions at the current event time, and state sizes (for metrics)."""
+        now = self.watermark
+        return self.store.census(lambda s: self.is_active(s, now))
 
     def user_expiry(self, u: UserState) -> float:
         """Locked and deactivated users are remembered until unlocked or activated."""

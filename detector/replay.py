@@ -11,18 +11,22 @@ import gzip
 import io
 import sys
 import time
-from collections import Counter
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, get_args
+from typing import BinaryIO, Final, Protocol
 
 import msgspec
 
 from detector.alerts import Alert
 from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
-from detector.events import Event, EventType, InvalidEvent, decode
+from detector.events import Event, InvalidEvent, decode
+from detector.metrics import Metrics
+
+#: Lines per ``processing_seconds`` observation in replay.
+BLOCK_LINES: Final = 4096
 
 AlertSink = Callable[[Alert], None]
 DeadLetterSink = Callable[[DeadLetter], None]
@@ -30,21 +34,34 @@ DeadLetterSink = Callable[[DeadLetter], None]
 
 @dataclass
 class Summary:
-    """Counts for the end-of-run table (and, later, the metrics)."""
+    """The end-of-run table, read from the same counters the metrics export."""
 
-    events: int = 0
-    invalid: Counter[str] = field(default_factory=Counter)
-    by_type: Counter[str] = field(default_factory=Counter)
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    metrics: Metrics = field(default_factory=Metrics)
     seconds: float = 0.0
 
     @property
+    def events(self) -> int:
+        return sum(self.metrics.events.values())
+
+    @property
+    def by_type(self) -> dict[str, int]:
+        return {k: n for k, n in self.metrics.events.items() if n}
+
+    @property
+    def invalid(self) -> dict[str, int]:
+        return {k: n for k, n in self.metrics.invalid.items() if n}
+
+    @property
+    def alerts(self) -> dict[tuple[str, str], int]:
+        return dict(self.metrics.alerts)
+
+    @property
     def invalid_total(self) -> int:
-        return sum(self.invalid.values())
+        return sum(self.metrics.invalid.values())
 
     @property
     def alerts_total(self) -> int:
-        return sum(self.alerts.values())
+        return sum(self.metrics.alerts.values())
 
     @property
     def rate(self) -> float:
@@ -72,39 +89,66 @@ def open_input(path: str) -> Iterator[BinaryIO]:
 class Replayer:
     """Drives the engine over recorded files; the sinks decide where output goes."""
 
-    def __init__(self, engine: Engine, on_alert: AlertSink, on_dead_letter: DeadLetterSink) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_alert: AlertSink,
+        on_dead_letter: DeadLetterSink,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.engine = engine
         self.on_alert = on_alert
         self.on_dead_letter = on_dead_letter
-        self.summary = Summary()
+        self.metrics = metrics or Metrics(census=engine.census)
+        self.summary = Summary(self.metrics)
 
     def feed(self, lines: Iterable[bytes], source: str) -> None:
-        """Processes ``lines`` (with or without newlines); offsets are 1-based line numbers."""
-        summary = self.summary
+        """Processes ``lines`` (with or without newlines); offsets are 1-based line numbers.
+
+        Metrics are updated as it goes (a scrape during a long replay sees progress);
+        ``processing_seconds`` observes blocks of :data:`BLOCK_LINES` lines.
+        """
+        m = self.metrics
         process = self.engine.process
         on_alert = self.on_alert
-        by_type: dict[str, int] = dict.fromkeys(get_args(EventType), 0)
-        events = 0
+        by_type = m.events
+        lag = m.lag
+        lag_counts = lag.counts
+        lag_bounds = lag.bounds
+        count_alert = m.count_alert
+        clock = time.perf_counter
+        now = time.time()
+        block_start = clock()
+        lag_sum = 0.0
         for offset, line in enumerate(lines, 1):
+            if offset % BLOCK_LINES == 0:
+                t = clock()
+                m.processing.observe(t - block_start)
+                block_start = t
+                now = time.time()
+                lag.sum += lag_sum
+                lag_sum = 0.0
             if len(line) < 3 and not line.strip():
                 continue  # blank line (JSON Lines tolerates a trailing one)
             ev = decode(line)
             if type(ev) is Event:
-                events += 1
                 by_type[ev.type] += 1
+                late = now - ev.epoch
+                lag_counts[bisect_left(lag_bounds, late)] += 1
+                lag_sum += late
                 alerts = process(ev, line)
                 if alerts:
                     for alert in alerts:
-                        summary.alerts[(alert.kind, alert.severity)] += 1
+                        count_alert(alert.kind, alert.severity)
                         on_alert(alert)
             else:
                 assert isinstance(ev, InvalidEvent)
-                summary.invalid[ev.reason] += 1
+                m.count_invalid(ev.reason)
                 self.on_dead_letter(
                     dead_letter(ev, line.strip(), source, offset, self.engine.fingerprint)
                 )
-        summary.events += events
-        summary.by_type.update({k: v for k, v in by_type.items() if v})
+        m.processing.observe(clock() - block_start)
+        lag.sum += lag_sum
 
     def run(self, paths: Iterable[str], progress: Callable[[int], None] | None = None) -> Summary:
         start = time.perf_counter()

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from detector.state import SessionState, UserState
 
 #: Expiry buckets are one minute of event time wide: coarse enough that a sweep
 #: touches few buckets, fine enough that memory is released promptly.
 BUCKET_S = 60.0
+
+
+class Census(NamedTuple):
+    """Live sessions by kind and entries per state table, counted for metrics."""
+
+    user_sessions: int
+    guest_sessions: int
+    entries: dict[str, int]
 
 
 class StateStore(Protocol):
@@ -25,6 +33,10 @@ class StateStore(Protocol):
     def put_user(self, name: str, state: UserState) -> None: ...
     def sweep(self, now: float) -> int:
         """Drops state whose expiry is at or before ``now`` (event time); returns the count."""
+        ...
+
+    def census(self, active: Callable[[SessionState], bool]) -> Census:
+        """Counts live sessions (``active``) by kind and entries per table, for metrics."""
         ...
 
 
@@ -92,6 +104,18 @@ class MemoryStore:
         if name not in self.users:
             self._user_wheel.arm(name, self._user_expiry(state))
         self.users[name] = state
+
+    def census(self, active: Callable[[SessionState], bool]) -> Census:
+        # list() snapshots in one C call: safe while the engine thread adds keys.
+        sessions = list(self.sessions.values())
+        guests = users = 0
+        for s in sessions:
+            if active(s):
+                if s.guest:
+                    guests += 1
+                else:
+                    users += 1
+        return Census(users, guests, {"sessions": len(sessions), "users": len(self.users)})
 
     def sweep(self, now: float) -> int:
         dropped = _sweep(self.sessions, self._session_wheel, self._session_expiry, now)

@@ -94,7 +94,7 @@ def install_api(
             sessions: list[dict[str, Any]] = []
             if raw is not None:
                 for fp, s in decode_bundle(raw).sessions.items():
-                    if s.ended is not None or engine.session_expiry(s) <= engine.watermark:
+                    if not engine.is_active(s, engine.watermark):
                         continue
                     sessions.append(
                         {

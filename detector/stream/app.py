@@ -10,11 +10,13 @@ Detection itself is :class:`detector.engine.Engine`, exactly as in replay.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from typing import Any
 
 import faust
 import msgspec
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event
 
 from detector.alerts import Alert
@@ -24,6 +26,7 @@ from detector.deadletter import dead_letter
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
+from detector.metrics import Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
@@ -130,7 +133,26 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     )
     engine.store = store
     install_api(app, settings.api_token, table, events_topic, engine, settings.partitions)
-    app.sessionwatch = {"engine": engine, "store": store, "table": table}  # type: ignore[attr-defined]
+
+    def committed_offsets_to_faust_gauge() -> None:
+        # Faust 0.15 defines faust_topic_partition_offset_commited but never sets it
+        # (nothing calls Monitor.on_tp_commit): fill it at scrape time, so that consumer
+        # lag = end offset - committed offset works from Faust's own metrics.
+        gauge = app.monitor._metrics.topic_partition_offset_commited  # type: ignore[attr-defined]
+        for tp, offset in list(app.consumer._committed_offset.items()):  # type: ignore[attr-defined]
+            if offset is not None:
+                gauge.labels(topic=tp.topic, partition=tp.partition).set(offset)
+
+    metrics = Metrics(census=engine.census, before_collect=committed_offsets_to_faust_gauge)
+    # One registry per app: ours first, then Faust's own sensor; served together on
+    # /metrics. Faust's names get the fixed prefix "faust_" whatever the app id.
+    setup_prometheus_sensors(app, registry=registry_with(metrics), name_prefix="faust")
+    app.sessionwatch = {  # type: ignore[attr-defined]
+        "engine": engine,
+        "store": store,
+        "table": table,
+        "metrics": metrics,
+    }
 
     @app.agent(events_topic, concurrency=1)
     async def detect(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
@@ -140,10 +162,13 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             # so an await between a table write and the sends of its alerts could let
             # Faust commit an event whose alerts never left. Sends go to Faust's
             # producer buffer (send_soon), which is flushed before every commit.
+            started = time.perf_counter()
             apply_batch(batch)
+            metrics.processing.observe(time.perf_counter() - started)
 
     def apply_batch(batch: list[Any]) -> None:
         generation = app.consumer_generation_id
+        now = time.time()
         for event in batch:
             msg = event.message
             if msg.generation_id != generation:
@@ -168,6 +193,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                     letter.offset,
                 )
                 dlq_topic.send_soon(value=_json.encode(letter))
+                metrics.count_invalid(ev.reason)
                 continue
             store.load(routing_key(ev, fingerprint), msg.partition)
             earlier = store.already_applied(msg.offset)
@@ -177,10 +203,13 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                     publish(decode_alert(value), value)
                 continue
             new = engine.process(ev, raw)
+            metrics.count_event(ev.type)
+            metrics.lag.observe(now - ev.epoch)
             encoded = [encode_alert(a) for a in new]
             store.applied(msg.offset, encoded)
             store.save()
             for alert, value in zip(new, encoded, strict=True):
+                metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
                 publish(alert, value)
 
     def publish(alert: Alert, value: bytes) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, MutableMapping
 import msgspec
 
 from detector.state import SessionState, UserState
+from detector.store import Census
 
 #: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
 OUTBOX_EVENTS = 8
@@ -124,6 +125,23 @@ class BundleStore:
         """Called by the engine as event time advances; partitions are swept on load."""
         self.watermark = now
         return 0
+
+    def census(self, active: Callable[[SessionState], bool]) -> Census:
+        """Scans this worker's local table (its assigned partitions)."""
+        guests = users = sessions = accounts = bundles = 0
+        for raw in list(self.table.values()):
+            b = _decode(raw)
+            bundles += 1
+            accounts += b.user is not None
+            for s in b.sessions.values():
+                sessions += 1
+                if active(s):
+                    if s.guest:
+                        guests += 1
+                    else:
+                        users += 1
+        entries = {"state": bundles, "sessions": sessions, "users": accounts}
+        return Census(users, guests, entries)
 
     def _sweep_partition(self, partition: int, now: float) -> int:
         dead = []
