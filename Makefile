@@ -33,8 +33,8 @@ out:
 	mkdir -p out
 
 lint: $(STAMP)
-	$(BIN)/ruff check detector tests bench
-	$(BIN)/ruff format --check detector tests bench
+	$(BIN)/ruff check detector tests bench deploy
+	$(BIN)/ruff format --check detector tests bench deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

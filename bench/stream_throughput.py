@@ -228,7 +228,7 @@ def main() -> None:
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        from broker import Broker  # type: ignore[import-not-found]
+        from broker import Broker
 
         broker = Broker().start()
         bootstrap = broker.bootstrap

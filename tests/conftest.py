@@ -20,7 +20,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield existing
         return
     sys.path.insert(0, str(ROOT / "deploy" / "kafka"))
-    from broker import Broker  # type: ignore[import-not-found]
+    from broker import Broker
 
     broker = Broker().start()
     try:

@@ -86,7 +86,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         topic_replication_factor=1,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        web_bind=settings.web_host,
+        web_bind=settings.web_bind or settings.web_host,
         table_cleanup_interval=3600.0,
         # No standbys: a sweep must only ever delete state of partitions this worker owns.
         table_standby_replicas=0,

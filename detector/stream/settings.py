@@ -43,6 +43,9 @@ class StreamSettings:
     store: str = _env("SESSIONWATCH_STORE", "rocksdb://")
     data_dir: str = _env("SESSIONWATCH_DATA_DIR", "./sessionwatch-data")
     web_host: str = _env("SESSIONWATCH_WEB_HOST", "127.0.0.1")
+    #: Address the web server binds; empty means web_host. A container binds 0.0.0.0
+    #: while web_host is the name other workers reach it by (API forwarding).
+    web_bind: str = _env("SESSIONWATCH_WEB_BIND", "")
     web_port: int = field(
         default_factory=lambda: int(os.environ.get("SESSIONWATCH_WEB_PORT", "6066")),
         metadata={"env": "SESSIONWATCH_WEB_PORT"},

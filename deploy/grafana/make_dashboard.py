@@ -1,0 +1,280 @@
+"""Generates the Grafana SOC dashboard (``dashboards/sessionwatch.json``) from code.
+
+Panels are declared once below, as data; the JSON is rendered deterministically
+and committed, so Grafana provisioning needs no build step. The test suite checks
+that the committed file is current, that every query parses (promtool) and that
+it returns data from a real Prometheus scraping a real worker.
+
+    python deploy/grafana/make_dashboard.py          # rewrite the JSON
+    python deploy/grafana/make_dashboard.py --check  # exit 1 if the JSON is stale
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "dashboards" / "sessionwatch.json"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    description: str
+    queries: tuple[Query, ...]
+    kind: str = "timeseries"  # timeseries | stat | bargauge
+    unit: str = "short"
+    width: int = 12
+    height: int = 8
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+RATE = "$__rate_interval"
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "Detections",
+        (
+            Panel(
+                "Alerts per minute by kind and severity",
+                "Alerts raised per minute, one line per indicator and severity.",
+                (
+                    Query(
+                        f"sum by (kind, severity) (rate(sessionwatch_alerts_total[{RATE}])) * 60",
+                        "{{kind}} ({{severity}})",
+                    ),
+                ),
+                unit="short",
+                width=16,
+            ),
+            Panel(
+                "Critical alerts, last hour",
+                "Session reuse after logout, termination or rotation, and activity of "
+                "locked-out or deactivated users: each one is worth a look.",
+                (Query('sum(increase(sessionwatch_alerts_total{severity="critical"}[1h]))'),),
+                kind="stat",
+                width=8,
+            ),
+            Panel(
+                "Top indicators (time range)",
+                "Which indicators fired most over the selected range.",
+                (
+                    Query(
+                        "topk(10, sum by (kind) (increase(sessionwatch_alerts_total[$__range])))",
+                        "{{kind}}",
+                        instant=True,
+                    ),
+                ),
+                kind="bargauge",
+                width=12,
+            ),
+            Panel(
+                "Active sessions",
+                "Sessions live at the workers' current event time (not ended, within "
+                "their timeouts), users and guests apart.",
+                (Query("sum by (kind) (sessionwatch_active_sessions)", "{{kind}}"),),
+                width=12,
+            ),
+        ),
+    ),
+    Row(
+        "Input",
+        (
+            Panel(
+                "Throughput (events/s)",
+                "Valid events processed per second, by event type.",
+                (Query(f"sum by (type) (rate(sessionwatch_events_total[{RATE}]))", "{{type}}"),),
+                unit="ops",
+                width=8,
+            ),
+            Panel(
+                "Invalid events by reason (per minute)",
+                "Records refused and dead-lettered to session-events-dlq, by reason.",
+                (
+                    Query(
+                        f"sum by (reason) (rate(sessionwatch_invalid_events_total[{RATE}])) * 60",
+                        "{{reason}}",
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
+                "Event lag p50 / p99",
+                "Processing time minus event time: how late detection is.",
+                tuple(
+                    Query(
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(sessionwatch_event_lag_seconds_bucket[{RATE}])))",
+                        f"p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.99)
+                ),
+                unit="s",
+                width=8,
+            ),
+        ),
+    ),
+    Row(
+        "Pipeline health",
+        (
+            Panel(
+                "Consumer lag (messages)",
+                "End offset minus committed offset of session-events, from Faust's "
+                "sensor: messages waiting for a worker.",
+                (
+                    Query(
+                        "sum by (topic) (faust_topic_partition_end_offset"
+                        " - faust_topic_partition_offset_commited)",
+                        "{{topic}}",
+                    ),
+                ),
+                width=8,
+            ),
+            Panel(
+                "Batch processing time p99",
+                "Wall time per batch of events in the agent.",
+                (
+                    Query(
+                        "histogram_quantile(0.99, sum by (le) "
+                        f"(rate(sessionwatch_processing_seconds_bucket[{RATE}])))",
+                        "p99",
+                    ),
+                ),
+                unit="s",
+                width=8,
+            ),
+            Panel(
+                "Worker rebalances",
+                "Rebalances each worker went through (Faust's counter); steps mean "
+                "workers joined, left or crashed.",
+                (Query("sum by (instance) (faust_total_rebalances)", "{{instance}}"),),
+                width=8,
+            ),
+            Panel(
+                "Workers up",
+                "Workers Prometheus can scrape.",
+                (Query('sum(up{job="sessionwatch"})'),),
+                kind="stat",
+                width=8,
+            ),
+            Panel(
+                "State entries",
+                "Entries kept in the workers' local state, by table.",
+                (Query("sum by (table) (sessionwatch_state_entries)", "{{table}}"),),
+                width=16,
+            ),
+        ),
+    ),
+)
+
+
+def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
+    targets = []
+    for i, q in enumerate(panel.queries):
+        target: dict[str, Any] = {
+            "datasource": DATASOURCE,
+            "expr": q.expr,
+            "legendFormat": q.legend or "__auto",
+            "refId": chr(ord("A") + i),
+        }
+        if q.instant:
+            target["instant"] = True
+            target["range"] = False
+        targets.append(target)
+    out: dict[str, Any] = {
+        "id": pid,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+        "targets": targets,
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": panel.overrides},
+        "options": {},
+    }
+    if panel.kind == "bargauge":
+        out["options"] = {"orientation": "horizontal", "displayMode": "gradient"}
+    if panel.kind == "stat":
+        out["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}
+    return out
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    pid, y = 1, 0
+    for row in ROWS:
+        panels.append(
+            {
+                "id": pid,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        pid, y, x, height = pid + 1, y + 1, 0, 0
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x, y, height = 0, y + height, 0
+            panels.append(_panel(panel, pid, x, y))
+            pid, x, height = pid + 1, x + panel.width, max(height, panel.height)
+        y += height
+    return {
+        "uid": "sessionwatch",
+        "title": "sessionwatch: hijacked sessions",
+        "description": "Alerts, input quality and pipeline health of sessionwatch workers.",
+        "tags": ["sessionwatch", "security", "soc"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def queries() -> list[str]:
+    """Every PromQL expression of the dashboard, for the tests."""
+    return [q.expr for row in ROWS for panel in row.panels for q in panel.queries]
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if argv[:1] == ["--check"]:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is stale: run python deploy/grafana/make_dashboard.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
