@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(ROOT / "deploy" / "grafana"))
+import make_dashboard as make_dashboard  # noqa: E402 - a script, not a package module
+
+#: Grafana's range variables, given concrete values where PromQL must parse or run.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s"}
+
+
+def dashboard_queries() -> list[str]:
+    """The dashboard's PromQL with Grafana's variables made concrete."""
+    out = []
+    for expr in make_dashboard.queries():
+        for var, value in GRAFANA_VARS.items():
+            expr = expr.replace(var, value)
+        out.append(expr)
+    return out
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads (ours, Faust's, Prometheus' ``up``)."""
+    return set(re.findall(r"\b(?:sessionwatch_|faust_)[a-z_]+\b|\bup\b", expr))
+
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 

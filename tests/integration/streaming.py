@@ -187,3 +187,6 @@ def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, Expe
 
 def alert_ids(values: list[bytes]) -> set[str]:
     return {orjson.loads(v)["alert_id"] for v in values}
+
+
+Factory = Callable[..., Deployment]

@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -21,29 +20,13 @@ from tests.integration.streaming import (
     ROOT,
     Deployment,
     Expected,
+    Factory,
     alert_ids,
     free_port,
     simulated_day,
 )
 
 pytestmark = pytest.mark.kafka
-
-Factory = Callable[..., Deployment]
-
-
-@pytest.fixture
-def deployment_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Factory]:
-    made: list[Deployment] = []
-
-    def make(partitions: int, store: str = "rocksdb://") -> Deployment:
-        d = Deployment(kafka_bootstrap, partitions, tmp_path / f"d{len(made)}", store)
-        d.tmp.mkdir()
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
 
 
 @pytest.mark.parametrize("partitions", [1, 8])

@@ -4,35 +4,16 @@ is current, its queries parse, and the files agree with each other."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.tools import ROOT, promtool, tool
-
-sys.path.insert(0, str(ROOT / "deploy" / "grafana"))
-import make_dashboard as dashboard_build
+from tests.tools import ROOT, dashboard_queries, make_dashboard, metric_names, promtool, tool
 
 PROM = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
-
-#: Grafana's range variables, given concrete values where PromQL must parse or run.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s"}
-
-
-def concrete(expr: str) -> str:
-    for var, value in GRAFANA_VARS.items():
-        expr = expr.replace(var, value)
-    return expr
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names a PromQL expression reads (ours, Faust's, Prometheus' ``up``)."""
-    return set(re.findall(r"\b(?:sessionwatch_|faust_)[a-z_]+\b|\bup\b", expr))
 
 
 def compose() -> dict[str, Any]:
@@ -79,7 +60,7 @@ def test_rule_unit_tests_can_fail() -> None:
 
 
 def test_committed_dashboard_is_generated_from_code() -> None:
-    assert dashboard_build.main(["--check"]) == 0, "run python deploy/grafana/make_dashboard.py"
+    assert make_dashboard.main(["--check"]) == 0, "run python deploy/grafana/make_dashboard.py"
     board = json.loads((GRAFANA / "dashboards" / "sessionwatch.json").read_text())
     titles = {p["title"] for p in board["panels"]}
     for needed in (
@@ -96,16 +77,13 @@ def test_committed_dashboard_is_generated_from_code() -> None:
 
 
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
-    queries = dashboard_build.queries()
+    queries = dashboard_queries()
     assert len(queries) >= 12
     rules = {
         "groups": [
             {
                 "name": "dashboard",
-                "rules": [
-                    {"record": f"dashboard:q{i}", "expr": concrete(q)}
-                    for i, q in enumerate(queries)
-                ],
+                "rules": [{"record": f"dashboard:q{i}", "expr": q} for i, q in enumerate(queries)],
             }
         ]
     }
@@ -133,7 +111,7 @@ def test_dashboard_reads_only_known_metric_names() -> None:
         "faust_topic_partition_offset_commited",
         "faust_total_rebalances",
     }
-    used = set().union(*(metric_names(q) for q in dashboard_build.queries()))
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
     assert used <= spec_names | faust | {"up"}, used - spec_names - faust
     # (the integration test checks the same names against a live worker's scrape)
 
