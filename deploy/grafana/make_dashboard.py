@@ -19,6 +19,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards" / "sessionwatch.json"
+LAYOUT = HERE / "sessionwatch-layout.svg"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 
 
@@ -264,15 +265,55 @@ def render() -> str:
     return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
 
 
+def layout_svg() -> str:
+    """A picture of the dashboard's grid (panel titles where Grafana puts them), for README."""
+    cell_w, cell_h, pad = 40, 30, 4
+    board = dashboard()
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
+    width, height = 24 * cell_w, bottom * cell_h
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="14">',
+        f'<rect width="{width}" height="{height}" fill="#111217"/>',
+    ]
+    for p in board["panels"]:
+        g = p["gridPos"]
+        x, y = g["x"] * cell_w + pad, g["y"] * cell_h + pad
+        w, h = g["w"] * cell_w - 2 * pad, g["h"] * cell_h - 2 * pad
+        title = p["title"].replace("&", "&amp;").replace("<", "&lt;")
+        if p["type"] == "row":
+            parts.append(
+                f'<text x="{x}" y="{y + 18}" fill="#ccccdc" font-weight="bold">{title}</text>'
+            )
+            continue
+        parts.append(
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" '
+            'fill="#181b1f" stroke="#2c3235"/>'
+        )
+        parts.append(f'<text x="{x + 10}" y="{y + 22}" fill="#ccccdc">{title}</text>')
+        kind = {"timeseries": "time series", "stat": "stat", "bargauge": "bar gauge"}[p["type"]]
+        exprs = " | ".join(t["expr"] for t in p["targets"])
+        short = exprs if len(exprs) <= 9 * g["w"] else exprs[: 9 * g["w"] - 1] + "…"
+        short = short.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        parts.append(f'<text x="{x + 10}" y="{y + 42}" fill="#8e8e8e" font-size="11">{kind}</text>')
+        parts.append(
+            f'<text x="{x + 10}" y="{y + h - 12}" fill="#6e9fff" font-size="10" '
+            f'font-family="monospace">{short}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    text = render()
+    outputs = {OUT: render(), LAYOUT: layout_svg()}
     if argv[:1] == ["--check"]:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run python deploy/grafana/make_dashboard.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+        stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+        for path in stale:
+            print(f"{path} is stale: run python deploy/grafana/make_dashboard.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import yaml
 
@@ -153,3 +154,10 @@ def test_grafana_datasource_uid_matches_the_dashboard() -> None:
     for panel in board["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == uid
+
+
+def test_layout_picture_shows_every_panel() -> None:
+    svg = ElementTree.parse(GRAFANA / "sessionwatch-layout.svg").getroot()
+    texts = {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    board = json.loads((GRAFANA / "dashboards" / "sessionwatch.json").read_text())
+    assert {p["title"] for p in board["panels"]} <= texts
