@@ -192,10 +192,12 @@ async def latency(s: StreamSettings, rate: float, seconds: float) -> list[float]
             if kind == "login":
                 sid = uuid.uuid4().hex.upper()
             event_id = f"lat-{n}"
+            # The reuse comes 5 event-time minutes after the logout: past the policy's
+            # 2-minute logout grace and the clock-skew allowance, so it must alert.
             line = orjson.dumps(
                 {
                     "event_id": event_id,
-                    "ts": base + n,
+                    "ts": base + n + (300 if kind == "transaction" else 0),
                     "type": kind,
                     "session_id": sid,
                     "user": f"lat{n // 3}",

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol, TypeVar
+from functools import partial
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from detector.state import SessionState, UserState
 
 #: Expiry buckets are one minute of event time wide: coarse enough that a sweep
 #: touches few buckets, fine enough that memory is released promptly.
 BUCKET_S = 60.0
+
+K = TypeVar("K")
 
 
 class Census(NamedTuple):
@@ -40,20 +43,14 @@ class StateStore(Protocol):
         ...
 
 
-class _Wheel:
-    """Lazy timer wheel: one entry per key, re-armed when its expiry moved later.
-
-    Activity only ever pushes expiry later, so a key is filed once and checked
-    again only when its bucket comes due: no per-event bookkeeping.
-    """
+class _Wheel(Generic[K]):
+    """Timer wheel of one-minute event-time buckets."""
 
     def __init__(self) -> None:
-        self._buckets: dict[int, list[str]] = {}
+        self._buckets: dict[int, list[K]] = {}
         self._next = math.inf  # lowest bucket index with entries
 
-    def arm(self, key: str, expires: float) -> None:
-        if expires == math.inf:
-            return
+    def arm(self, key: K, expires: float) -> None:
         idx = int(expires // BUCKET_S)
         bucket = self._buckets.get(idx)
         if bucket is None:
@@ -62,7 +59,7 @@ class _Wheel:
         else:
             bucket.append(key)
 
-    def due(self, now: float) -> Iterator[str]:
+    def due(self, now: float) -> Iterator[K]:
         limit = int(now // BUCKET_S)
         while self._next <= limit:
             idx = int(self._next)
@@ -70,8 +67,37 @@ class _Wheel:
             self._next = min(self._buckets) if self._buckets else math.inf
             yield from keys
 
+
+class ExpiryIndex(Generic[K]):
+    """Which keys may expire when, filed lazily.
+
+    A key is filed once, at its expiry when first seen; activity only pushes expiry
+    later, so there is no per-event bookkeeping beyond a set lookup. When its time
+    comes the caller checks the real expiry and files it again if it moved. A key
+    whose expiry is infinite (a locked user) is not filed, and is looked at again
+    on its next write, so an unlock files it.
+    """
+
+    def __init__(self) -> None:
+        self._wheel: _Wheel[K] = _Wheel()
+        self._filed: set[K] = set()
+
+    def touch(self, key: K, expiry: Callable[[], float]) -> None:
+        if key in self._filed:
+            return
+        expires = expiry()
+        if expires != math.inf:
+            self._wheel.arm(key, expires)
+            self._filed.add(key)
+
+    def due(self, now: float) -> list[K]:
+        """Keys filed to expire at or before ``now``; they are unfiled (``touch`` again)."""
+        keys = list(self._wheel.due(now))
+        self._filed.difference_update(keys)
+        return keys
+
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
+        return len(self._filed)
 
 
 class MemoryStore:
@@ -86,23 +112,21 @@ class MemoryStore:
         self.users: dict[str, UserState] = {}
         self._session_expiry = session_expiry
         self._user_expiry = user_expiry
-        self._session_wheel = _Wheel()
-        self._user_wheel = _Wheel()
+        self._session_index: ExpiryIndex[str] = ExpiryIndex()
+        self._user_index: ExpiryIndex[str] = ExpiryIndex()
 
     def get_session(self, fp: str) -> SessionState | None:
         return self.sessions.get(fp)
 
     def put_session(self, fp: str, state: SessionState) -> None:
-        if fp not in self.sessions:
-            self._session_wheel.arm(fp, self._session_expiry(state))
+        self._session_index.touch(fp, lambda: self._session_expiry(state))
         self.sessions[fp] = state
 
     def get_user(self, name: str) -> UserState | None:
         return self.users.get(name)
 
     def put_user(self, name: str, state: UserState) -> None:
-        if name not in self.users:
-            self._user_wheel.arm(name, self._user_expiry(state))
+        self._user_index.touch(name, lambda: self._user_expiry(state))
         self.users[name] = state
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:
@@ -118,26 +142,24 @@ class MemoryStore:
         return Census(users, guests, {"sessions": len(sessions), "users": len(self.users)})
 
     def sweep(self, now: float) -> int:
-        dropped = _sweep(self.sessions, self._session_wheel, self._session_expiry, now)
-        return dropped + _sweep(self.users, self._user_wheel, self._user_expiry, now)
+        dropped = _sweep(self.sessions, self._session_index, self._session_expiry, now)
+        return dropped + _sweep(self.users, self._user_index, self._user_expiry, now)
 
 
 S = TypeVar("S")
 
 
-def _sweep(table: dict[str, S], wheel: _Wheel, expiry: Callable[[S], float], now: float) -> int:
+def _sweep(
+    table: dict[str, S], index: ExpiryIndex[str], expiry: Callable[[S], float], now: float
+) -> int:
     dropped = 0
-    rearm: list[tuple[str, float]] = []
-    for key in wheel.due(now):
+    for key in index.due(now):
         state = table.get(key)
         if state is None:
             continue
-        expires = expiry(state)
-        if expires <= now:
+        if expiry(state) <= now:
             del table[key]
             dropped += 1
         else:
-            rearm.append((key, expires))
-    for key, expires in rearm:
-        wheel.arm(key, expires)
+            index.touch(key, partial(expiry, state))
     return dropped

@@ -166,8 +166,13 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             apply_batch(batch)
             metrics.processing.observe(time.perf_counter() - started)
 
+    seen_generation = [-1]
+
     def apply_batch(batch: list[Any]) -> None:
         generation = app.consumer_generation_id
+        if generation != seen_generation[0]:
+            seen_generation[0] = generation
+            store.reset()  # partitions moved: re-index what this worker now holds
         now = time.time()
         for event in batch:
             msg = event.message

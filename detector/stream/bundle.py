@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, MutableMapping
+from functools import partial
 
 import msgspec
 
 from detector.state import SessionState, UserState
-from detector.store import Census
+from detector.store import Census, ExpiryIndex
 
 #: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
 OUTBOX_EVENTS = 8
@@ -49,6 +50,10 @@ class BundleStore:
     their expiry are dropped on load. Bundles with nothing alive are deleted by a
     per-partition sweep run while an event *of that partition* is being processed,
     so the deletion goes to the right changelog partition and local store.
+
+    The sweep reads only the entries an in-memory expiry index says are due. The
+    index is rebuilt with one scan of the local table after every rebalance
+    (``reset()``), so entries recovered from the changelog are indexed too.
     """
 
     def __init__(
@@ -67,10 +72,23 @@ class BundleStore:
         self.watermark = -math.inf
         self.sweep_every_s = sweep_every_s
         self._next_sweep: dict[int, float] = {}
+        self._index: dict[int, ExpiryIndex[bytes]] = {}
         self.swept = 0
+        self.scans = 0  # full scans of the local table (one per rebalance)
+
+    def reset(self) -> None:
+        """Forgets the expiry index: partitions changed hands (call on a new generation)."""
+        self._index.clear()
+        self._next_sweep.clear()
 
     def load(self, key: str, partition: int) -> None:
-        if self.watermark >= self._next_sweep.get(partition, -math.inf):
+        if partition not in self._index:
+            if not self._index:
+                self._scan()
+            self._index.setdefault(partition, ExpiryIndex())
+        if self.watermark != -math.inf and self.watermark >= self._next_sweep.get(
+            partition, -math.inf
+        ):
             self._next_sweep[partition] = self.watermark + self.sweep_every_s
             self.swept += self._sweep_partition(partition, self.watermark)
         self._key = key.encode()
@@ -103,8 +121,10 @@ class BundleStore:
 
     def save(self) -> None:
         if self._dirty:
-            self.table[self._key] = _encode(self._bundle)
+            b = self._bundle
+            self.table[self._key] = _encode(b)
             self._dirty = False
+            self._index[b.partition].touch(self._key, partial(self._expiry, b))
 
     # -- StateStore ---------------------------------------------------------------
     def get_session(self, fp: str) -> SessionState | None:
@@ -143,17 +163,34 @@ class BundleStore:
         entries = {"state": bundles, "sessions": sessions, "users": accounts}
         return Census(users, guests, entries)
 
-    def _sweep_partition(self, partition: int, now: float) -> int:
-        dead = []
+    def _expiry(self, b: Bundle) -> float:
+        """When nothing in the bundle is alive any more (event time)."""
+        latest = self._user_expiry(b.user) if b.user is not None else -math.inf
+        for session in b.sessions.values():
+            latest = max(latest, self._session_expiry(session))
+        return latest
+
+    def _scan(self) -> None:
+        """Indexes every entry of the local table, by the partition that owns it."""
+        self.scans += 1
         for key, raw in list(self.table.items()):
+            b = _decode(raw)
+            index = self._index.setdefault(b.partition, ExpiryIndex())
+            index.touch(key, partial(self._expiry, b))
+
+    def _sweep_partition(self, partition: int, now: float) -> int:
+        index = self._index[partition]
+        dropped = 0
+        for key in index.due(now):
+            raw = self.table.get(key)
+            if raw is None:
+                continue
             b = _decode(raw)
             if b.partition != partition:
                 continue
-            if b.user is not None and self._user_expiry(b.user) > now:
-                continue
-            if any(self._session_expiry(s) > now for s in b.sessions.values()):
-                continue
-            dead.append(key)
-        for key in dead:
-            del self.table[key]
-        return len(dead)
+            if self._expiry(b) <= now:
+                del self.table[key]
+                dropped += 1
+            else:
+                index.touch(key, partial(self._expiry, b))
+        return dropped

@@ -163,7 +163,7 @@ def test_dashboard_queries_return_data_and_counters_agree(
 
     # The alerting rules loaded, and critical session reuse in the day fires.
     groups = {g["name"] for g in prom.api("rules")["groups"]}
-    assert {"sessionwatch-recording", "sessionwatch-alerts"} <= groups
+    assert "sessionwatch" in groups
     assert prom.query("sessionwatch:consumer_lag:sum")
     firing = {
         a["labels"]["alertname"] for a in prom.api("alerts")["alerts"] if a["state"] == "firing"

@@ -111,6 +111,16 @@ def test_live_and_locked_state_survives_the_sweep() -> None:
     assert user is not None and user.locked
 
 
+def test_a_user_first_seen_locked_is_swept_after_unlock() -> None:
+    """Locked users never expire; once unlocked they must, even if first seen locked."""
+    s = Story()
+    s.add("lockout", 0, user="mallory")
+    s.add("unlock", 10, user="mallory")
+    s.add("unlock", 3 * 24 * 60, user="late")
+    _, _, engine = replay(s.lines(), {"detector": {"remember_me_retention_days": 1}})
+    assert list(engine.store.users) == ["late"]  # type: ignore[attr-defined]
+
+
 def test_out_of_order_event_does_not_crash_or_alert() -> None:
     s = Story()
     s.login(10)

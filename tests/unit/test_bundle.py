@@ -1,0 +1,132 @@
+"""The worker's state store without Kafka: per-key bundles in a plain mapping, swept by
+partition through an expiry index instead of scans of the whole table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from detector.alerts import Alert
+from detector.engine import Engine
+from detector.events import Event, decode
+from detector.fingerprint import Fingerprinter
+from detector.stream.bundle import BundleStore, decode_bundle
+from detector.stream.routing import routing_key
+from tests.helpers import KEY, SID, Story, policy
+
+
+class CountingTable(dict[bytes, bytes]):
+    """A dict that counts full scans, as Faust's table would iterate RocksDB."""
+
+    scans = 0
+
+    def items(self) -> Any:
+        self.scans += 1
+        return super().items()
+
+
+class Worker:
+    """What the Faust agent does per event, with a chosen partition per routing key."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self.table = CountingTable()
+        self.fp = Fingerprinter(KEY)
+        self.engine = Engine(policy({"detector": {"remember_me_retention_days": 1}}), self.fp)
+        self.store = BundleStore(
+            self.table, self.engine.session_expiry, self.engine.user_expiry, sweep_every_s=900
+        )
+        self.engine.store = self.store
+        self.partitions = partitions
+        self.offset = 0
+
+    def feed(self, lines: list[bytes]) -> Iterator[Alert]:
+        for line in lines:
+            ev = decode(line)
+            assert isinstance(ev, Event)
+            key = routing_key(ev, self.fp)
+            self.store.load(key, self.partitions.get(key, 0))
+            self.offset += 1
+            alerts = self.engine.process(ev, line)
+            self.store.applied(self.offset, [])
+            self.store.save()
+            yield from alerts
+
+    def tick(self, minute: float) -> None:
+        """One more event: a sweep runs when the *next* event after time moved is loaded."""
+        s = Story()
+        s.add("unlock", minute, user="tick")
+        list(self.feed(s.lines()))
+
+    def users(self) -> set[str]:
+        return {k.decode() for k in self.table} - {"u:tick"}
+
+
+def test_dead_bundles_are_swept_in_their_own_partition_only() -> None:
+    w = Worker({"u:bob": 1, "u:carol": 1})
+    s = Story()
+    s.login(0, user="alice")
+    s.login(0, sid="B" * 32, user="bob")
+    s.login(1, sid="C" * 32, user="carol")
+    list(w.feed(s.lines()))
+    assert w.users() == {"u:alice", "u:bob", "u:carol"}
+    # Two days later only partition 0 sees traffic: alice's dead bundle goes, bob's waits.
+    later = Story()
+    later.login(2 * 24 * 60, sid="D" * 32, user="dave")
+    list(w.feed(later.lines()))
+    w.tick(2 * 24 * 60)
+    assert w.users() == {"u:bob", "u:carol", "u:dave"}
+    # An event of partition 1 sweeps there too.
+    last = Story()
+    last.login(2 * 24 * 60 + 20, sid="C" * 32, user="carol")
+    list(w.feed(last.lines()))
+    assert w.users() == {"u:carol", "u:dave"}
+    bundle = decode_bundle(w.table[b"u:carol"])
+    assert bundle.partition == 1 and len(bundle.sessions) == 1
+
+
+def test_sweeps_do_not_scan_the_table() -> None:
+    w = Worker({})
+    s = Story()
+    for day in range(4):
+        for i in range(50):
+            s.login(day * 24 * 60 + i, sid=f"{day:02d}{i:02d}" + SID[4:], user=f"u{day}-{i}")
+    list(w.feed(s.lines()))
+    assert w.store.swept >= 100  # days 0 and 1 are gone...
+    assert w.table.scans == 1  # ...with one scan, when the partition was first seen
+    assert len(w.table) <= 100
+
+
+def test_entries_recovered_from_a_changelog_are_indexed_after_a_rebalance() -> None:
+    w = Worker({})
+    s = Story()
+    s.login(0, user="alice")
+    list(w.feed(s.lines()))
+    # Another worker's entry appears (changelog recovery after a rebalance).
+    other = Worker({})
+    t = Story()
+    t.login(0, sid="B" * 32, user="bob")
+    list(other.feed(t.lines()))
+    w.table[b"u:bob"] = other.table[b"u:bob"]
+    w.store.reset()
+    later = Story()
+    later.login(2 * 24 * 60, sid="D" * 32, user="dave")
+    list(w.feed(later.lines()))
+    w.tick(2 * 24 * 60)
+    assert w.users() == {"u:dave"}
+    assert w.table.scans == 2
+
+
+def test_a_locked_user_bundle_is_kept_until_unlocked() -> None:
+    w = Worker({})
+    s = Story()
+    s.add("lockout", 0, user="mallory")
+    list(w.feed(s.lines()))
+    w.tick(3 * 24 * 60)
+    w.tick(3 * 24 * 60)
+    assert "u:mallory" in w.users()
+    t = Story()
+    t.add("unlock", 3 * 24 * 60 + 1, user="mallory")
+    list(w.feed(t.lines()))
+    w.tick(6 * 24 * 60)
+    w.tick(6 * 24 * 60)
+    assert "u:mallory" not in w.users()
