@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import io
 import os
 import signal
@@ -243,6 +244,30 @@ def main() -> None:
         lines = buf.getvalue().splitlines()[: args.events]
         asyncio.run(fill(s, lines))
         plain_s = asyncio.run(plain_consumer(s, len(lines)))
+        floors = [
+            ("Faust no-op agent (take_events)", []),
+            ("Faust no-op agent + a table write per event", ["--table"]),
+        ]
+        floor_rates: list[float] = []
+        for n, (_, extra) in enumerate(floors):
+            fs = copy.copy(s)
+            fs.app_id = f"{s.app_id}-floor{n}"
+            floor = subprocess.Popen(
+                [
+                    *(sys.executable, str(ROOT / "bench" / "faust_floor.py")),
+                    *(s.bootstrap_servers, s.events_topic, fs.app_id, str(s.partitions)),
+                    *(str(tmp / fs.app_id), *extra),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                floor_rates.append(len(lines) / asyncio.run(wait_committed(fs, len(lines), 3600)))
+            finally:
+                os.killpg(floor.pid, signal.SIGTERM)
+                floor.wait(30)
         from tests.integration.streaming import free_port
 
         worker = start_worker(s, tmp, free_port())
@@ -251,8 +276,11 @@ def main() -> None:
         ratio = worker_rate / plain_rate
         print(f"events in topic ({args.partitions} partitions) {len(lines):>12,}")
         print(f"plain aiokafka consumer + JSON decode  {plain_rate:>12,.0f} events/s")
+        for (name, _), rate in zip(floors, floor_rates, strict=True):
+            print(f"{name:<44} {rate:>10,.0f} events/s")
         print(f"sessionwatch worker                    {worker_rate:>12,.0f} events/s")
-        print(f"ratio worker / plain consumer          {ratio:>12.2f}   (target >= 0.5)")
+        print(f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5)")
+        print(f"ratio worker / Faust no-op + table     {worker_rate / floor_rates[1]:>12.2f}")
         delays = asyncio.run(latency(s, worker_rate / 2, args.latency_seconds))
         if delays:
             p50 = delays[len(delays) // 2] * 1000

@@ -64,6 +64,9 @@ REASONS: Final = (
     "unknown_type",
     "bad_ip",
     "bad_time",
+    # Not a bad record: the engine failed on a valid one (a bug). The worker dead-letters
+    # it rather than stop or drop it; replay stops loudly instead.
+    "processing_error",
 )
 
 

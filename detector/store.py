@@ -85,7 +85,7 @@ class ExpiryIndex(Generic[K]):
     def touch(self, key: K, expiry: Callable[[], float]) -> None:
         if key in self._filed:
             return
-        expires = expiry()
+        expires = max(expiry(), 0.0)  # -inf (nothing left to expire): due at once
         if expires != math.inf:
             self._wheel.arm(key, expires)
             self._filed.add(key)

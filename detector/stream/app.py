@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 import weakref
 from typing import Any
 
@@ -200,14 +201,18 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                 dlq_topic.send_soon(value=_json.encode(letter))
                 metrics.count_invalid(ev.reason)
                 continue
-            store.load(routing_key(ev, fingerprint), msg.partition)
+            store.load(routing_key(ev, fingerprint), msg.partition, event)
             earlier = store.already_applied(msg.offset)
             if earlier is not None:
                 # Re-delivered after a crash: not applied twice, its alerts sent again.
                 for value in earlier:
                     publish(decode_alert(value), value)
                 continue
-            new = engine.process(ev, raw)
+            try:
+                new = engine.process(ev, raw)
+            except Exception as exc:  # a bug must not stop the worker or lose the event
+                processing_failed(exc, ev, raw, msg)
+                continue
             metrics.count_event(ev.type)
             metrics.lag.observe(now - ev.epoch)
             encoded = [encode_alert(a) for a in new]
@@ -216,6 +221,25 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             for alert, value in zip(new, encoded, strict=True):
                 metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
                 publish(alert, value)
+        # One write per bundle touched, under its last event (hence its partition).
+        store.flush(lambda last: _current_event.set(weakref.ref(last)))
+
+    def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
+        # The exception's message may quote event data (a session ID): log its type
+        # and where it was raised, never its text.
+        where = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
+        log.error(
+            "engine failed (%s) at %s/%s:%s; dead-lettered\n%s",
+            type(exc).__name__,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            where,
+        )
+        invalid = InvalidEvent("processing_error", type(exc).__name__)
+        letter = dead_letter(invalid, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint)
+        dlq_topic.send_soon(value=_json.encode(letter))
+        metrics.count_invalid("processing_error")
 
     def publish(alert: Alert, value: bytes) -> None:
         key = alert.session.encode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, MutableMapping
 from functools import partial
+from typing import Any
 
 import msgspec
 
@@ -46,7 +47,9 @@ decode_bundle = _decode
 class BundleStore:
     """The engine's store, scoped to one routing key at a time.
 
-    ``load(key, partition)`` before an event, ``save()`` after it. Sessions past
+    ``load(key, partition, event)`` before an event, ``save()`` after it, ``flush()``
+    after a batch: a bundle touched by many events of a batch is read and written
+    once (one changelog message instead of one per event). Sessions past
     their expiry are dropped on load. Bundles with nothing alive are deleted by a
     per-partition sweep run while an event *of that partition* is being processed,
     so the deletion goes to the right changelog partition and local store.
@@ -67,6 +70,7 @@ class BundleStore:
         self._session_expiry = session_expiry
         self._user_expiry = user_expiry
         self._key = b""
+        self._token: Any = None
         self._bundle = Bundle()
         self._dirty = False
         self.watermark = -math.inf
@@ -75,13 +79,17 @@ class BundleStore:
         self._index: dict[int, ExpiryIndex[bytes]] = {}
         self.swept = 0
         self.scans = 0  # full scans of the local table (one per rebalance)
+        # Bundles touched in the current batch: read once, written once at flush().
+        self._batch: dict[bytes, Bundle] = {}
+        self._pending: dict[bytes, tuple[Bundle, Any]] = {}
 
     def reset(self) -> None:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
         self._index.clear()
         self._next_sweep.clear()
 
-    def load(self, key: str, partition: int) -> None:
+    def load(self, key: str, partition: int, token: Any = None) -> None:
+        """Makes ``key``'s bundle current; ``token`` is handed back at flush (the event)."""
         if partition not in self._index:
             if not self._index:
                 self._scan()
@@ -91,10 +99,15 @@ class BundleStore:
         ):
             self._next_sweep[partition] = self.watermark + self.sweep_every_s
             self.swept += self._sweep_partition(partition, self.watermark)
-        self._key = key.encode()
-        raw = self.table.get(self._key)
-        self._bundle = _decode(raw) if raw is not None else Bundle(partition=partition)
-        self._bundle.partition = partition
+        self._key = bkey = key.encode()
+        self._token = token
+        bundle = self._batch.get(bkey)
+        if bundle is None:
+            raw = self.table.get(bkey)
+            bundle = _decode(raw) if raw is not None else Bundle(partition=partition)
+            bundle.partition = partition
+            self._batch[bkey] = bundle
+        self._bundle = bundle
         self._dirty = False
         sessions = self._bundle.sessions
         expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= self.watermark]
@@ -120,11 +133,24 @@ class BundleStore:
         self._dirty = True
 
     def save(self) -> None:
+        """Marks the current bundle for writing at the end of the batch."""
         if self._dirty:
-            b = self._bundle
-            self.table[self._key] = _encode(b)
+            self._pending[self._key] = (self._bundle, self._token)
             self._dirty = False
-            self._index[b.partition].touch(self._key, partial(self._expiry, b))
+
+    def flush(self, before_write: Callable[[Any], object]) -> int:
+        """Writes every bundle changed in this batch, once; ``before_write(token)`` runs
+        before each write, so the agent can make that bundle's last event the current one
+        (its partition is the write's partition). Returns the number of writes."""
+        table, index = self.table, self._index
+        for key, (b, token) in self._pending.items():
+            before_write(token)
+            table[key] = _encode(b)
+            index[b.partition].touch(key, partial(self._expiry, b))
+        written = len(self._pending)
+        self._pending.clear()
+        self._batch.clear()
+        return written
 
     # -- StateStore ---------------------------------------------------------------
     def get_session(self, fp: str) -> SessionState | None:
@@ -182,6 +208,8 @@ class BundleStore:
         index = self._index[partition]
         dropped = 0
         for key in index.due(now):
+            if key in self._pending:
+                continue  # written this batch: filed again at flush
             raw = self.table.get(key)
             if raw is None:
                 continue
@@ -190,6 +218,7 @@ class BundleStore:
                 continue
             if self._expiry(b) <= now:
                 del self.table[key]
+                self._batch.pop(key, None)
                 dropped += 1
             else:
                 index.touch(key, partial(self._expiry, b))

@@ -3,13 +3,14 @@ partition through an expiry index instead of scans of the whole table."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from typing import Any
 
 from detector.alerts import Alert
 from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
+from detector.store import ExpiryIndex
 from detector.stream.bundle import BundleStore, decode_bundle
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, Story, policy
@@ -38,18 +39,23 @@ class Worker:
         self.engine.store = self.store
         self.partitions = partitions
         self.offset = 0
+        self.written: list[Any] = []
 
-    def feed(self, lines: list[bytes]) -> Iterator[Alert]:
-        for line in lines:
-            ev = decode(line)
-            assert isinstance(ev, Event)
-            key = routing_key(ev, self.fp)
-            self.store.load(key, self.partitions.get(key, 0))
-            self.offset += 1
-            alerts = self.engine.process(ev, line)
-            self.store.applied(self.offset, [])
-            self.store.save()
-            yield from alerts
+    def feed(self, lines: list[bytes], batch: int = 25) -> list[Alert]:
+        """Applies ``lines`` in agent-sized batches, flushing writes after each."""
+        alerts: list[Alert] = []
+        for start in range(0, len(lines), batch):
+            for line in lines[start : start + batch]:
+                ev = decode(line)
+                assert isinstance(ev, Event)
+                key = routing_key(ev, self.fp)
+                self.offset += 1
+                self.store.load(key, self.partitions.get(key, 0), self.offset)
+                alerts += self.engine.process(ev, line)
+                self.store.applied(self.offset, [])
+                self.store.save()
+            self.store.flush(self.written.append)
+        return alerts
 
     def tick(self, minute: float) -> None:
         """One more event: a sweep runs when the *next* event after time moved is loaded."""
@@ -130,3 +136,22 @@ def test_a_locked_user_bundle_is_kept_until_unlocked() -> None:
     w.tick(6 * 24 * 60)
     w.tick(6 * 24 * 60)
     assert "u:mallory" not in w.users()
+
+
+def test_a_batch_writes_each_bundle_once_under_its_last_event() -> None:
+    w = Worker({})
+    s = Story()
+    s.login(0)
+    for m in range(1, 10):
+        s.tx(m)
+    s.login(3, sid="B" * 32, user="bob")
+    w.feed(s.lines(), batch=100)
+    assert w.written == [10, 11]  # alice's last event is the 10th, bob's the 11th
+    assert decode_bundle(w.table[b"u:alice"]).offset == 10
+
+
+def test_an_empty_bundle_is_due_at_once() -> None:
+    index: ExpiryIndex[bytes] = ExpiryIndex()
+    index.touch(b"nothing-left", lambda: -math.inf)
+    index.touch(b"locked", lambda: math.inf)
+    assert index.due(0.0) == [b"nothing-left"] and len(index) == 0
