@@ -50,13 +50,15 @@ def _owner_url(app: faust.App, topic: str, partitions: int, key: bytes) -> str |
     return None
 
 
+FORWARDED = "X-Sessionwatch-Forwarded"
+
+
 async def _forward(app: faust.App, view: View, request: Request, owner: str) -> Response:
-    """Relays the request to the owning worker and its answer back."""
+    """Relays the request to the owning worker and its answer back (one hop at most)."""
     target = URL(owner)
     url = request.url.with_host(target.host or "127.0.0.1").with_port(target.port)
-    async with app.http_client.request(
-        method=request.method, headers=request.headers, url=url
-    ) as resp:
+    headers = {**request.headers, FORWARDED: "1"}
+    async with app.http_client.request(method=request.method, headers=headers, url=url) as resp:
         return view.text(await resp.text(), content_type=resp.content_type, status=resp.status)
 
 
@@ -88,6 +90,9 @@ def install_api(
             key = f"u:{user}".encode()
             owner = _owner_url(app, events_topic.get_topic_name(), partitions, key)
             if owner is not None:
+                if request.headers.get(FORWARDED):
+                    # Both sides think the other owns it: a rebalance is under way.
+                    return self.error(503, "partition ownership is moving; retry shortly")
                 return await _forward(app, self, request, owner)
             raw = table.get(key)
             now = time.time()
@@ -110,7 +115,14 @@ def install_api(
                         }
                     )
             sessions.sort(key=lambda x: str(x["login_time"]))
-            return self.json({"user": user, "sessions": sessions, "as_of": rfc3339(now)})
+            return self.json(
+                {
+                    "user": user,
+                    "sessions": sessions,
+                    "as_of": rfc3339(now),
+                    "served_by": str(app.conf.canonical_url),
+                }
+            )
 
     @app.page("/sessions/{fingerprint}/terminate")
     class Terminate(View):

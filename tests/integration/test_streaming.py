@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -253,3 +254,61 @@ def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None
     d.produce(later)
     alerts = d.collect(d.topics["alerts"], lambda v: len(v) >= 1, timeout=60)
     assert [json.loads(a)["kind"] for a in alerts] == ["reuse_after_termination"]
+
+
+def _get_json(url: str, token: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
+
+
+def test_session_api_answers_for_every_worker(deployment_factory: Factory, tmp_path: Path) -> None:
+    """Two workers split the partitions; either answers for any user (forwarding)."""
+    d = deployment_factory(8)
+    token = "s3cret-token"
+    d.env["SESSIONWATCH_API_TOKEN"] = token
+    users = [f"user{i:02d}" for i in range(12)]
+    now = time.time() - 60
+    logins = tmp_path / "logins.jsonl"
+    logins.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "event_id": f"l{i}",
+                    "ts": now + i,
+                    "type": "login",
+                    "session_id": f"{i:02d}" + "9F3A1C7E5B2D48A6C0E1F7B3D95A2C",
+                    "user": user,
+                    "ip": "10.1.2.3",
+                }
+            )
+            + b"\n"
+            for i, user in enumerate(users)
+        )
+    )
+    d.produce(logins)
+    ports = [free_port(), free_port()]
+    d.start_worker("a", web_port=ports[0])
+    d.start_worker("b", web_port=ports[1])
+    answers: dict[tuple[int, str], dict[str, Any]] = {}
+    for _ in range(120):
+        answers = {}
+        for port in ports:
+            for user in users:
+                status, body = _get_json(f"http://127.0.0.1:{port}/sessions?user={user}", token)
+                if status == 200 and len(body["sessions"]) == 1:
+                    answers[(port, user)] = body
+        if len(answers) == 2 * len(users):
+            break
+        time.sleep(1)
+    assert len(answers) == 2 * len(users), (sorted(answers), d.logs())
+    for user in users:
+        a, b = answers[(ports[0], user)], answers[(ports[1], user)]
+        assert a["sessions"] == b["sessions"] and a["served_by"] == b["served_by"]
+    served = {body["served_by"] for body in answers.values()}
+    assert served == {f"http://127.0.0.1:{p}" for p in ports}, served
