@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sessionwatch")
 
+#: ``--format`` choices (detector.adapters.FORMATS, without importing the adapters).
+INPUT_FORMATS = ("spec", "okta", "ocsf")
+
 DEFAULT_DEAD_LETTERS = "sessionwatch-dead-letters.jsonl"
 
 
@@ -77,11 +80,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
             dlq_out = lazy
         alerts = JsonLinesWriter(alerts_out)
         dead = JsonLinesWriter(dlq_out)
-        replayer = Replayer(engine, alerts, dead)
+        on_alert: Any = alerts
+        if args.alerts_format == "ocsf":
+            from detector.adapters.ocsf_out import finding
+
+            def on_alert(alert: Any) -> None:
+                alerts(finding(alert))
+
+        replayer = Replayer(engine, on_alert, dead)
+        frame = None
+        if args.format != "spec":
+            from detector.adapters import ADAPTERS
+            from detector.adapters.framing import records, to_spec_lines
+
+            convert, unmapped = ADAPTERS[args.format], replayer.summary.unmapped
+
+            def frame(fh: Any) -> Any:
+                return to_spec_lines(records(fh), convert, unmapped)
+
         if args.metrics_port is not None:
             _serve_metrics(replayer, args.metrics_host, args.metrics_port)
         with progress_reporter(args.inputs, enabled=not args.quiet) as progress:
-            summary = replayer.run(args.inputs, progress)
+            summary = replayer.run(args.inputs, progress, frame)
         alerts.flush()
         dead.flush()
     if args.metrics_port is not None and args.metrics_linger > 0:
@@ -203,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refused records (default: {DEFAULT_DEAD_LETTERS}, created only if needed)",
     )
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    rp.add_argument(
+        "--format",
+        choices=INPUT_FORMATS,
+        default="spec",
+        help="input format: SPEC.md events (default) or a vendor log (see README: Formats)",
+    )
+    rp.add_argument(
+        "--alerts-format",
+        choices=("spec", "ocsf"),
+        default="spec",
+        help="alert output: SPEC.md alerts (default) or OCSF Detection Findings",
+    )
     rp.add_argument(
         "--metrics-port", type=int, help="serve Prometheus /metrics on this port while replaying"
     )

@@ -12,10 +12,11 @@ import io
 import sys
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 
@@ -38,6 +39,8 @@ class Summary:
 
     metrics: Metrics = field(default_factory=Metrics)
     seconds: float = 0.0
+    #: Vendor records of types with no meaning for sessions, skipped (``--format``).
+    unmapped: Counter[str] = field(default_factory=Counter)
 
     @property
     def events(self) -> int:
@@ -150,11 +153,19 @@ class Replayer:
         m.processing.observe(clock() - block_start)
         lag.sum += lag_sum
 
-    def run(self, paths: Iterable[str], progress: Callable[[int], None] | None = None) -> Summary:
+    def run(
+        self,
+        paths: Iterable[str],
+        progress: Callable[[int], None] | None = None,
+        frame: Callable[[BinaryIO], Iterable[bytes]] | None = None,
+    ) -> Summary:
+        """Replays files; ``frame`` turns an opened file into SPEC.md lines (adapters)."""
         start = time.perf_counter()
         for path in paths:
             with open_input(path) as fh:
-                lines: Iterable[bytes] = fh if progress is None else _counting(fh, progress)
+                lines: Iterable[bytes] = fh if frame is None else frame(fh)
+                if progress is not None:
+                    lines = _counting(lines, progress)
                 self.feed(lines, "stdin" if path == "-" else path)
         self.summary.seconds += time.perf_counter() - start
         return self.summary
@@ -185,7 +196,7 @@ class JsonLinesWriter:
         self._buf = bytearray()
         self.count = 0
 
-    def __call__(self, item: msgspec.Struct) -> None:
+    def __call__(self, item: msgspec.Struct | dict[str, Any]) -> None:
         self._encoder.encode_into(item, self._buf, -1)
         self._buf.extend(b"\n")
         self.count += 1

@@ -60,6 +60,10 @@ def print_summary(summary: Summary, dead_letters: str | None = None) -> None:
     table.add_row("invalid (dead-lettered)", f"{summary.invalid_total:,}")
     for reason, n in sorted(summary.invalid.items()):
         table.add_row(f"  {reason}", f"{n:,}")
+    if summary.unmapped:
+        table.add_row("skipped (type not mapped)", f"{sum(summary.unmapped.values()):,}")
+        for kind, n in summary.unmapped.most_common(10):
+            table.add_row(escape(f"  {kind}"), f"{n:,}")
     table.add_row("alerts", f"{summary.alerts_total:,}")
     order = {name: i for i, name in enumerate(CATALOGUE)}
     rank = {s: i for i, s in enumerate(SEVERITIES)}

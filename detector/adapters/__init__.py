@@ -1,0 +1,34 @@
+"""Vendor log formats in, OCSF out: platform records mapped onto SPEC.md events.
+
+An adapter turns one parsed input record (a dict) into a SPEC.md event dict, or
+``None`` when the record's type has no meaning for session detection (counted by
+type and skipped, not dead-lettered). The mapped event then goes through the same
+strict decoding as native input, so a mapped record with a bad IP or time is
+dead-lettered with SPEC.md's reason codes, carrying the *original* record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from detector.adapters import ocsf, okta
+
+Record = Mapping[str, Any]
+Convert = Callable[[Record], dict[str, Any] | None]
+
+#: ``--format`` values and their converters; ``spec`` is SPEC.md's own format.
+ADAPTERS: dict[str, Convert] = {
+    "okta": okta.convert,
+    "ocsf": ocsf.convert,
+}
+FORMATS = ("spec", *ADAPTERS)
+
+
+def record_type(record: Record) -> str:
+    """A short label of the record's vendor type, for the unmapped counts."""
+    for key in ("eventType", "class_uid", "name", "type"):
+        value = record.get(key)
+        if value is not None:
+            return str(value)[:64]
+    return "unknown"

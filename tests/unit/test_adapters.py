@@ -1,0 +1,272 @@
+"""Vendor formats in (Okta System Log, OCSF) and OCSF Detection Findings out."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from detector.adapters import ADAPTERS
+from detector.adapters.framing import records, to_spec_lines
+from detector.adapters.ocsf_out import ATTACK, finding
+from detector.alerts import Alert
+from detector.cli import main
+from detector.engine import Engine
+from detector.fingerprint import Fingerprinter
+from detector.policy import Policy
+from detector.replay import Replayer
+from detector.simulate import Simulation
+from tests.helpers import KEY, SID
+from tests.vendors import ocsf_expressible, okta_expressible, to_ocsf, to_okta
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = Policy.load(ROOT / "examples" / "policy.toml")
+
+
+def run_vendor(data: bytes, fmt: str) -> tuple[list[Alert], list[Any], Counter[str]]:
+    alerts: list[Alert] = []
+    dead: list[Any] = []
+    replayer = Replayer(Engine(POLICY, Fingerprinter(KEY)), alerts.append, dead.append)
+    unmapped = replayer.summary.unmapped
+    lines = to_spec_lines(records(io.BufferedReader(io.BytesIO(data))), ADAPTERS[fmt], unmapped)
+    replayer.feed(lines, "test")
+    return alerts, dead, unmapped
+
+
+def convert(fmt: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    return ADAPTERS[fmt](record)
+
+
+# -- Okta -------------------------------------------------------------------------------
+def okta(event_type: str, **over: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "uuid": "u-1",
+        "published": "2026-11-22T08:00:00.000Z",
+        "eventType": event_type,
+        "actor": {"type": "User", "alternateId": "alice@example.com"},
+        "target": [],
+        "outcome": {"result": "SUCCESS"},
+        "client": {
+            "ipAddress": "10.1.2.3",
+            "userAgent": {"rawUserAgent": "Mozilla/5.0 Firefox/121.0"},
+            "geographicalContext": {"country": "Germany"},
+        },
+        "securityContext": {"asNumber": 3320},
+        "authenticationContext": {"externalSessionId": "102abc", "rootSessionId": "idxROOT"},
+    }
+    record.update(over)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("event_type", "result", "expected"),
+    [
+        ("user.session.start", "SUCCESS", "login"),
+        ("user.session.start", "FAILURE", "login_failed"),
+        ("user.authentication.sso", "SUCCESS", "transaction"),
+        ("policy.evaluate_sign_on", "ALLOW", "transaction"),
+        ("user.session.context.change", "SUCCESS", "transaction"),
+        ("user.session.end", "SUCCESS", "logout"),
+        ("user.session.clear", "SUCCESS", "terminate"),
+    ],
+)
+def test_okta_session_events(event_type: str, result: str, expected: str) -> None:
+    ev = convert("okta", okta(event_type, outcome={"result": result}))
+    assert ev is not None and ev["type"] == expected
+    assert ev.get("user") == ("alice@example.com" if expected != "terminate" else None)
+    if expected != "login_failed":
+        assert ev["session_id"] == "idxROOT"  # rootSessionId wins over externalSessionId
+    assert ev["geo"] == {"country": "Germany"} and ev["asn"] == 3320  # kept in evidence
+
+
+@pytest.mark.parametrize(
+    ("event_type", "expected"),
+    [
+        ("user.account.lock", "lockout"),
+        ("user.account.unlock_by_admin", "unlock"),
+        ("user.lifecycle.deactivate", "deactivate"),
+        ("user.lifecycle.activate", "activate"),
+    ],
+)
+def test_okta_account_events_name_the_target_user(event_type: str, expected: str) -> None:
+    record = okta(
+        event_type,
+        actor={"type": "User", "alternateId": "admin@example.com"},
+        target=[{"type": "User", "alternateId": "bob@example.com"}],
+    )
+    ev = convert("okta", record)
+    assert ev is not None
+    assert (ev["type"], ev["user"], ev["actor"]) == (
+        expected,
+        "bob@example.com",
+        "admin@example.com",
+    )
+
+
+def test_okta_odd_values() -> None:
+    ported = convert("okta", okta("user.session.start", client={"ipAddress": "10.1.2.3:443"}))
+    assert ported is not None and ported["ip"] == "10.1.2.3" and "user_agent" not in ported
+    no_ua = okta("user.authentication.sso")
+    no_ua["client"]["userAgent"]["rawUserAgent"] = "UNKNOWN"
+    assert "user_agent" not in (convert("okta", no_ua) or {})
+    zoneless = convert("okta", okta("user.session.end", published="2026-11-22T08:00:00"))
+    assert zoneless is not None and zoneless["ts"] == 1795334400.0  # read as UTC
+    only_external = okta("user.session.end", authenticationContext={"externalSessionId": "x1"})
+    assert (convert("okta", only_external) or {})["session_id"] == "x1"
+    assert convert("okta", okta("user.authentication.sso", outcome={"result": "DENY"})) is None
+    cleared_all = okta("user.session.clear", authenticationContext={"externalSessionId": "unknown"})
+    assert convert("okta", cleared_all) is None
+
+
+def test_okta_unmapped_types_are_counted_not_dead_lettered() -> None:
+    lines = [
+        okta("user.mfa.factor.activate"),
+        okta("app.oauth2.token.grant"),
+        okta("user.mfa.factor.activate"),
+        okta("user.session.start", client={"ipAddress": None}),  # a login needs an IP
+    ]
+    _, dead, unmapped = run_vendor(b"\n".join(map(orjson.dumps, lines)), "okta")
+    assert unmapped == {"user.mfa.factor.activate": 2, "app.oauth2.token.grant": 1}
+    assert [d.reason.split(":")[0] for d in dead] == ["missing_field"]
+    assert dead[0].offset == 4 and dead[0].source == "test"
+
+
+# -- OCSF in ----------------------------------------------------------------------------
+def test_ocsf_authentication_and_http_activity() -> None:
+    base = {"time": 1795334400000, "metadata": {"uid": "m1"}, "src_endpoint": {"ip": "10.1.2.3"}}
+    logon = {**base, "class_uid": 3002, "activity_id": 1, "status_id": 1,
+             "user": {"name": "alice"}, "session": {"uid": SID}}  # fmt: skip
+    ev = convert("ocsf", logon)
+    assert ev == {"event_id": "m1", "ts": 1795334400.0, "ip": "10.1.2.3", "type": "login",
+                  "session_id": SID, "user": "alice"}  # fmt: skip
+    failed = convert("ocsf", {**logon, "status_id": 2})
+    assert failed is not None and failed["type"] == "login_failed" and "session_id" not in failed
+    logoff = convert("ocsf", {**logon, "activity_id": 2})
+    assert logoff is not None and logoff["type"] == "logout"
+    http = {**base, "class_uid": 4002, "activity_id": 3,
+            "src_endpoint": {"ip": "[2001:db8::7]:8443"}, "actor": {"session": {"uid": SID}},
+            "http_request": {"url": {"path": "/incident.do", "scheme": "http"}}}  # fmt: skip
+    tx = convert("ocsf", http)
+    assert tx == {
+        "event_id": "m1",
+        "ts": 1795334400.0,
+        "ip": "2001:db8::7",
+        "type": "transaction",
+        "session_id": SID,
+        "url": "/incident.do",
+        "scheme": "http",
+    }  # fmt: skip  (a guest request: no user)
+    assert convert("ocsf", {**base, "class_uid": 3002, "activity_id": 3}) is None  # ticket
+    assert convert("ocsf", {**base, "class_uid": 1001, "activity_id": 1}) is None  # file
+
+
+# -- round trips ------------------------------------------------------------------------
+def _day() -> list[dict[str, Any]]:
+    buf = io.BytesIO()
+    Simulation(users=40, hours=24, seed=11).write(buf)
+    return [orjson.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def _spec_alerts(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    alerts: list[Alert] = []
+    replayer = Replayer(Engine(POLICY, Fingerprinter(KEY)), alerts.append, lambda d: None)
+    replayer.feed([orjson.dumps(e) for e in events], "spec")
+    return [(a.alert_id, a.kind) for a in alerts]
+
+
+def test_okta_round_trip_gives_the_same_alerts() -> None:
+    events = [e for e in _day() if okta_expressible(e)]
+    expected = _spec_alerts(events)
+    assert len(expected) > 10
+    as_array = orjson.dumps([to_okta(e) for e in events])  # the API's JSON array framing
+    alerts, dead, unmapped = run_vendor(as_array, "okta")
+    assert [(a.alert_id, a.kind) for a in alerts] == expected
+    assert not dead and not unmapped
+
+
+def test_ocsf_round_trip_gives_the_same_alerts() -> None:
+    events = [e for e in _day() if ocsf_expressible(e)]
+    expected = _spec_alerts(events)
+    assert len(expected) > 5
+    ndjson = b"\n".join(orjson.dumps(to_ocsf(e)) for e in events)
+    alerts, dead, _ = run_vendor(ndjson, "ocsf")
+    assert [(a.alert_id, a.kind) for a in alerts] == expected
+    assert not dead
+
+
+# -- OCSF out ---------------------------------------------------------------------------
+#: Required by the OCSF schema for class 2004: base event, finding, finding_info,
+#: metadata (ocsf-schema: events/base_event.json, events/findings/finding.json,
+#: objects/finding_info.json, objects/metadata.json).
+REQUIRED = {"activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time",
+            "type_uid", "finding_info"}  # fmt: skip
+
+
+def _alert(kind: str, severity: str = "critical", user: str | None = "alice") -> Alert:
+    return Alert(
+        alert_id="4ba8f73af45d82b6f340997992ebffc8",
+        kind=kind,
+        severity=severity,
+        ts="2026-11-22T08:00:00.25Z",
+        event_id="e7",
+        session="0123456789abcdef0123456789abcdef",
+        user=user,
+        ip="10.1.2.3",
+        details={"ended": "logout"},
+        action="terminate_session",
+        mode="enforce",
+    )
+
+
+def test_ocsf_findings_carry_the_required_fields() -> None:
+    f = finding(_alert("reuse_after_logout"))
+    assert set(f) >= REQUIRED
+    assert (f["class_uid"], f["category_uid"], f["activity_id"]) == (2004, 2, 1)
+    assert f["type_uid"] == 200401 and f["severity_id"] == 5 and f["time"] == 1795334400250
+    assert f["finding_info"]["uid"] == "4ba8f73af45d82b6f340997992ebffc8"
+    assert {"version", "product"} <= set(f["metadata"])
+    assert f["finding_info"]["attacks"][0]["technique"]["uid"] == "T1550.004"
+    evidence = f["evidences"][0]
+    assert evidence["src_endpoint"] == {"ip": "10.1.2.3"}
+    assert evidence["actor"]["session"]["uid"] == "0123456789abcdef0123456789abcdef"
+    json.dumps(f)  # plain JSON types only
+
+
+def test_ocsf_findings_map_severities_and_techniques() -> None:
+    assert (
+        finding(_alert("weak_session_id", "medium"))["finding_info"]["attacks"][0]["technique"][
+            "uid"
+        ]
+        == "T1539"
+    )
+    assert [finding(_alert("ip_change", s))["severity_id"] for s in ("low", "medium", "high")] == [
+        2,
+        3,
+        4,
+    ]
+    guest = finding(_alert("unknown_session", "low", user=None))
+    assert "user" not in guest["evidences"][0]["actor"]
+    assert set(ATTACK) >= {"reuse_after_logout", "session_fixation", "insecure_transport"}
+
+
+def test_cli_replays_okta_and_writes_ocsf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONWATCH_KEY", KEY.decode())
+    events = [e for e in _day() if okta_expressible(e)]
+    src = tmp_path / "okta.ndjson"
+    src.write_bytes(b"\n".join(orjson.dumps(to_okta(e)) for e in events) + b"\n")
+    out = tmp_path / "findings.jsonl"
+    code = main(
+        [
+            *("replay", "-q", "--config", str(ROOT / "examples" / "policy.toml")),
+            *("--format", "okta", "--alerts-format", "ocsf", "--alerts-out", str(out), str(src)),
+        ]
+    )
+    assert code == 0
+    findings = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = _spec_alerts(events)
+    assert [f["finding_info"]["uid"] for f in findings] == [a for a, _ in expected]
