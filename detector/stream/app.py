@@ -17,8 +17,10 @@ from typing import Any
 
 import faust
 import msgspec
+import orjson
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event
+from faust.transport.producer import ProducerBuffer
 
 from detector.alerts import Alert
 from detector.alerts import decode as decode_alert
@@ -62,6 +64,24 @@ def _broker_credentials(settings: StreamSettings) -> Any:
             ssl_context=ssl,
         )
     return None
+
+
+async def _drain(self: ProducerBuffer) -> None:
+    """Faust's ``ProducerBuffer.flush`` gives up after 0.1 s without progress even with
+    messages still queued (a busy event loop is enough). Commits rely on it, so an event
+    could be committed with its alerts still in the buffer, and lost at shutdown. This
+    waits until the buffer is really empty, and raises (so no commit follows) if it
+    cannot: Faust then retries the commit or re-delivers the events."""
+    deadline = time.monotonic() + 60.0
+    while self.size:
+        if self.state != "running":
+            raise RuntimeError(f"producer buffer stopped with {self.size} messages unsent")
+        await self.flush_atmost(None)
+        if self.size and time.monotonic() > deadline:
+            raise RuntimeError(f"producer buffer not drained in 60 s: {self.size} left")
+
+
+ProducerBuffer.flush = _drain  # type: ignore[method-assign]
 
 
 def action_record(alert: Alert) -> dict[str, Any]:
@@ -247,4 +267,65 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         if alert.mode == "enforce" and alert.action != "none":
             actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
 
+    for topic_name, fmt in settings.vendor_inputs():
+        install_normalizer(app, settings, topic_name, fmt, events_topic, dlq_topic, fingerprint)
     return app
+
+
+def install_normalizer(
+    app: faust.App,
+    settings: StreamSettings,
+    topic_name: str,
+    fmt: str,
+    events_topic: Any,
+    dlq_topic: Any,
+    fingerprint: Fingerprinter,
+) -> None:
+    """An agent that maps a vendor topic onto session-events, keyed by routing key.
+
+    Shippers key vendor logs by whatever they like (often nothing), so detection cannot
+    read them in place: a user's events must share a partition. Mapped events are
+    validated here; refused records go to the DLQ naming the vendor topic and offset,
+    and records of unmapped types are skipped (not dead-lettered).
+    """
+    from detector.adapters import ADAPTERS
+
+    convert = ADAPTERS[fmt]
+    source = app.topic(
+        topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
+        letter = dead_letter(invalid, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint)
+        dlq_topic.send_soon(value=_json.encode(letter))
+
+    @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
+    async def normalize(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=0.01):
+            for event in batch:  # no await: see detect()
+                raw: bytes = event.value
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    refuse(
+                        InvalidEvent("not_json", "vendor record is not JSON"), raw, event.message
+                    )
+                    continue
+                items = record if isinstance(record, list) else [record]
+                for item in items:
+                    mapped = convert(item) if isinstance(item, dict) else None
+                    if mapped is None:
+                        continue  # a type with no meaning for sessions
+                    line = orjson.dumps(mapped)
+                    ev = decode(line)
+                    if type(ev) is not Event:
+                        assert isinstance(ev, InvalidEvent)
+                        refuse(ev, line, event.message)
+                        continue
+                    key = routing_key(ev, fingerprint).encode()
+                    events_topic.send_soon(key=key, value=line)

@@ -32,6 +32,7 @@ async def ensure_topics(settings: StreamSettings, replication: int = 1) -> None:
                 (settings.alerts_topic, settings.partitions),
                 (settings.actions_topic, settings.partitions),
                 (settings.dlq_topic, 1),
+                *((topic, settings.partitions) for topic, _ in settings.vendor_inputs()),
             )
             if name not in existing
         ]

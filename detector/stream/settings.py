@@ -51,6 +51,9 @@ class StreamSettings:
         metadata={"env": "SESSIONWATCH_WEB_PORT"},
     )
     api_token: str = _env("SESSIONWATCH_API_TOKEN", "")
+    #: Vendor-format topics, ``topic:format,...`` (formats of detector.adapters): each
+    #: is normalised onto session-events with the routing key (see README: Streaming).
+    input_topics: str = _env("SESSIONWATCH_INPUT_TOPICS", "")
     batch_size: int = field(
         default_factory=lambda: int(os.environ.get("SESSIONWATCH_BATCH_SIZE", "500")),
         metadata={"env": "SESSIONWATCH_BATCH_SIZE"},
@@ -73,7 +76,28 @@ class StreamSettings:
             problems.append("partitions must be at least 1")
         if not self.store.startswith(("rocksdb://", "memory://")):
             problems.append(f"store {self.store!r} must be rocksdb:// or memory://")
+        try:
+            self.vendor_inputs()
+        except ValueError as err:
+            problems.append(str(err))
         return problems
+
+    def vendor_inputs(self) -> list[tuple[str, str]]:
+        """``SESSIONWATCH_INPUT_TOPICS`` as (topic, format) pairs; ValueError if malformed."""
+        from detector.adapters import ADAPTERS
+
+        pairs = []
+        for item in filter(None, (p.strip() for p in self.input_topics.split(","))):
+            topic, _, fmt = item.rpartition(":")
+            if not topic or fmt not in ADAPTERS:
+                raise ValueError(
+                    f"SESSIONWATCH_INPUT_TOPICS entry {item!r} must be topic:format with a "
+                    f"format among {', '.join(ADAPTERS)}"
+                )
+            if topic == self.events_topic:
+                raise ValueError(f"input topic {topic!r} is the events topic itself")
+            pairs.append((topic, fmt))
+        return pairs
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """Connection options for plain aiokafka clients (produce, alerts)."""
