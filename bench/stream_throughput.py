@@ -160,7 +160,7 @@ async def wait_committed(s: StreamSettings, total: int, timeout: float) -> float
     raise SystemExit(f"worker did not finish within {timeout:.0f}s")
 
 
-async def latency(s: StreamSettings, rate: float, seconds: float) -> list[float]:
+async def latency(s: StreamSettings, rate: float, seconds: float, base: float) -> list[float]:
     """Produces reuse-after-logout attacks at ``rate`` events/s; returns send-to-alert delays."""
     fp = Fingerprinter(KEY.encode())
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=0)
@@ -184,7 +184,6 @@ async def latency(s: StreamSettings, rate: float, seconds: float) -> list[float]
                         delays.append(now - sent_at.pop(eid))
 
     collector = asyncio.create_task(collect())
-    base = time.time()
     n = 0
     sid = ""
     start = time.perf_counter()
@@ -284,8 +283,16 @@ def main() -> None:
         print(f"sessionwatch worker                    {worker_rate:>12,.0f} events/s")
         print(f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5)")
         print(f"ratio worker / Faust no-op + table     {worker_rate / floor_rates[1]:>12.2f}")
-        for rate in (float(r) for r in args.latency_rates.split(",")):
-            delays = asyncio.run(latency(s, rate, args.latency_seconds))
+        # Attack traffic continues the day's event time: a jump to the wall clock would
+        # expire the whole day's state at once and measure that instead.
+        decoded = [decode(line) for line in lines[-1000:]]
+        clock = max(e.epoch for e in decoded if isinstance(e, Event)) + 60
+        rates = [
+            worker_rate / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
+        ]
+        for rate in rates:
+            delays = asyncio.run(latency(s, rate, args.latency_seconds, clock))
+            clock += rate * args.latency_seconds + 3600
             if not delays:
                 print(f"event-to-alert latency at {rate:,.0f} events/s: no alerts arrived")
                 continue
