@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sessionwatch")
 
 #: ``--format`` choices (detector.adapters.FORMATS, without importing the adapters).
-INPUT_FORMATS = ("spec", "okta", "ocsf")
+INPUT_FORMATS = ("spec", "okta", "ocsf", "servicenow-transactions", "servicenow-events")
 
 DEFAULT_DEAD_LETTERS = "sessionwatch-dead-letters.jsonl"
 
@@ -93,7 +94,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from detector.adapters import ADAPTERS
             from detector.adapters.framing import records, to_spec_lines
 
-            convert, unmapped = ADAPTERS[args.format], replayer.summary.unmapped
+            convert: Any = ADAPTERS[args.format]
+            unmapped = replayer.summary.unmapped
+            if args.source_timezone and args.format.startswith("servicenow"):
+                convert = functools.partial(convert, tz=_timezone(args.source_timezone))
 
             def frame(fh: Any) -> Any:
                 return to_spec_lines(records(fh), convert, unmapped)
@@ -109,6 +113,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(summary, dead_letters=dlq_path if dead.count else None)
     return 0
+
+
+def _timezone(name: str) -> Any:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        print(f"sessionwatch: unknown time zone {name!r} (use an IANA name)", file=sys.stderr)
+        raise SystemExit(2) from err
 
 
 def _serve_metrics(replayer: Any, host: str, port: int) -> None:
@@ -228,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_FORMATS,
         default="spec",
         help="input format: SPEC.md events (default) or a vendor log (see README: Formats)",
+    )
+    rp.add_argument(
+        "--source-timezone",
+        metavar="TZ",
+        help="IANA zone of ServiceNow's zone-less times (default UTC), e.g. Europe/Berlin",
     )
     rp.add_argument(
         "--alerts-format",

@@ -116,3 +116,60 @@ def to_ocsf(ev: dict[str, Any]) -> dict[str, Any]:
     if ev.get("session_id"):
         record["session"] = {"uid": ev["session_id"]}
     return record
+
+
+SERVICENOW_EVENT_NAMES = {
+    "login": "login",
+    "login_failed": "login.failed",
+    "logout": "logout",
+    "elevate": "security.elevated_role.enabled",
+}
+
+
+def servicenow_expressible(ev: dict[str, Any]) -> bool:
+    """syslog_transaction and sysevent carry requests, logins, logouts, elevations (without
+    rotation); no Remember-me flag or pre-login session."""
+    if ev["type"] not in (*SERVICENOW_EVENT_NAMES, "transaction"):
+        return False
+    if ev["type"] == "elevate" and ev.get("new_session_id") not in (None, ev.get("session_id")):
+        return False
+    return not any(ev.get(k) for k in ("remember_me", "previous_session_id"))
+
+
+def servicenow_view(ev: dict[str, Any]) -> dict[str, Any]:
+    """What ServiceNow records of an event: sysevent rows carry no user agent."""
+    if ev["type"] == "transaction":
+        return ev
+    return {k: v for k, v in ev.items() if k != "user_agent"}
+
+
+def _servicenow_time(ts: Any) -> str:
+    return _iso_ms(ts).replace("T", " ")[:19]
+
+
+def to_servicenow(ev: dict[str, Any]) -> dict[str, Any]:
+    """A syslog_transaction row for a request, a sysevent row for the rest (Table API)."""
+    if ev["type"] == "transaction":
+        row = {
+            "sys_id": ev["event_id"],
+            "sys_created_on": _servicenow_time(ev["ts"]),
+            "sys_created_by": ev.get("user") or "guest",
+            "session": ev["session_id"],
+            "remote_ip": ev["ip"],
+            "url": ev.get("url", ""),
+            "user_agent": ev.get("user_agent", ""),
+            "system_id": ev.get("node", ""),
+            "protocol": ev.get("scheme", "https").upper(),
+            "response_time": "84",
+        }
+        return row
+    row = {
+        "sys_id": ev["event_id"],
+        "sys_created_on": _servicenow_time(ev["ts"]),
+        "name": SERVICENOW_EVENT_NAMES[ev["type"]],
+        "parm1": ev["user"],
+        "parm2": f"{ev['ip']}:51234" if ev.get("ip") else "admin",
+        "session": ev.get("session_id", ""),
+        "system_id": ev.get("node", ""),
+    }
+    return row

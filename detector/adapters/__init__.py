@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from detector.adapters import ocsf, okta
+from detector.adapters import ocsf, okta, servicenow
 
 Record = Mapping[str, Any]
 Convert = Callable[[Record], dict[str, Any] | None]
@@ -21,6 +21,8 @@ Convert = Callable[[Record], dict[str, Any] | None]
 ADAPTERS: dict[str, Convert] = {
     "okta": okta.convert,
     "ocsf": ocsf.convert,
+    "servicenow-transactions": servicenow.convert_transaction,
+    "servicenow-events": servicenow.convert_event,
 }
 FORMATS = ("spec", *ADAPTERS)
 
@@ -29,6 +31,8 @@ def record_type(record: Record) -> str:
     """A short label of the record's vendor type, for the unmapped counts."""
     for key in ("eventType", "class_uid", "name", "type"):
         value = record.get(key)
+        if isinstance(value, Mapping):  # ServiceNow display_value=all
+            value = value.get("value")
         if value is not None:
             return str(value)[:64]
     return "unknown"

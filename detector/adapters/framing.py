@@ -1,8 +1,11 @@
-"""Vendor exports come as NDJSON, a JSON array, or a ServiceNow-style ``{"result": [...]}``
-document; this turns any of them into SPEC.md lines for the replay loop."""
+"""Vendor exports come as NDJSON, a JSON array, a ServiceNow-style ``{"result": [...]}``
+document or a CSV list export (header row first); this turns any of them into SPEC.md
+lines for the replay loop."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
@@ -15,7 +18,10 @@ from detector.adapters import record_type
 def records(fh: BinaryIO) -> Iterator[bytes]:
     """One raw JSON record per item, whatever the framing."""
     head = fh.peek(1 << 16)[: 1 << 16] if hasattr(fh, "peek") else b""
-    first = head.lstrip()[:1]
+    first = head.lstrip().removeprefix(b"\xef\xbb\xbf")[:1]
+    if first and first not in b"[{":
+        yield from _csv_rows(fh)
+        return
     document = first == b"["
     if first == b"{":
         line = head.lstrip().split(b"\n", 1)[0]
@@ -63,3 +69,13 @@ def to_spec_lines(
             yield b""
             continue
         yield orjson.dumps(event)
+
+
+def _csv_rows(fh: BinaryIO) -> Iterator[bytes]:
+    """A CSV export with a header row: one JSON object per data row (empty cells absent)."""
+    text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+    try:
+        for row in csv.DictReader(text):
+            yield orjson.dumps({k: v for k, v in row.items() if k and v not in (None, "")})
+    finally:
+        text.detach()

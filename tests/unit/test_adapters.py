@@ -22,7 +22,15 @@ from detector.policy import Policy
 from detector.replay import Replayer
 from detector.simulate import Simulation
 from tests.helpers import KEY, SID
-from tests.vendors import ocsf_expressible, okta_expressible, to_ocsf, to_okta
+from tests.vendors import (
+    ocsf_expressible,
+    okta_expressible,
+    servicenow_expressible,
+    servicenow_view,
+    to_ocsf,
+    to_okta,
+    to_servicenow,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = Policy.load(ROOT / "examples" / "policy.toml")
@@ -270,3 +278,78 @@ def test_cli_replays_okta_and_writes_ocsf(tmp_path: Path, monkeypatch: pytest.Mo
     findings = [json.loads(line) for line in out.read_text().splitlines()]
     expected = _spec_alerts(events)
     assert [f["finding_info"]["uid"] for f in findings] == [a for a, _ in expected]
+
+
+# -- ServiceNow -------------------------------------------------------------------------
+def test_servicenow_transaction_rows() -> None:
+    row = {
+        "sys_id": {"value": "t1", "display_value": "t1"},  # sysparm_display_value=all
+        "sys_created_on": "2026-11-22 08:00:00",
+        "sys_created_by": "guest",
+        "session": SID,
+        "remote_ip": "10.1.2.3:443",
+        "url": "/login.do",
+        "user_agent": "",
+        "system_id": "node-a",
+        "protocol": "HTTP",
+        "output_length": "5120",
+    }
+    ev = convert("servicenow-transactions", row)
+    assert ev == {"event_id": "t1", "ts": 1795334400.0, "type": "transaction",
+                  "session_id": SID, "guest": True, "ip": "10.1.2.3", "url": "/login.do",
+                  "node": "node-a", "scheme": "http", "output_length": "5120"}  # fmt: skip
+    from zoneinfo import ZoneInfo
+
+    from detector.adapters.servicenow import convert_transaction
+
+    berlin = convert_transaction({**row, "sys_created_by": "alice"}, ZoneInfo("Europe/Berlin"))
+    assert berlin is not None and berlin["ts"] == 1795334400.0 - 3600 and berlin["user"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("login", "login"),
+        ("external.authentication.succeeded", "login"),
+        ("login.failed", "login_failed"),
+        ("external.authentication.failed", "login_failed"),
+        ("logout", "logout"),
+        ("session.established", "transaction"),
+        ("security.elevated_role.enabled", "elevate"),
+        ("impersonation.start", "elevate"),
+        ("impersonation.end", "elevate"),
+    ],
+)
+def test_servicenow_sysevent_rows(name: str, expected: str) -> None:
+    row = {"sys_id": "e1", "sys_created_on": "2026-11-22 08:00:00", "name": name,
+           "parm1": "alice", "parm2": "10.1.2.3:51234", "session": SID}  # fmt: skip
+    ev = convert("servicenow-events", row)
+    assert ev is not None and ev["type"] == expected and ev["user"] == "alice"
+    assert ev["ip"] == "10.1.2.3"
+    assert ("session_id" in ev) == (expected != "login_failed")
+
+
+def test_servicenow_csv_export_and_unmapped_events() -> None:
+    csv_text = (
+        '\ufeff"sys_id","sys_created_on","name","parm1","parm2","session"\n'
+        '"e1","2026-11-22 08:00:00","login","alice","10.1.2.3","' + SID + '"\n'
+        '"e2","2026-11-22 08:01:00","incident.inserted","alice","",""\n'
+        '"e3","2026-11-22 08:02:00","logout","alice","","' + SID + '"\n'
+        '"e4","2026-11-22 08:03:00","login","alice","","' + SID + '"\n'  # no IP: refused
+    )
+    alerts, dead, unmapped = run_vendor(csv_text.encode(), "servicenow-events")
+    assert unmapped == {"incident.inserted": 1}
+    assert [(d.reason.split(":")[0], d.offset) for d in dead] == [("missing_field", 4)]
+    assert alerts == []
+
+
+def test_servicenow_round_trip_gives_the_same_alerts() -> None:
+    from detector.adapters.servicenow import convert_event, convert_transaction
+
+    events = [servicenow_view(e) for e in _day() if servicenow_expressible(e)]
+    expected = _spec_alerts(events)
+    assert len(expected) > 10
+    rows = [to_servicenow(e) for e in events]
+    mapped = [convert_event(r) if "name" in r else convert_transaction(r) for r in rows]
+    assert all(m is not None for m in mapped)
+    assert _spec_alerts([m for m in mapped if m is not None]) == expected

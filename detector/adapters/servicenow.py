@@ -1,0 +1,97 @@
+"""ServiceNow exports (Table API JSON or CSV list exports) -> SPEC.md events.
+
+``syslog_transaction`` rows are requests on a session; ``sysevent`` rows are the
+platform's login/logout/elevation events, with the user in ``parm1`` and the client
+address in ``parm2`` (sometimes ``ip:port``). Times are ``yyyy-MM-dd HH:mm:ss`` in UTC
+unless a source time zone is configured. Table API answers fetched with
+``sysparm_display_value=all`` wrap values as ``{"value", "display_value"}``: the raw
+value is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, tzinfo
+from typing import Any
+
+from detector.adapters.common import compact, strip_port, vendor_time
+from detector.netaddr import valid_ip
+
+GUEST = "guest"
+
+#: sysevent ``name`` -> SPEC.md type.
+EVENT_TYPES = {
+    "login": "login",
+    "external.authentication.succeeded": "login",
+    "login.failed": "login_failed",
+    "external.authentication.failed": "login_failed",
+    "logout": "logout",
+    "session.established": "transaction",
+    "security.elevated_role.enabled": "elevate",
+    "impersonation.start": "elevate",
+    "impersonation.end": "elevate",
+}
+
+
+def _value(row: Mapping[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if isinstance(value, Mapping):
+        value = value.get("value")
+    if value == "":
+        return None
+    return value
+
+
+def _scheme(protocol: Any) -> Any:
+    if isinstance(protocol, str) and protocol.strip().lower() in ("http", "https"):
+        return protocol.strip().lower()
+    return None
+
+
+def convert_transaction(row: Mapping[str, Any], tz: tzinfo = UTC) -> dict[str, Any] | None:
+    """A ``syslog_transaction`` row: one request on a session (``guest`` = no user)."""
+    user = _value(row, "sys_created_by")
+    guest = user == GUEST
+    return compact(
+        {
+            "event_id": _value(row, "sys_id"),
+            "ts": vendor_time(_value(row, "sys_created_on"), tz),
+            "type": "transaction",
+            "session_id": _value(row, "session"),
+            "user": None if guest else user,
+            "guest": True if guest else None,
+            "ip": strip_port(_value(row, "remote_ip")),
+            "url": _value(row, "url"),
+            "user_agent": _value(row, "user_agent"),
+            "node": _value(row, "system_id"),
+            "scheme": _scheme(_value(row, "protocol")),
+            "response_time": _value(row, "response_time"),
+            "output_length": _value(row, "output_length"),
+        }
+    )
+
+
+def convert_event(row: Mapping[str, Any], tz: tzinfo = UTC) -> dict[str, Any] | None:
+    """A ``sysevent`` row; None for event names with no meaning for sessions."""
+    name = _value(row, "name")
+    kind = EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if kind is None:
+        return None
+    parm2 = _value(row, "parm2")
+    ip = strip_port(parm2)
+    if not (isinstance(ip, str) and valid_ip(ip)):
+        ip = None  # parm2 holds a role, a user or nothing: kept as detail
+    event: dict[str, Any] = {
+        "event_id": _value(row, "sys_id"),
+        "ts": vendor_time(_value(row, "sys_created_on"), tz),
+        "type": kind,
+        "user": _value(row, "parm1"),
+        "ip": ip,
+        "detail": parm2 if ip is None else None,
+        "session_id": _value(row, "session"),
+        "node": _value(row, "system_id"),
+        "servicenow_event": name,
+    }
+    if kind == "login_failed":
+        event["session_id"] = None
+    return compact(event)
