@@ -136,6 +136,42 @@ def _serve_metrics(replayer: Any, host: str, port: int) -> None:
     log.info("metrics on http://%s:%d/metrics", host, port)
 
 
+def cmd_import_policy(args: argparse.Namespace) -> int:
+    import orjson
+
+    from detector.adapters.framing import records
+    from detector.adapters.servicenow import policy_from_properties, policy_keys
+    from detector.replay import open_input
+
+    with open_input(args.input) as fh:
+        rows = [r for r in map(orjson.loads, records(fh)) if isinstance(r, dict)]
+    section = policy_from_properties(rows)
+    try:
+        policy = Policy.from_mapping({"policy": section})
+    except PolicyError as err:
+        print(f"sessionwatch: {args.input}: {err}", file=sys.stderr)
+        return 2
+    lines = [
+        f"# [policy] imported from the ServiceNow sys_properties export {args.input}",
+        "# by `sessionwatch import-policy`. Absent properties keep ServiceNow's defaults.",
+        "[policy]",
+    ]
+    for name in policy_keys():
+        if name in section:
+            lines.append(f'"{name}" = {section[name]!r}')
+        else:
+            lines.append(f'# "{name}" not in the export: ServiceNow default')
+    text = "\n".join(lines) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w") as out:
+            out.write(text)
+    for warning in policy.warnings:
+        print(f"sessionwatch: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from detector.simulate import Simulation
 
@@ -266,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep serving metrics this long after the replay (for a last scrape)",
     )
     rp.set_defaults(func=cmd_replay)
+
+    ip = sub.add_parser(
+        "import-policy", help="write a policy TOML from a ServiceNow sys_properties export"
+    )
+    ip.add_argument("input", metavar="EXPORT", help="sys_properties as Table API JSON or CSV")
+    ip.add_argument("-o", "--output", default="-", help="policy TOML (default: stdout)")
+    ip.set_defaults(func=cmd_import_policy)
 
     sp = sub.add_parser("simulate", help="generate realistic traffic with labelled attacks")
     sp.add_argument("--users", type=int, default=50)

@@ -68,6 +68,9 @@ _POLICY_KEYS: Final = {
     "glide.unauthorized.session_timeout": ("logout_grace_s", 0),
 }
 
+#: The ServiceNow properties the ``[policy]`` section takes.
+POLICY_PROPERTIES: Final = tuple(_POLICY_KEYS)
+
 _DETECTOR_DEFAULTS: Final[dict[str, Any]] = {
     "clock_skew_seconds": 5,
     "ip_prefix_v4": 24,

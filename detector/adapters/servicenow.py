@@ -10,7 +10,7 @@ value is used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, tzinfo
 from typing import Any
 
@@ -95,3 +95,34 @@ def convert_event(row: Mapping[str, Any], tz: tzinfo = UTC) -> dict[str, Any] | 
     if kind == "login_failed":
         event["session_id"] = None
     return compact(event)
+
+
+def policy_from_properties(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``[policy]`` section from a ``sys_properties`` export (rows with ``name`` and
+    ``value``): only the properties SPEC.md's policy uses; numbers parsed, anything else
+    left as it is for the policy validation to refuse with a clear message."""
+    wanted = set(policy_keys())
+    section: dict[str, Any] = {}
+    for row in rows:
+        name = _value(row, "name")
+        if name not in wanted:
+            continue
+        raw = _value(row, "value")
+        value: Any = raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        section[name] = value
+    return section
+
+
+def policy_keys() -> tuple[str, ...]:
+    from detector.policy import POLICY_PROPERTIES
+
+    return POLICY_PROPERTIES

@@ -353,3 +353,35 @@ def test_servicenow_round_trip_gives_the_same_alerts() -> None:
     mapped = [convert_event(r) if "name" in r else convert_transaction(r) for r in rows]
     assert all(m is not None for m in mapped)
     assert _spec_alerts([m for m in mapped if m is not None]) == expected
+
+
+def test_import_policy_from_sys_properties(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = {
+        "result": [
+            {"name": "glide.ui.session_timeout", "value": "45", "type": "integer"},
+            {"name": "glide.ui.active.session.life_span", "value": "480"},
+            {"name": "glide.guest.session_timeout", "value": {"value": "10"}},
+            {"name": "glide.ui.polaris.theme", "value": "dark"},  # not a session property
+        ]
+    }
+    src = tmp_path / "sys_properties.json"
+    src.write_bytes(orjson.dumps(export))
+    out = tmp_path / "policy.toml"
+    assert main(["import-policy", str(src), "-o", str(out)]) == 0
+    policy = Policy.load(out)
+    assert (policy.idle_timeout_s, policy.life_span_s, policy.guest_idle_timeout_s) == (
+        45 * 60.0,
+        480 * 60.0,
+        10 * 60.0,
+    )
+    assert "polaris" not in out.read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        '"name","value"\n"glide.ui.session_timeout","60"\n'
+        '"glide.ui.active.session.life_span","30"\n'
+    )
+    assert main(["import-policy", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "life_span" in err
