@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import logging
 import os
@@ -20,7 +21,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("sessionwatch")
 
 #: ``--format`` choices (detector.adapters.FORMATS, without importing the adapters).
-INPUT_FORMATS = ("spec", "okta", "ocsf", "servicenow-transactions", "servicenow-events")
+INPUT_FORMATS = (
+    "spec",
+    "okta",
+    "ocsf",
+    "servicenow",
+    "servicenow-transactions",
+    "servicenow-events",
+)
 
 DEFAULT_DEAD_LETTERS = "sessionwatch-dead-letters.jsonl"
 
@@ -90,7 +98,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         replayer = Replayer(engine, on_alert, dead)
         frame = None
-        if args.format != "spec":
+        if args.format not in ("spec", "servicenow"):
             from detector.adapters import ADAPTERS
             from detector.adapters.framing import records, to_spec_lines
 
@@ -104,8 +112,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         if args.metrics_port is not None:
             _serve_metrics(replayer, args.metrics_host, args.metrics_port)
-        with progress_reporter(args.inputs, enabled=not args.quiet) as progress:
-            summary = replayer.run(args.inputs, progress, frame)
+        if args.format == "servicenow":
+            summary = _replay_servicenow(replayer, args)
+        else:
+            with progress_reporter(args.inputs, enabled=not args.quiet) as progress:
+                summary = replayer.run(args.inputs, progress, frame)
         alerts.flush()
         dead.flush()
     if args.metrics_port is not None and args.metrics_linger > 0:
@@ -113,6 +124,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(summary, dead_letters=dlq_path if dead.count else None)
     return 0
+
+
+def _replay_servicenow(replayer: Any, args: argparse.Namespace) -> Any:
+    """Any mix of syslog_transaction, sysevent and sys_user exports, merged by time."""
+    import time as clock
+
+    import orjson
+
+    from detector.adapters.framing import records
+    from detector.adapters.servicenow import merged
+    from detector.replay import open_input
+
+    exports: list[list[Any]] = []
+    refused: list[bytes] = []
+    for path in args.inputs:
+        rows = []
+        with open_input(path) as fh:
+            for raw in records(fh):
+                try:
+                    row = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    refused.append(raw)  # dead-lettered as not_json
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    refused.append(raw)
+        exports.append(rows)
+    tz = _timezone(args.source_timezone) if args.source_timezone else datetime.UTC
+    events, unmapped = merged(exports, tz)
+    replayer.summary.unmapped.update(unmapped)
+    start = clock.perf_counter()
+    replayer.feed([*refused, *map(orjson.dumps, events)], "servicenow (merged)")
+    replayer.summary.seconds += clock.perf_counter() - start
+    return replayer.summary
 
 
 def _timezone(name: str) -> Any:

@@ -126,3 +126,89 @@ def policy_keys() -> tuple[str, ...]:
     from detector.policy import POLICY_PROPERTIES
 
     return POLICY_PROPERTIES
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    return None
+
+
+class UserSnapshots:
+    """``sys_user`` snapshots -> lockout/unlock/deactivate/activate, by difference.
+
+    Each snapshot (one export of ``user_name``, ``locked_out``, ``active``,
+    ``sys_updated_on``) is compared with the previous one; a change becomes an event at
+    the row's ``sys_updated_on``. The first snapshot states the starting point: users
+    already locked out or inactive in it produce a ``lockout``/``deactivate``.
+    """
+
+    def __init__(self, tz: tzinfo = UTC) -> None:
+        self.tz = tz
+        self.state: dict[str, tuple[bool, bool]] = {}  # user -> (locked, active)
+
+    def diff(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        first = not self.state
+        events: list[dict[str, Any]] = []
+        for row in rows:
+            user = _value(row, "user_name")
+            locked, active = _flag(_value(row, "locked_out")), _flag(_value(row, "active"))
+            if not isinstance(user, str) or locked is None or active is None:
+                continue
+            was_locked, was_active = self.state.get(user, (False, True))
+            self.state[user] = (locked, active)
+            if first and not locked and active:
+                continue
+            stamp = _value(row, "sys_updated_on")
+            changes = []
+            if locked != was_locked:
+                changes.append("lockout" if locked else "unlock")
+            if active != was_active:
+                changes.append("activate" if active else "deactivate")
+            for kind in changes:
+                events.append(
+                    {
+                        "event_id": f"sys_user:{user}:{kind}:{stamp}",
+                        "ts": vendor_time(stamp, self.tz),
+                        "type": kind,
+                        "user": user,
+                        "actor": _value(row, "sys_updated_by"),
+                    }
+                )
+        return [compact(e) for e in events]
+
+
+def is_user_row(row: Mapping[str, Any]) -> bool:
+    return "user_name" in row and ("locked_out" in row or "active" in row)
+
+
+def merged(
+    exports: Iterable[list[Mapping[str, Any]]], tz: tzinfo = UTC
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Events from any mix of syslog_transaction, sysevent and sys_user exports (one list
+    of rows per file, snapshots in the order given), in event-time order; and the counts
+    of sysevent names left unmapped."""
+    snapshots = UserSnapshots(tz)
+    out: list[tuple[float, int, dict[str, Any]]] = []
+    unmapped: dict[str, int] = {}
+    seq = 0
+    for rows in exports:
+        if rows and is_user_row(rows[0]):
+            mapped: list[dict[str, Any] | None] = list(snapshots.diff(rows))
+        else:
+            mapped = []
+            for row in rows:
+                event = convert_event(row, tz) if "name" in row else convert_transaction(row, tz)
+                if event is None:
+                    name = str(_value(row, "name"))[:64]
+                    unmapped[name] = unmapped.get(name, 0) + 1
+                mapped.append(event)
+        for event in mapped:
+            if event is not None:
+                ts = event.get("ts")
+                out.append((ts if isinstance(ts, float) else float("inf"), seq, event))
+                seq += 1
+    out.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in out], unmapped

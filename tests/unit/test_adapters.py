@@ -385,3 +385,87 @@ def test_import_policy_from_sys_properties(
     assert main(["import-policy", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and "life_span" in err
+
+
+def test_servicenow_mixed_exports_with_user_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sysevent + syslog_transaction (CSV) + two sys_user snapshots, merged by time: a
+    lock-out seen only as a snapshot change flags the session used after it."""
+    monkeypatch.setenv("SESSIONWATCH_KEY", KEY.decode())
+    events = tmp_path / "sysevent.json"
+    events.write_bytes(
+        orjson.dumps(
+            {
+                "result": [
+                    {
+                        "sys_id": "e1",
+                        "sys_created_on": "2026-11-22 08:00:00",
+                        "name": "login",
+                        "parm1": "alice",
+                        "parm2": "10.1.2.3:50000",
+                        "session": SID,
+                    }
+                ]
+            }
+        )
+    )
+    tx = tmp_path / "syslog_transaction.csv"
+    tx.write_text(
+        '"sys_id","sys_created_on","sys_created_by","session","remote_ip","url"\n'
+        f'"t1","2026-11-22 08:05:00","alice","{SID}","10.1.2.3","/incident.do"\n'
+        f'"t2","2026-11-22 08:20:00","alice","{SID}","10.1.2.3","/incident.do"\n'
+    )
+    snap1, snap2 = tmp_path / "users-1.json", tmp_path / "users-2.json"
+    snap1.write_bytes(
+        orjson.dumps(
+            {
+                "result": [
+                    {
+                        "user_name": "alice",
+                        "locked_out": "false",
+                        "active": "true",
+                        "sys_updated_on": "2026-11-01 07:00:00",
+                    },
+                    {
+                        "user_name": "bob",
+                        "locked_out": "true",
+                        "active": "true",
+                        "sys_updated_on": "2026-11-01 07:00:00",
+                    },
+                ]
+            }
+        )
+    )
+    snap2.write_bytes(
+        orjson.dumps(
+            {
+                "result": [
+                    {
+                        "user_name": "alice",
+                        "locked_out": "true",
+                        "active": "true",
+                        "sys_updated_on": "2026-11-22 08:10:00",
+                        "sys_updated_by": "admin",
+                    },
+                    {
+                        "user_name": "bob",
+                        "locked_out": "true",
+                        "active": "true",
+                        "sys_updated_on": "2026-11-01 07:00:00",
+                    },
+                ]
+            }
+        )
+    )
+    out = tmp_path / "alerts.jsonl"
+    code = main(
+        [
+            *("replay", "-q", "--config", str(ROOT / "examples" / "policy.toml")),
+            *("--format", "servicenow", "--alerts-out", str(out)),
+            *map(str, (events, tx, snap1, snap2)),
+        ]
+    )
+    assert code == 0
+    alerts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(a["kind"], a["event_id"]) for a in alerts] == [("locked_out_activity", "t2")]
