@@ -88,6 +88,10 @@ class Event(msgspec.Struct, gc=False):
     previous_session_id: str | None = None
     new_session_id: str | None = None
     actor: str | None = None
+    # Extension (README): the client's location in degrees, from the platform's own
+    # enrichment (Okta) or a GeoIP lookup upstream; used by impossible_travel.
+    geo_lat: float | None = None
+    geo_lon: float | None = None
     # Filled by validate(); the odd wire name keeps a record's own "epoch" key an extra.
     epoch: float = msgspec.field(default=0.0, name="~sessionwatch.epoch")
 
@@ -168,4 +172,8 @@ def validate(ev: Event) -> Event | InvalidEvent:
         return InvalidEvent("bad_ip", f"`ip` is not an IPv4 or IPv6 address: {ev.ip[:64]!r}")
     if not ev.event_id:
         return InvalidEvent("missing_field", "`event_id` is empty")
+    if ev.geo_lat is not None or ev.geo_lon is not None:
+        lat, lon = ev.geo_lat, ev.geo_lon
+        if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            return InvalidEvent("wrong_type", "`geo_lat`/`geo_lon` must both be degrees in range")
     return ev

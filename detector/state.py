@@ -46,3 +46,5 @@ class UserState(msgspec.Struct, gc=False):
     inactive: bool = False
     deactivated_at: float | None = None
     sessions: list[str] = msgspec.field(default_factory=list)  # fingerprints
+    #: Where and when the user was last seen active: (latitude, longitude, event time).
+    geo: tuple[float, float, float] | None = None

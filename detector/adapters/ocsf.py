@@ -32,7 +32,11 @@ def convert(record: Mapping[str, Any]) -> dict[str, Any] | None:
         "ts": vendor_time(record.get("time")),
         "ip": strip_port(dig(record, "src_endpoint", "ip")),
         "user_agent": dig(record, "http_request", "user_agent"),
+        "geo_lat": dig(record, "src_endpoint", "location", "lat"),
+        "geo_lon": dig(record, "src_endpoint", "location", "long"),
     }
+    if common["geo_lat"] is None or common["geo_lon"] is None:
+        common["geo_lat"] = common["geo_lon"] = None  # both or neither
     if cls == AUTHENTICATION:
         session = dig(record, "session", "uid")
         user = _user(record, "user")

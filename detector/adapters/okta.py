@@ -35,6 +35,10 @@ _SUCCESS = {"SUCCESS", "ALLOW"}
 _NO_VALUE = {None, "", "unknown", "UNKNOWN", "null"}
 
 
+def _degrees(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _session(record: Mapping[str, Any]) -> Any:
     for field in ("rootSessionId", "externalSessionId"):
         value = dig(record, "authenticationContext", field)
@@ -63,9 +67,13 @@ def convert(record: Mapping[str, Any]) -> dict[str, Any] | None:
         "user_agent": None if ua in _NO_VALUE else ua,
         "url": dig(record, "debugContext", "debugData", "requestUri"),
         "geo": dig(record, "client", "geographicalContext"),
+        "geo_lat": _degrees(dig(record, "client", "geographicalContext", "geolocation", "lat")),
+        "geo_lon": _degrees(dig(record, "client", "geographicalContext", "geolocation", "lon")),
         "asn": dig(record, "securityContext", "asNumber"),
         "okta_event_type": kind,
     }
+    if base["geo_lat"] is None or base["geo_lon"] is None:
+        base["geo_lat"] = base["geo_lon"] = None  # both or neither
     if kind in _ACCOUNT_TYPES:
         user = _target_user(record) or actor
         admin = actor if actor != user else None

@@ -1,9 +1,8 @@
 """The indicator catalogue of SPEC.md §4, one module per family.
 
 ``REGISTRY`` lists the implemented indicators in the catalogue's order, which is
-the order alerts of one event are emitted in. ``impossible_travel`` (needs a
-GeoIP database) and ``behaviour_anomaly`` (the anomaly models) are catalogue
-names a config may refer to, not implemented here yet.
+the order alerts of one event are emitted in. ``behaviour_anomaly`` (the anomaly
+models) is a catalogue name a config may refer to, not implemented here yet.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from detector.indicators import (
     reuse,
     timeouts,
     transport,
+    travel,
     unknown,
     weak_id,
 )
@@ -34,6 +34,7 @@ _ALL = {
         weak_id,
         unknown,
         concurrency,
+        travel,
     )
     for ind in module.INDICATORS
 }

@@ -469,3 +469,25 @@ def test_servicenow_mixed_exports_with_user_snapshots(
     assert code == 0
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(a["kind"], a["event_id"]) for a in alerts] == [("locked_out_activity", "t2")]
+
+
+def test_okta_geolocation_feeds_impossible_travel() -> None:
+    def at(uuid: str, kind: str, minute: int, lat: float, lon: float) -> dict[str, Any]:
+        record = okta(kind, uuid=uuid, published=f"2026-11-22T08:{minute:02d}:00.000Z")
+        record["client"]["geographicalContext"] = {
+            "city": "x",
+            "geolocation": {"lat": lat, "lon": lon},
+        }
+        return record
+
+    lines = [
+        at("a1", "user.session.start", 0, 52.52, 13.405),  # Berlin
+        at("a2", "user.authentication.sso", 30, -33.87, 151.21),  # Sydney, 30 min later
+    ]
+    alerts, dead, _ = run_vendor(b"\n".join(map(orjson.dumps, lines)), "okta")
+    assert not dead
+    travel = [(a.kind, a.event_id) for a in alerts if a.kind == "impossible_travel"]
+    assert travel == [("impossible_travel", "a2")]  # ("idxROOT" is also a weak_session_id)
+    half = okta("user.session.start")
+    half["client"]["geographicalContext"] = {"geolocation": {"lat": 52.5}}
+    assert "geo_lat" not in (convert("okta", half) or {"geo_lat": 1})
