@@ -190,6 +190,7 @@ class Engine:
                 login_ip=ev.ip,
                 last_ip=ev.ip,
                 login_ua=ev.user_agent,
+                login_asn=ev.asn,
             )
         guest = ev.is_guest and ev.type == "transaction"
         return SessionState(
@@ -201,6 +202,7 @@ class Engine:
             login_ip=ev.ip,
             last_ip=ev.ip,
             login_ua=ev.user_agent,
+            login_asn=ev.asn,
         )
 
     @staticmethod
@@ -213,6 +215,7 @@ class Engine:
         s.remember_me = ev.remember_me
         s.login_ip = s.last_ip = ev.ip
         s.login_ua = ev.user_agent
+        s.login_asn = ev.asn
 
     def _run(
         self, indicators: tuple[Indicator, ...], ctx: Context, fp: str, raw: bytes | None

@@ -92,6 +92,8 @@ class Event(msgspec.Struct, gc=False):
     # enrichment (Okta) or a GeoIP lookup upstream; used by impossible_travel.
     geo_lat: float | None = None
     geo_lon: float | None = None
+    # Extension (README): the client's autonomous system (Okta's securityContext).
+    asn: int | None = None
     # Filled by validate(); the odd wire name keeps a record's own "epoch" key an extra.
     epoch: float = msgspec.field(default=0.0, name="~sessionwatch.epoch")
 

@@ -83,6 +83,9 @@ _DETECTOR_DEFAULTS: Final[dict[str, Any]] = {
     # Extensions to SPEC.md §3 (documented in README): how long state outlives activity.
     "state_retention_hours": 24,
     "remember_me_retention_days": 30,
+    # Extension: an IP change within the login's autonomous system (when events carry
+    # `asn`, e.g. from Okta) is the same provider's network, not a move.
+    "trust_same_asn": True,
 }
 
 _RULE_KEYS: Final = frozenset({"enabled", "mode", "severity"})
@@ -129,6 +132,7 @@ class Policy:
     fingerprint_key_env: str = "SESSIONWATCH_KEY"
     state_retention_s: float = 24 * 3600.0
     remember_me_retention_s: float = 30 * 86400.0
+    trust_same_asn: bool = True
     rules: Mapping[str, Rule] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -292,6 +296,12 @@ def _detector_values(det: Mapping[str, Any], problems: list[str]) -> dict[str, A
     out["remember_me_retention_s"] = num("remember_me_retention_days") * 86400.0
     if out["state_retention_s"] <= 0:
         problems.append("[detector] state_retention_hours must be above 0")
+
+    trust = det["trust_same_asn"]
+    if not isinstance(trust, bool):
+        problems.append(f"[detector] trust_same_asn must be true or false (got {trust!r})")
+    else:
+        out["trust_same_asn"] = trust
 
     key_env = det["fingerprint_key_env"]
     if not isinstance(key_env, str) or not key_env:

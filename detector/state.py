@@ -31,6 +31,7 @@ class SessionState(msgspec.Struct, gc=False):
     login_ip: str | None = None
     last_ip: str | None = None
     login_ua: str | None = None
+    login_asn: int | None = None
     node: str | None = None
     ended: EndReason | None = None
     ended_at: float = 0.0

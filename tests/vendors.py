@@ -3,6 +3,7 @@ shaped after Okta's System Log and OCSF 1.x schemas), for the adapters' round tr
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,14 @@ def _epoch_ms(ts: Any) -> int:
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
     return round(float(ts) * 1000)
+
+
+def _asn(ip: str | None) -> int | None:
+    """A stand-in ASN per /24 (IPv4) or /48 (IPv6): one network, one operator."""
+    if not ip:
+        return None
+    prefix = ip.rsplit(".", 1)[0] if "." in ip else ":".join(ip.split(":")[:3])
+    return 1000 + zlib.crc32(prefix.encode()) % 60000
 
 
 OKTA_TYPES = {
@@ -63,7 +72,7 @@ def to_okta(ev: dict[str, Any]) -> dict[str, Any]:
             "userAgent": {"rawUserAgent": ev.get("user_agent") or "UNKNOWN"},
             "geographicalContext": {"country": "Germany", "city": "Berlin"},
         },
-        "securityContext": {"asNumber": 3320},
+        "securityContext": {"asNumber": _asn(ev.get("ip"))},
         "authenticationContext": {"externalSessionId": ev.get("session_id") or "unknown"},
         "debugContext": {"debugData": {"requestUri": ev.get("url")}},
     }

@@ -35,6 +35,10 @@ _SUCCESS = {"SUCCESS", "ALLOW"}
 _NO_VALUE = {None, "", "unknown", "UNKNOWN", "null"}
 
 
+def _asn(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _degrees(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -69,7 +73,7 @@ def convert(record: Mapping[str, Any]) -> dict[str, Any] | None:
         "geo": dig(record, "client", "geographicalContext"),
         "geo_lat": _degrees(dig(record, "client", "geographicalContext", "geolocation", "lat")),
         "geo_lon": _degrees(dig(record, "client", "geographicalContext", "geolocation", "lon")),
-        "asn": dig(record, "securityContext", "asNumber"),
+        "asn": _asn(dig(record, "securityContext", "asNumber")),
         "okta_event_type": kind,
     }
     if base["geo_lat"] is None or base["geo_lon"] is None:

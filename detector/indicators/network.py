@@ -2,7 +2,9 @@
 
 Both compare with the session's login (a guest session's first event), never
 with the previous event, so a slow drift cannot walk a session away unnoticed.
-``ip_change`` uses the tolerance ladder of :mod:`detector.netaddr`;
+``ip_change`` uses the tolerance ladder of :mod:`detector.netaddr`, plus, when
+the events carry one (Okta), the autonomous system: the same ASN as at login is
+the same provider's network (``trust_same_asn``);
 ``user_agent_change`` ignores version upgrades and is high when the session has
 also changed network, medium alone (a second browser on the same desk happens).
 """
@@ -18,7 +20,13 @@ def ip_change(ctx: Context) -> Evidence | None:
     ip, login_ip = ctx.event.ip, ctx.session.login_ip
     if ip is None or login_ip is None or ctx.ladder.same_place(login_ip, ip):
         return None
-    return {"login_ip": login_ip, "previous_ip": ctx.session.last_ip}
+    asn, login_asn = ctx.event.asn, ctx.session.login_asn
+    if asn is not None and asn == login_asn and ctx.policy.trust_same_asn:
+        return None  # the same provider's network (mobile carriers hop prefixes)
+    evidence: Evidence = {"login_ip": login_ip, "previous_ip": ctx.session.last_ip}
+    if asn is not None or login_asn is not None:
+        evidence.update(login_asn=login_asn, asn=asn)
+    return evidence
 
 
 def user_agent_change(ctx: Context) -> Evidence | None:

@@ -100,3 +100,29 @@ def test_guest_session_compares_with_its_first_event() -> None:
     s.tx(0, user=None, guest=True)
     e = s.tx(1, user=None, guest=True, ip="185.1.1.1")
     assert raised(s) == [("ip_change", e)]
+
+
+def test_same_asn_as_at_login_is_the_same_network() -> None:
+    """A mobile carrier hops prefixes; the autonomous system (Okta's enrichment) stays."""
+    s = Story()
+    s.login(0, ip="10.1.2.3", asn=3320)
+    s.tx(1, ip="172.20.9.9", asn=3320)
+    assert raised(s) == []
+    assert [k for k, _ in raised(s, {"detector": {"trust_same_asn": False}})] == ["ip_change"]
+
+
+def test_another_asn_is_still_a_change_with_both_in_evidence() -> None:
+    s = Story()
+    s.login(0, ip="10.1.2.3", asn=3320)
+    s.tx(1, ip="185.220.101.4", asn=208323)
+    alerts = run(s)
+    assert [a.kind for a in alerts] == ["ip_change"]
+    assert (alerts[0].details["login_asn"], alerts[0].details["asn"]) == (3320, 208323)
+
+
+def test_trust_same_asn_must_be_a_boolean() -> None:
+    from detector.policy import PolicyError
+    from tests.helpers import policy
+
+    with pytest.raises(PolicyError, match="trust_same_asn"):
+        policy({"detector": {"trust_same_asn": "yes"}})
