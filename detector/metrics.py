@@ -87,6 +87,8 @@ class Metrics(Collector):
         self.events: dict[str, int] = dict.fromkeys(EVENT_TYPES, 0)
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.alerts: dict[tuple[str, str], int] = {}
+        #: Vendor records of types with no meaning for sessions, by input format.
+        self.unmapped: dict[str, int] = {}
         self.lag = Histogram(LAG_BUCKETS)
         self.processing = Histogram(PROCESSING_BUCKETS)
         self.census = census
@@ -144,6 +146,15 @@ class Metrics(Collector):
         for (kind, severity), n in sorted(dict(self.alerts).items()):
             alerts.add_metric([kind, severity], n)
         yield alerts
+        if self.unmapped:
+            unmapped = CounterMetricFamily(
+                PREFIX + "unmapped_records",
+                "Vendor records skipped: their type means nothing for sessions.",
+                labels=["format"],
+            )
+            for fmt, n in sorted(dict(self.unmapped).items()):
+                unmapped.add_metric([fmt], n)
+            yield unmapped
         yield self.lag.family(
             PREFIX + "event_lag_seconds", "Processing time minus event time, per event."
         )

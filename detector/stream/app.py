@@ -268,7 +268,9 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
 
     for topic_name, fmt in settings.vendor_inputs():
-        install_normalizer(app, settings, topic_name, fmt, events_topic, dlq_topic, fingerprint)
+        install_normalizer(
+            app, settings, topic_name, fmt, events_topic, dlq_topic, fingerprint, metrics
+        )
     return app
 
 
@@ -280,6 +282,7 @@ def install_normalizer(
     events_topic: Any,
     dlq_topic: Any,
     fingerprint: Fingerprinter,
+    metrics: Metrics,
 ) -> None:
     """An agent that maps a vendor topic onto session-events, keyed by routing key.
 
@@ -319,8 +322,9 @@ def install_normalizer(
                 items = record if isinstance(record, list) else [record]
                 for item in items:
                     mapped = convert(item) if isinstance(item, dict) else None
-                    if mapped is None:
-                        continue  # a type with no meaning for sessions
+                    if mapped is None:  # a type with no meaning for sessions
+                        metrics.unmapped[fmt] = metrics.unmapped.get(fmt, 0) + 1
+                        continue
                     line = orjson.dumps(mapped)
                     ev = decode(line)
                     if type(ev) is not Event:

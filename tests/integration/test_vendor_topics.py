@@ -23,8 +23,8 @@ from detector.fingerprint import Fingerprinter
 from detector.policy import Policy
 from detector.replay import Replayer
 from detector.simulate import Simulation
-from tests.integration.streaming import KEY, POLICY, Factory, alert_ids
-from tests.tools import tool
+from tests.integration.streaming import KEY, POLICY, Factory, alert_ids, free_port
+from tests.tools import samples, scrape, tool
 from tests.vendors import okta_expressible, to_okta
 
 pytestmark = pytest.mark.kafka
@@ -61,7 +61,8 @@ def test_okta_topic_is_normalised_and_detected(deployment_factory: Factory, tmp_
     # One partition keeps each user's records in order (or key them by user).
     asyncio.run(_create(d.bootstrap, topic, 1))
     d.env["SESSIONWATCH_INPUT_TOPICS"] = f"{topic}:okta"
-    d.start_worker()
+    web = free_port()
+    d.start_worker(web_port=web)
     subprocess.run(
         [tool("kcat"), "-b", d.bootstrap, "-P", "-t", topic, "-l", str(src)], check=True, timeout=60
     )
@@ -72,3 +73,5 @@ def test_okta_topic_is_normalised_and_detected(deployment_factory: Factory, tmp_
     assert [(x["reason"].split(":")[0], x["source"]) for x in letters] == [
         ("not_json", f"{topic}/0")
     ]
+    metrics = samples(scrape(f"http://127.0.0.1:{web}/metrics"))
+    assert metrics[("sessionwatch_unmapped_records_total", (("format", "okta"),))] == 1

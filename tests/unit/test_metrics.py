@@ -59,6 +59,7 @@ def test_label_values_come_from_closed_sets(tmp_path: Path) -> None:
         "kind": set(CATALOGUE) | {"user", "guest"},
         "severity": set(SEVERITIES),
         "table": {"sessions", "users", "state"},
+        "format": {"okta", "ocsf", "servicenow-transactions", "servicenow-events"},
         "le": None,  # histogram bounds
     }
     values: set[str] = set()
