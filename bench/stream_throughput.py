@@ -227,7 +227,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--latency-seconds", type=float, default=20.0, help="per rate")
-    ap.add_argument("--latency-rates", default="100,300,600", help="events/s for the latency phase")
+    ap.add_argument(
+        "--latency-rates",
+        default="half,100,300",
+        help="events/s for the latency phase; half = 50%% of the worker's measured rate",
+    )
     args = ap.parse_args()
 
     broker = None
