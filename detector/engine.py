@@ -11,6 +11,7 @@ replay gives the same answer however fast it runs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -157,7 +158,8 @@ class Engine:
             ctx.live_sessions = self._live_sessions(u, fp, ts) + 1
 
         account = u is not None and (u.locked_at is not None or u.deactivated_at is not None)
-        plan = self._plan[(ev.type, s.ended is not None, account, first_sight)]
+        located = ev.geo_lat is not None
+        plan = self._plan[(ev.type, s.ended is not None, account, first_sight, located)]
         alerts = self._run(plan, ctx, fp, raw) if plan else []
 
         # The event's effect on state, after the indicators saw the state before it.
@@ -406,23 +408,25 @@ class Engine:
         self.store.put_user(ev.user, u)
 
 
-def _plan(enabled: list[Indicator]) -> dict[tuple[str, bool, bool, bool], tuple[Indicator, ...]]:
-    """Indicators to run per (event type, ended, account history, first sight), in order."""
+def _plan(
+    enabled: list[Indicator],
+) -> dict[tuple[str, bool, bool, bool, bool], tuple[Indicator, ...]]:
+    """Indicators to run per (event type, ended, account history, first sight, located),
+    in catalogue order."""
     plan = {}
     for kind in ("login", "transaction", "elevate"):
-        for ended in (False, True):
-            for account in (False, True):
-                for first in (False, True):
-                    open_gates = {
-                        "always": True,
-                        "ended": ended,
-                        "live": not ended,
-                        "account": account,
-                        "first_sight": first,
-                    }
-                    plan[(kind, ended, account, first)] = tuple(
-                        ind for ind in enabled if kind in ind.events and open_gates[ind.gate]
-                    )
+        for ended, account, first, located in itertools.product((False, True), repeat=4):
+            open_gates = {
+                "always": True,
+                "ended": ended,
+                "live": not ended,
+                "account": account,
+                "first_sight": first,
+                "located": located,
+            }
+            plan[(kind, ended, account, first, located)] = tuple(
+                ind for ind in enabled if kind in ind.events and open_gates[ind.gate]
+            )
     return plan
 
 

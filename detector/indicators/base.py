@@ -23,8 +23,9 @@ Evidence = dict[str, Any]
 #: A necessary condition for an indicator to fire, checked once by the engine so
 #: that a routine transaction runs only the few checks that could possibly fire:
 #: ``ended`` (the session ID is dead), ``account`` (the user was ever locked out
-#: or deactivated), ``first_sight`` (the ID is new), ``live`` (not ended).
-Gate = Literal["always", "ended", "account", "first_sight", "live"]
+#: or deactivated), ``first_sight`` (the ID is new), ``live`` (not ended), ``located``
+#: (the event carries a location).
+Gate = Literal["always", "ended", "account", "first_sight", "live", "located"]
 
 
 @dataclass(slots=True)

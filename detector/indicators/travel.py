@@ -54,4 +54,4 @@ def impossible_travel(ctx: Context) -> Evidence | None:
     }
 
 
-INDICATORS = (Indicator("impossible_travel", ACTIVITY_TYPES, impossible_travel),)
+INDICATORS = (Indicator("impossible_travel", ACTIVITY_TYPES, impossible_travel, gate="located"),)
