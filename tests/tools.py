@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy" / "grafana"))
 import make_dashboard as make_dashboard  # noqa: E402 - a script, not a package module
 
-#: Grafana's range variables, given concrete values where PromQL must parse or run.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s"}
+#: Grafana's range variables, given concrete values where PromQL must parse or run (5m
+#: covers a whole end-to-end test run, so rates and quantiles have samples).
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "5m", "$__interval": "15s"}
 
 
 def dashboard_queries() -> list[str]:
