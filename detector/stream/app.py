@@ -197,12 +197,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         now = time.time()
         for event in batch:
             msg = event.message
-            if msg.generation_id != generation:
-                # Taken before a rebalance: the partition may belong to another worker
-                # now, and if it is ours again Kafka re-delivers from the committed
-                # offset. Marked acked so that this stale copy cannot move the commit.
-                msg.acked = True
-                continue
             # Table writes for this event go to *its* partition (see module doc).
             _current_event.set(weakref.ref(event))
             raw: bytes = event.value
