@@ -174,7 +174,7 @@ class Engine:
         elif ev.type == "elevate":
             alerts.extend(self._after_elevate(ev, ts, fp, s, raw))
         if ev.geo_lat is not None and ev.geo_lon is not None and user_name is not None:
-            u = store.get_user(user_name) or u or UserState(last=ts)
+            u = u or UserState(last=ts)
             if u.geo is None or ts >= u.geo[2]:
                 u.geo = (ev.geo_lat, ev.geo_lon, ts)
                 store.put_user(user_name, u)

@@ -8,7 +8,7 @@ tables (changelogged, partitioned) behind the same interface.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -27,6 +27,20 @@ class Census(NamedTuple):
     user_sessions: int
     guest_sessions: int
     entries: dict[str, int]
+
+
+def count_live(
+    sessions: Iterable[SessionState], active: Callable[[SessionState], bool]
+) -> tuple[int, int]:
+    """Live (``active``) sessions as (users, guests), for a store's census."""
+    users = guests = 0
+    for s in sessions:
+        if active(s):
+            if s.guest:
+                guests += 1
+            else:
+                users += 1
+    return users, guests
 
 
 class StateStore(Protocol):
@@ -132,13 +146,7 @@ class MemoryStore:
     def census(self, active: Callable[[SessionState], bool]) -> Census:
         # list() snapshots in one C call: safe while the engine thread adds keys.
         sessions = list(self.sessions.values())
-        guests = users = 0
-        for s in sessions:
-            if active(s):
-                if s.guest:
-                    guests += 1
-                else:
-                    users += 1
+        users, guests = count_live(sessions, active)
         return Census(users, guests, {"sessions": len(sessions), "users": len(self.users)})
 
     def sweep(self, now: float) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from detector.adapters import ocsf, okta, servicenow
+from detector.adapters.common import record_type
 
 Record = Mapping[str, Any]
 Convert = Callable[[Record], dict[str, Any] | None]
@@ -25,14 +26,4 @@ ADAPTERS: dict[str, Convert] = {
     "servicenow-events": servicenow.convert_event,
 }
 FORMATS = ("spec", *ADAPTERS)
-
-
-def record_type(record: Record) -> str:
-    """A short label of the record's vendor type, for the unmapped counts."""
-    for key in ("eventType", "class_uid", "name", "type"):
-        value = record.get(key)
-        if isinstance(value, Mapping):  # ServiceNow display_value=all
-            value = value.get("value")
-        if value is not None:
-            return str(value)[:64]
-    return "unknown"
+__all__ = ["ADAPTERS", "FORMATS", "Convert", "Record", "record_type"]

@@ -57,3 +57,14 @@ def vendor_time(value: Any, naive_tz: Any = UTC) -> Any:
 def compact(event: dict[str, Any]) -> dict[str, Any]:
     """Drops absent (None) optional fields so that decoding sees them as absent."""
     return {k: v for k, v in event.items() if v is not None}
+
+
+def record_type(record: Mapping[str, Any]) -> str:
+    """A short label of the record's vendor type, for the unmapped counts."""
+    for key in ("eventType", "class_uid", "name", "type"):
+        value = record.get(key)
+        if isinstance(value, Mapping):  # ServiceNow display_value=all
+            value = value.get("value")
+        if value is not None:
+            return str(value)[:64]
+    return "unknown"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, tzinfo
 from typing import Any
 
-from detector.adapters.common import compact, strip_port, vendor_time
+from detector.adapters.common import compact, record_type, strip_port, vendor_time
 from detector.netaddr import valid_ip
 
 GUEST = "guest"
@@ -202,7 +202,7 @@ def merged(
             for row in rows:
                 event = convert_event(row, tz) if "name" in row else convert_transaction(row, tz)
                 if event is None:
-                    name = str(_value(row, "name"))[:64]
+                    name = record_type(row)
                     unmapped[name] = unmapped.get(name, 0) + 1
                 mapped.append(event)
         for event in mapped:

@@ -25,7 +25,7 @@ from faust.transport.producer import ProducerBuffer
 from detector.alerts import Alert
 from detector.alerts import decode as decode_alert
 from detector.alerts import encode as encode_alert
-from detector.deadletter import dead_letter
+from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
@@ -82,6 +82,15 @@ async def _drain(self: ProducerBuffer) -> None:
 
 
 ProducerBuffer.flush = _drain  # type: ignore[method-assign]
+
+
+def _send_dead_letter(
+    dlq_topic: Any, fingerprint: Fingerprinter, invalid: InvalidEvent, raw: bytes, msg: Any
+) -> DeadLetter:
+    """Dead-letters a refused record of ``msg`` (its topic/partition and offset)."""
+    letter = dead_letter(invalid, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint)
+    dlq_topic.send_soon(value=_json.encode(letter))
+    return letter
 
 
 def action_record(alert: Alert) -> dict[str, Any]:
@@ -203,16 +212,13 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             ev = decode(raw)
             if type(ev) is not Event:
                 assert isinstance(ev, InvalidEvent)
-                letter = dead_letter(
-                    ev, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint
-                )
+                letter = _send_dead_letter(dlq_topic, fingerprint, ev, raw, msg)
                 log.warning(
                     "dead-lettered %s at %s:%s",
                     letter.reason.split(":")[0],
                     letter.source,
                     letter.offset,
                 )
-                dlq_topic.send_soon(value=_json.encode(letter))
                 metrics.count_invalid(ev.reason)
                 continue
             store.load(routing_key(ev, fingerprint), msg.partition, event)
@@ -251,8 +257,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             where,
         )
         invalid = InvalidEvent("processing_error", type(exc).__name__)
-        letter = dead_letter(invalid, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint)
-        dlq_topic.send_soon(value=_json.encode(letter))
+        _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
         metrics.count_invalid("processing_error")
 
     def publish(alert: Alert, value: bytes) -> None:
@@ -298,8 +303,7 @@ def install_normalizer(
     )
 
     def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
-        letter = dead_letter(invalid, raw, f"{msg.topic}/{msg.partition}", msg.offset, fingerprint)
-        dlq_topic.send_soon(value=_json.encode(letter))
+        _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
 
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
     async def normalize(stream: Any) -> None:

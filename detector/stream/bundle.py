@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from detector.state import SessionState, UserState
-from detector.store import Census, ExpiryIndex
+from detector.store import Census, ExpiryIndex, count_live
 
 #: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
 OUTBOX_EVENTS = 8
@@ -174,19 +174,11 @@ class BundleStore:
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:
         """Scans this worker's local table (its assigned partitions)."""
-        guests = users = sessions = accounts = bundles = 0
-        for raw in list(self.table.values()):
-            b = _decode(raw)
-            bundles += 1
-            accounts += b.user is not None
-            for s in b.sessions.values():
-                sessions += 1
-                if active(s):
-                    if s.guest:
-                        guests += 1
-                    else:
-                        users += 1
-        entries = {"state": bundles, "sessions": sessions, "users": accounts}
+        bundles = [_decode(raw) for raw in list(self.table.values())]
+        sessions = [s for b in bundles for s in b.sessions.values()]
+        users, guests = count_live(sessions, active)
+        accounts = sum(b.user is not None for b in bundles)
+        entries = {"state": len(bundles), "sessions": len(sessions), "users": accounts}
         return Census(users, guests, entries)
 
     def _expiry(self, b: Bundle) -> float:
