@@ -15,9 +15,13 @@ import itertools
 import math
 from typing import Any
 
+import msgspec
 import orjson
 
 from detector.alerts import Alert, alert_id, rfc3339
+from detector.anomaly.base import severity as behaviour_severity
+from detector.anomaly.features import Baseline, observe, open_profile
+from detector.anomaly.scoring import Scorer, build
 from detector.events import KNOWN_FIELDS, Event
 from detector.fingerprint import Fingerprinter
 from detector.indicators import REGISTRY, Context, Indicator
@@ -31,6 +35,14 @@ from detector.store import Census, MemoryStore, StateStore
 SWEEP_EVERY_S = 60.0
 
 _WEAK = tuple(i for i in REGISTRY if i.name == "weak_session_id")
+_BEHAVIOUR = "behaviour_anomaly"
+
+
+class _FromPolicy:
+    """Default of ``Engine(behaviour=...)``: whatever the policy's [behaviour] says."""
+
+
+FROM_POLICY = _FromPolicy()
 
 
 class Engine:
@@ -43,6 +55,7 @@ class Engine:
         store: StateStore | None = None,
         *,
         sweep_every_s: float = SWEEP_EVERY_S,
+        behaviour: Scorer | _FromPolicy | None = FROM_POLICY,
     ) -> None:
         self.policy = policy
         self.fingerprint = fingerprint
@@ -67,6 +80,10 @@ class Engine:
         self._next_sweep = -math.inf
         self._sweep_every_s = sweep_every_s
         self.swept = 0
+        if isinstance(behaviour, _FromPolicy):
+            on = policy.rule(_BEHAVIOUR).enabled
+            behaviour = build(policy.behaviour) if on else None
+        self.behaviour: Scorer | None = behaviour
 
     # -- expiry -----------------------------------------------------------------
     def session_expiry(self, s: SessionState) -> float:
@@ -162,6 +179,8 @@ class Engine:
         plan = self._plan[(ev.type, s.ended is not None, account, first_sight, located)]
         alerts = self._run(plan, ctx, fp, raw) if plan else []
 
+        if self.behaviour is not None and user_name is not None and not s.guest and not s.ended:
+            u = self._behave(ev, ts, raw, fp, s, u, user_name, first_sight or prior_guest, alerts)
         # The event's effect on state, after the indicators saw the state before it.
         if ts > s.last:
             s.last = ts
@@ -180,6 +199,71 @@ class Engine:
                 store.put_user(user_name, u)
         store.put_session(fp, s)
         return alerts
+
+    def _behave(
+        self,
+        ev: Event,
+        ts: float,
+        raw: bytes | None,
+        fp: str,
+        s: SessionState,
+        u: UserState | None,
+        user_name: str,
+        opening: bool,
+        alerts: list[Alert],
+    ) -> UserState:
+        """Folds the request into the session's profile and the user's baseline, and
+        scores the session at its checkpoints (appending to ``alerts``)."""
+        beh = self.behaviour
+        assert beh is not None
+        if u is None:
+            u = UserState(last=ts)
+        base = u.baseline
+        if base is None:
+            base = u.baseline = Baseline()
+        profile = s.profile
+        gap: float | None = None
+        if profile is None or opening:
+            network = self.ladder.network_key(s.login_ip or ev.ip or "")
+            profile = s.profile = open_profile(base, ev, network, beh.min_user_sessions)
+        else:
+            gap = ts - s.last
+        row = observe(base, profile, ev, ts, gap, ts - s.start)
+        if row is not None and _BEHAVIOUR not in s.raised:
+            alert = self._score(beh, ev, ts, raw, fp, user_name, row)
+            if alert is not None:
+                s.raised[_BEHAVIOUR] = 1
+                alerts.append(alert)
+        if ts > u.last:
+            u.last = ts
+        self.store.put_user(user_name, u)
+        return u
+
+    def _score(
+        self,
+        beh: Scorer,
+        ev: Event,
+        ts: float,
+        raw: bytes | None,
+        fp: str,
+        user: str,
+        row: list[float],
+    ) -> Alert | None:
+        results = beh.score(fp, row)
+        hits = [(m, sc) for m, sc in results if sc >= m.threshold]
+        if not hits:
+            return None
+        model, score = max(hits, key=lambda h: (h[1] - h[0].threshold) / (1 - h[0].threshold))
+        evidence: dict[str, Any] = {
+            "score": round(score, 4),
+            "threshold": model.threshold,
+            "model": model.name,
+            "top_features": [c._asdict() for c in model.explain(row)],
+        }
+        if len(results) > 1:
+            evidence["scores"] = {m.name: round(sc, 4) for m, sc in results}
+        sev = self._rules[_BEHAVIOUR].severity or behaviour_severity(score, model.threshold)
+        return self._alert(_BEHAVIOUR, sev, fp, ev, ts, user, evidence, raw)
 
     def _open(self, ev: Event, ts: float) -> SessionState:
         """State for an ID seen for the first time: a login, a guest, or an unknown session."""
@@ -236,7 +320,10 @@ class Engine:
             severity = rule.severity or (
                 ind.severity(ctx) if ind.severity else self._default_severity(ind.name)
             )
-            alerts.append(self._alert(ind.name, severity, fp, ctx, evidence, raw))
+            user = ctx.session.user or ctx.event.user
+            alerts.append(
+                self._alert(ind.name, severity, fp, ctx.event, ctx.ts, user, evidence, raw)
+            )
         return alerts
 
     @staticmethod
@@ -248,11 +335,12 @@ class Engine:
         kind: str,
         severity: str,
         fp: str,
-        ctx: Context,
+        ev: Event,
+        ts: float,
+        user: str | None,
         evidence: dict[str, Any],
         raw: bytes | None,
     ) -> Alert:
-        ev = ctx.event
         rule = self._rules[kind]
         details = dict(evidence)
         if ev.url is not None:
@@ -266,10 +354,10 @@ class Engine:
             alert_id=alert_id(kind, fp, ev.event_id),
             kind=kind,
             severity=severity,
-            ts=rfc3339(ctx.ts),
+            ts=rfc3339(ts),
             event_id=ev.event_id,
             session=fp,
-            user=ctx.session.user or ev.user,
+            user=user,
             ip=ev.ip,
             details=details,
             action=rule.action,
@@ -343,6 +431,7 @@ class Engine:
             ended=s.ended,
             ended_at=s.ended_at,
             raised=dict(s.raised),
+            profile=msgspec.structs.replace(s.profile) if s.profile is not None else None,
         )
         alerts: list[Alert] = []
         if self._weak_enabled and "weak_session_id" not in carried.raised:

@@ -16,7 +16,7 @@ usable as a metric label) and a human sentence.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -94,6 +94,9 @@ class Event(msgspec.Struct, gc=False):
     geo_lon: float | None = None
     # Extension (README): the client's autonomous system (Okta's securityContext).
     asn: int | None = None
+    # Extension (README): bytes sent back to the client (ServiceNow's output length,
+    # OCSF's http_response.length); a behaviour feature when present.
+    response_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Filled by validate(); the odd wire name keeps a record's own "epoch" key an extra.
     epoch: float = msgspec.field(default=0.0, name="~sessionwatch.epoch")
 

@@ -113,6 +113,34 @@ class Rule:
     action: str = "none"
 
 
+#: ``[behaviour]`` (an extension, README): which anomaly model(s) score behaviour.
+BEHAVIOUR_MODELS: Final = ("none", "offline", "online", "both")
+_BEHAVIOUR_DEFAULTS: Final[dict[str, Any]] = {
+    "model": "none",
+    "path": "models/behaviour.skops",
+    "sha256": "",
+    "threshold": 0.0,  # 0: the offline model's own threshold
+    "online_threshold": 0.9,
+    "warmup_steps": 1000,
+    "min_user_sessions": 3,
+    "seed": 0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """Settings of the ``behaviour_anomaly`` indicator; ``path`` is resolved already."""
+
+    model: str = "none"
+    path: Path = Path("models/behaviour.skops")
+    sha256: str | None = None
+    threshold: float | None = None
+    online_threshold: float = 0.9
+    warmup_steps: int = 1000
+    min_user_sessions: int = 3
+    seed: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Validated settings, times converted to seconds."""
@@ -133,6 +161,7 @@ class Policy:
     state_retention_s: float = 24 * 3600.0
     remember_me_retention_s: float = 30 * 86400.0
     trust_same_asn: bool = True
+    behaviour: Behaviour = Behaviour()
     rules: Mapping[str, Rule] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -155,17 +184,18 @@ class Policy:
             raise PolicyError([f"cannot read config file {path}: {err.strerror}"]) from err
         except tomllib.TOMLDecodeError as err:
             raise PolicyError([f"{path} is not valid TOML: {err}"]) from err
-        return cls.from_mapping(data)
+        return cls.from_mapping(data, base_dir=Path(path).parent)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Policy:
         """Validates a parsed config; raises :class:`PolicyError` listing every problem."""
         problems: list[str] = []
         warnings: list[str] = []
         for section in data:
-            if section not in ("policy", "detector", "rules"):
+            if section not in ("policy", "detector", "rules", "behaviour"):
                 problems.append(
-                    f"unknown section [{section}] (expected [policy], [detector], [rules.<name>])"
+                    f"unknown section [{section}] (expected [policy], [detector], "
+                    "[behaviour], [rules.<name>])"
                 )
         values: dict[str, Any] = {}
 
@@ -232,6 +262,7 @@ class Policy:
             if rule is not None:
                 rules[name] = rule
         values["rules"] = rules
+        values["behaviour"] = _behaviour(_table(data, "behaviour", problems), base_dir, problems)
 
         if problems:
             raise PolicyError(problems)
@@ -321,6 +352,54 @@ def _detector_values(det: Mapping[str, Any], problems: list[str]) -> dict[str, A
                 problems.append(f"[detector] allow_cidrs entry {item!r} is not a CIDR range")
     out["allow_cidrs"] = tuple(nets)
     return out
+
+
+def _behaviour(tbl: Mapping[str, Any], base_dir: Path | None, problems: list[str]) -> Behaviour:
+    raw = dict(_BEHAVIOUR_DEFAULTS)
+    for key, value in tbl.items():
+        if key not in raw:
+            known = ", ".join(sorted(_BEHAVIOUR_DEFAULTS))
+            problems.append(f"[behaviour] unknown key {key!r} (known: {known})")
+        else:
+            raw[key] = value
+    model = raw["model"]
+    if model not in BEHAVIOUR_MODELS:
+        problems.append(
+            f"[behaviour] model must be one of {', '.join(BEHAVIOUR_MODELS)} (got {model!r})"
+        )
+        model = "none"
+    path, digest = raw["path"], raw["sha256"]
+    if not isinstance(path, str) or not path:
+        problems.append(f"[behaviour] path must be a file name (got {path!r})")
+        path = _BEHAVIOUR_DEFAULTS["path"]
+    if not isinstance(digest, str) or (
+        digest and (len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest))
+    ):
+        problems.append(f"[behaviour] sha256 must be 64 hex digits or empty (got {digest!r})")
+        digest = ""
+    resolved = Path(path)
+    if not resolved.is_absolute() and base_dir is not None:
+        resolved = base_dir / resolved
+    values: dict[str, float] = {}
+    for key in ("threshold", "online_threshold"):
+        number = _number(f"[behaviour] {key}", raw[key], problems)
+        if number is not None and number >= 1.0:
+            problems.append(f"[behaviour] {key} must be below 1 (scores are in [0, 1])")
+        values[key] = number if number is not None else float(_BEHAVIOUR_DEFAULTS[key])
+    counts: dict[str, int] = {}
+    for key in ("warmup_steps", "min_user_sessions", "seed"):
+        number = _number(f"[behaviour] {key}", raw[key], problems, integer=True)
+        counts[key] = int(number) if number is not None else int(_BEHAVIOUR_DEFAULTS[key])
+    return Behaviour(
+        model=model,
+        path=resolved,
+        sha256=digest or None,
+        threshold=values["threshold"] or None,
+        online_threshold=values["online_threshold"],
+        warmup_steps=counts["warmup_steps"],
+        min_user_sessions=counts["min_user_sessions"],
+        seed=counts["seed"],
+    )
 
 
 def _rule(name: str, raw: Any, problems: list[str]) -> Rule | None:

@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from detector.anomaly.features import Baseline, Profile
+
 EndReason = Literal["logout", "terminate", "rotation"]
 
 
@@ -36,6 +38,8 @@ class SessionState(msgspec.Struct, gc=False):
     ended: EndReason | None = None
     ended_at: float = 0.0
     raised: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Recent behaviour against the user's baseline (only with a behaviour model on).
+    profile: Profile | None = None
 
 
 class UserState(msgspec.Struct, gc=False):
@@ -49,3 +53,5 @@ class UserState(msgspec.Struct, gc=False):
     sessions: list[str] = msgspec.field(default_factory=list)  # fingerprints
     #: Where and when the user was last seen active: (latitude, longitude, event time).
     geo: tuple[float, float, float] | None = None
+    #: The user's habits (only with a behaviour model on).
+    baseline: Baseline | None = None

@@ -1,0 +1,224 @@
+"""Behaviour features: how a session step compares with its user's own habits.
+
+A stolen session used from the victim's network with the victim's browser passes
+every rule; what gives it away is behaviour. Each feature therefore measures a
+*departure from this user's baseline*, not an absolute level (an admin's normal
+pace is a clerk's bulk export). All features are one-sided where only one
+direction is suspicious: a user who is slower or quieter than usual is not a sign
+of theft, and a model that saw both tails would alert on lunch breaks.
+
+=================  ==========================================================
+feature            meaning (``ln`` ratios are 0 at the user's usual level)
+=================  ==========================================================
+``pace``           ln(user's usual gap between requests / the session's
+                   recent gap), ≥ 0: 2.3 is ten times faster than usual
+``burstiness``     recent share of gaps under 3 s (scripts, not people)
+``new_paths``      recent share of requests to paths this user never used
+``hour_rarity``    1 / (1 + 168 × the user's share of activity at this hour
+                   of the week, smoothed over ±3 hours): 1 never, ~0.5 flat
+``new_network``    the session's login network (the ip_change prefix) is
+                   new for this user (0/1)
+``new_browser``    the session's browser family and OS are new (0/1)
+``volume``         ln(recent response bytes per request / the user's
+                   usual), ≥ 0; 0 when events carry no ``response_bytes``
+``session_age``    ln(1 + minutes since login)
+``session_events`` ln(1 + requests so far in the session)
+=================  ==========================================================
+
+"Recent" is an exponentially weighted mean over about the last eight requests
+(``RECENT``), so a burst in the middle of a long, ordinary session stands out
+instead of being averaged away. The user's baseline moves slowly (``SLOW``) and
+each session compares with the baseline as it was when the session began, so an
+attack cannot teach the model its own pace while it runs.
+
+A session step is scored at its 1st, 4th and 16th request and every 16th after
+that (:func:`is_checkpoint`): enough to see a burst while it lasts, and few
+enough that scoring costs little next to the rules. Users with fewer than
+``min_user_sessions`` sessions of history are not scored at all: everything is
+new for a new user.
+
+>>> path_shape("/api/now/table/incident/9d385017c611228701d22104cc95c371?sysparm_limit=1")
+'/api/now/table/incident/{id}'
+>>> hour_of_week(1793577600.0)  # 2026-11-02T00:00Z, a Monday
+0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import msgspec
+
+from detector.events import Event
+from detector.useragent import classify
+
+#: Feature names, in the order of a feature row.
+FEATURES: Final = (
+    "pace",
+    "burstiness",
+    "new_paths",
+    "hour_rarity",
+    "new_network",
+    "new_browser",
+    "volume",
+    "session_age",
+    "session_events",
+)
+
+#: Weight of the newest request in a session's recent means (~8 requests of memory).
+RECENT: Final = 1 / 8
+#: Weight of one request in the user's baseline (~50 requests of memory).
+SLOW: Final = 1 / 50
+#: Gaps under this many seconds count as bursts.
+BURST_GAP_S: Final = 3.0
+#: Bounds that keep a user's baseline small whatever the traffic.
+MAX_PATHS: Final = 48
+MAX_NETWORKS: Final = 8
+MAX_BROWSERS: Final = 4
+#: A user's typical gap before any is seen (ln seconds; about two minutes).
+_PRIOR_LOG_GAP: Final = math.log(120.0)
+# Hour-of-week smoothing: weights by distance in hours; 1970-01-01 was a Thursday.
+_KERNEL: Final = ((0, 1.0), (1, 0.5), (-1, 0.5), (2, 0.25), (-2, 0.25), (3, 0.125), (-3, 0.125))
+_KERNEL_SUM: Final = sum(w for _, w in _KERNEL)
+_THURSDAY_HOUR: Final = 72
+
+
+class Baseline(msgspec.Struct, gc=False):
+    """One user's habits, bounded in size (part of the per-user state)."""
+
+    sessions: int = 0
+    events: int = 0
+    log_gap: float = _PRIOR_LOG_GAP
+    log_bytes: float | None = None
+    hours: dict[int, int] = msgspec.field(default_factory=dict)  # hour of week -> requests
+    paths: list[str] = msgspec.field(default_factory=list)
+    networks: list[bytes] = msgspec.field(default_factory=list)
+    browsers: list[str] = msgspec.field(default_factory=list)
+
+
+class Profile(msgspec.Struct, gc=False):
+    """One session's recent behaviour and the baseline it is compared with."""
+
+    scored: bool  # the user was mature when the session began
+    base_gap: float
+    base_bytes: float | None
+    new_network: bool
+    new_browser: bool
+    n: int = 0
+    recent_gap: float = 0.0
+    recent_burst: float = 0.0
+    recent_new: float = 0.0
+    recent_bytes: float | None = None
+
+
+def path_shape(url: str) -> str:
+    """The request path without query and record ids: what "a page" means for a user."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    head, _, last = path.rpartition("/")
+    if head and len(last) >= 16 and all(c in "0123456789abcdefABCDEF-" for c in last):
+        return f"{head}/{{id}}"
+    if last.isdigit():
+        return f"{head}/{{id}}"
+    return path
+
+
+def hour_of_week(ts: float) -> int:
+    """Hours since Monday 00:00 UTC, 0..167."""
+    return (int(ts // 3600) + _THURSDAY_HOUR) % 168
+
+
+def hour_rarity(hours: dict[int, int], events: int, ts: float) -> float:
+    """1 for an hour this user never works near, falling towards 0 for their usual hours."""
+    if events <= 0:
+        return 1.0
+    how = hour_of_week(ts)
+    near = sum(w * hours.get((how + d) % 168, 0) for d, w in _KERNEL)
+    share = near / _KERNEL_SUM / events
+    return 1.0 / (1.0 + 168.0 * share)
+
+
+def is_checkpoint(n: int) -> bool:
+    """Whether the session's ``n``-th request is scored."""
+    return n == 1 or n == 4 or n % 16 == 0
+
+
+def _remember(items: list[str] | list[bytes], item: str | bytes, limit: int) -> None:
+    # FIFO: a baseline that forgets its oldest entries follows a user who changes job.
+    items.append(item)  # type: ignore[arg-type]
+    if len(items) > limit:
+        del items[0]
+
+
+def open_profile(base: Baseline, ev: Event, network: bytes, min_sessions: int) -> Profile:
+    """Starts a session's profile, comparing its network and browser with the user's."""
+    browser = "/".join(classify(ev.user_agent)) if ev.user_agent else ""
+    profile = Profile(
+        scored=base.sessions >= min_sessions,
+        base_gap=base.log_gap,
+        base_bytes=base.log_bytes,
+        new_network=bool(network) and network not in base.networks,
+        new_browser=bool(browser) and browser not in base.browsers,
+        recent_gap=base.log_gap,
+    )
+    base.sessions += 1
+    if network and profile.new_network:
+        _remember(base.networks, network, MAX_NETWORKS)
+    if browser and profile.new_browser:
+        _remember(base.browsers, browser, MAX_BROWSERS)
+    return profile
+
+
+def observe(
+    base: Baseline, profile: Profile, ev: Event, ts: float, gap: float | None, age_s: float
+) -> list[float] | None:
+    """Folds one request into the session and the user; returns a feature row at checkpoints.
+
+    ``gap`` is the time since the session's previous request (None for its first),
+    ``age_s`` the time since login. The row describes the session *with* this
+    request, against the user's baseline *without* it.
+    """
+    profile.n += 1
+    n = profile.n
+    if gap is not None:
+        lg = math.log(max(gap, 0.5))
+        profile.recent_gap += RECENT * (lg - profile.recent_gap)
+        profile.recent_burst += RECENT * ((gap < BURST_GAP_S) - profile.recent_burst)
+        base.log_gap += SLOW * (lg - base.log_gap)
+    new_path = 0.0
+    if ev.url is not None:
+        shape = path_shape(ev.url)
+        if shape not in base.paths:
+            new_path = 1.0
+            _remember(base.paths, shape, MAX_PATHS)
+    profile.recent_new += RECENT * (new_path - profile.recent_new)
+    size = ev.response_bytes
+    if size is not None:
+        lb = math.log1p(size)
+        rb = profile.recent_bytes
+        profile.recent_bytes = lb if rb is None else rb + RECENT * (lb - rb)
+        base.log_bytes = (
+            lb if base.log_bytes is None else base.log_bytes + SLOW * (lb - base.log_bytes)
+        )
+
+    row = None
+    if profile.scored and is_checkpoint(n):
+        volume = 0.0
+        if profile.recent_bytes is not None and profile.base_bytes is not None:
+            volume = max(0.0, profile.recent_bytes - profile.base_bytes)
+        row = [
+            max(0.0, profile.base_gap - profile.recent_gap),
+            profile.recent_burst,
+            profile.recent_new,
+            hour_rarity(base.hours, base.events, ts),
+            float(profile.new_network),
+            float(profile.new_browser),
+            volume,
+            math.log1p(max(age_s, 0.0) / 60.0),
+            math.log1p(n),
+        ]
+    how = hour_of_week(ts)
+    hours = base.hours
+    hours[how] = hours.get(how, 0) + 1
+    base.events += 1
+    return row
