@@ -16,6 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 from detector.policy import Policy, PolicyError
 
 if TYPE_CHECKING:
+    from detector.engine import Engine
+    from detector.fingerprint import Fingerprinter
     from detector.stream.settings import StreamSettings
 
 log = logging.getLogger("sessionwatch")
@@ -69,14 +71,38 @@ def load_policy(path: str | None) -> Policy:
         raise SystemExit(2) from err
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def build_engine(policy: Policy, fingerprint: Fingerprinter | None = None) -> Engine:
+    """The engine for a config, or exit 2 if its behaviour model cannot be used."""
+    from detector.anomaly.offline import ModelError
     from detector.engine import Engine
     from detector.fingerprint import Fingerprinter
+
+    fingerprint = fingerprint or Fingerprinter.from_env(policy.fingerprint_key_env)
+    try:
+        return Engine(policy, fingerprint)
+    except ModelError as err:
+        print(f"sessionwatch: [behaviour] model refused: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
+def _check_behaviour(policy: Policy) -> None:
+    """Refuses a missing or untrusted model file before any broker is contacted."""
+    from detector.anomaly.offline import ModelError
+    from detector.anomaly.scoring import build
+
+    try:
+        build(policy.behaviour)
+    except ModelError as err:
+        print(f"sessionwatch: [behaviour] model refused: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
     from detector.replay import BinaryOut, JsonLinesWriter, Replayer
     from detector.report import print_summary, progress_reporter
 
     policy = load_policy(args.config)
-    engine = Engine(policy, Fingerprinter.from_env(policy.fingerprint_key_env))
+    engine = build_engine(policy)
     with ExitStack() as stack:
         alerts_out = _open_out(stack, args.alerts_out)
         dlq_path = args.dead_letter_out or DEFAULT_DEAD_LETTERS
@@ -222,7 +248,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from detector.simulate import Simulation
 
     policy = load_policy(args.config) if args.config else None  # None: the bundled sim policy
-    sim = Simulation(policy, users=args.users, hours=args.hours, seed=args.seed)
+    try:
+        sim = Simulation(
+            policy,
+            users=args.users,
+            hours=args.hours,
+            seed=args.seed,
+            behaviour_attacks=args.behaviour_attacks,
+        )
+    except ValueError as err:
+        print(f"sessionwatch: {err}", file=sys.stderr)
+        return 2
     with ExitStack() as stack:
         out = _open_out(stack, args.output)
         labels = stack.enter_context(open(args.labels_out, "wb")) if args.labels_out else None
@@ -231,6 +267,102 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"sessionwatch: wrote {stats.events} events, {stats.attacks} labelled attacks",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from detector.anomaly.training import train
+
+    policy = load_policy(args.config)
+    try:
+        model = train(args.inputs, policy, seed=args.seed, target_fpr=args.target_fpr)
+    except ValueError as err:
+        print(f"sessionwatch: cannot train: {err}", file=sys.stderr)
+        return 2
+    digest = model.save(args.output)
+    meta = model.meta
+    print(
+        f"sessionwatch: trained on {meta['rows']} steps of {meta['sessions']} sessions "
+        f"in {meta['seconds']} s; threshold {model.threshold}; wrote {args.output} "
+        f"(sha256 {digest})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from detector.evaluate import evaluate
+    from detector.events import Event, decode
+    from detector.fingerprint import Fingerprinter
+    from detector.replay import Replayer, open_input
+
+    policy = load_policy(args.config)
+    # Fingerprints only join labels to sessions here: any key will do.
+    fingerprint = Fingerprinter(b"sessionwatch-evaluate")
+    engine = build_engine(policy, fingerprint)
+    if engine.behaviour is not None:
+        engine.behaviour.session_scores = {}
+    alerts: list[Any] = []
+    Replayer(engine, alerts.append, lambda _d: None).run([args.events])
+    session_of: dict[str, str] = {}
+    authenticated: set[str] = set()
+    with open_input(args.events) as fh:
+        for line in fh:
+            ev = decode(line)
+            if type(ev) is not Event or ev.session_id is None:
+                continue
+            fp = fingerprint(ev.session_id)
+            session_of[ev.event_id] = fp
+            if ev.user is not None and not ev.guest:
+                authenticated.add(fp)
+                if ev.new_session_id:
+                    authenticated.add(fingerprint(ev.new_session_id))
+    with open_input(args.labels) as fh:
+        labels = [orjson.loads(line) for line in fh if line.strip()]
+    scores = engine.behaviour.session_scores if engine.behaviour is not None else None
+    models = engine.behaviour.models if engine.behaviour is not None else []
+    report = evaluate(
+        alerts,
+        labels,
+        session_of,
+        authenticated,
+        scores or {},
+        {m.name: m.threshold for m in models},
+    )
+    if args.json:
+        out = {
+            "sessions": report.sessions,
+            "benign_sessions": report.benign,
+            "indicators": [
+                {**vars(q), "precision": q.precision, "recall": q.recall} for q in report.indicators
+            ],
+            "models": [
+                {**vars(q), "precision": q.precision, "recall": q.recall} for q in report.models
+            ],
+        }
+        sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+
+    def fmt(x: float | None) -> str:
+        return "    -" if x is None else f"{x:5.3f}"
+
+    print(f"{report.sessions} authenticated sessions, {report.benign} with no label")
+    print(f"{'indicator':<26} {'tp':>5} {'fn':>5} {'fp':>5} {'prec':>6} {'recall':>6} {'auc':>6}")
+    for q in report.indicators:
+        print(
+            f"{q.name:<26} {q.tp:>5} {q.fn:>5} {q.fp:>5} {fmt(q.precision):>6} "
+            f"{fmt(q.recall):>6} {fmt(q.auc):>6}"
+        )
+    for q in report.models:
+        print(
+            f"model {q.name}: ROC AUC {fmt(q.auc)}; at threshold {q.threshold}: recall "
+            f"{fmt(q.recall)} ({q.tp}/{q.tp + q.fn} attacks), false positives {q.fp} "
+            f"of {report.benign} benign sessions ({100 * (q.fpr or 0):.3f}%)"
+        )
+    if not report.models:
+        print("no behaviour model configured ([behaviour] model): rules only")
     return 0
 
 
@@ -261,6 +393,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
+    _check_behaviour(policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes.
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, policy)
@@ -363,7 +496,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", help="policy the attacks are built against (default: bundled)")
     sp.add_argument("-o", "--output", default="-", help="events JSON Lines (default: stdout)")
     sp.add_argument("--labels-out", help="labels JSON Lines: one line per expected alert")
+    sp.add_argument(
+        "--behaviour-attacks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N of each behavioural attack (bulk export, off-hours, enumeration); needs "
+        "--hours 96 or more",
+    )
     sp.set_defaults(func=cmd_simulate)
+
+    tp = sub.add_parser("train", help="train the offline behaviour model on recorded logs")
+    tp.add_argument("inputs", nargs="+", metavar="RECORDED_LOG")
+    tp.add_argument("-o", "--output", required=True, help="model file to write (.skops)")
+    tp.add_argument("--config", help="policy TOML (timeouts, [behaviour] min_user_sessions)")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.0005,
+        help="share of training sessions allowed above the threshold (default 0.0005)",
+    )
+    tp.set_defaults(func=cmd_train)
+
+    ep = sub.add_parser("evaluate", help="precision, recall, ROC AUC against simulator labels")
+    ep.add_argument("events", metavar="EVENTS")
+    ep.add_argument("labels", metavar="LABELS")
+    ep.add_argument("--config", help="policy TOML, with the [behaviour] model to evaluate")
+    ep.add_argument("--json", action="store_true", help="machine-readable output")
+    ep.set_defaults(func=cmd_evaluate)
 
     wp = sub.add_parser("worker", help="run the streaming detector (a Faust worker)")
     _kafka_options(wp)

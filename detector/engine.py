@@ -75,6 +75,7 @@ class Engine:
         ]
         self._plan = _plan(enabled)
         self._rules = {name: policy.rule(name) for name in (i.name for i in REGISTRY)}
+        self._rules[_BEHAVIOUR] = policy.rule(_BEHAVIOUR)
         self.started_at: float | None = None
         self.watermark = -math.inf
         self._next_sweep = -math.inf
@@ -224,7 +225,7 @@ class Engine:
         profile = s.profile
         gap: float | None = None
         if profile is None or opening:
-            network = self.ladder.network_key(s.login_ip or ev.ip or "")
+            network = self.ladder.place_key(s.login_ip or ev.ip or "")
             profile = s.profile = open_profile(base, ev, network, beh.min_user_sessions)
         else:
             gap = ts - s.last

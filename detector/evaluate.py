@@ -56,3 +56,114 @@ def score(alerts: Iterable[Alert], labels: Iterable[dict[str, Any]]) -> Score:
     for name in sorted(set(tp) | set(fn) | set(fp)):
         result.per_indicator[name] = (tp[name], fn[name], fp[name])
     return result
+
+
+@dataclass
+class Quality:
+    """Precision, recall and session-level ROC AUC of one indicator or model."""
+
+    name: str
+    tp: int
+    fn: int
+    fp: int
+    auc: float | None
+    threshold: float | None = None
+    fpr: float | None = None  # benign sessions at or above the threshold (models)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+
+@dataclass
+class Report:
+    indicators: list[Quality]
+    models: list[Quality]
+    sessions: int  # authenticated sessions in the log
+    benign: int  # of which with no label at all
+
+
+def roc_auc(positives: list[float], negatives: list[float]) -> float | None:
+    """Probability that a positive outscores a negative (ties count half): ROC AUC.
+
+    >>> roc_auc([0.9, 0.8], [0.1, 0.8])
+    0.875
+    """
+    if not positives or not negatives:
+        return None
+    ranked = sorted([(s, 1) for s in positives] + [(s, 0) for s in negatives])
+    rank_sum = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mid = (i + j + 1) / 2  # average 1-based rank of the tie group
+        rank_sum += mid * sum(lab for _, lab in ranked[i:j])
+        i = j
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def evaluate(
+    alerts: Iterable[Alert],
+    labels: Iterable[dict[str, Any]],
+    session_of: dict[str, str],
+    authenticated: set[str],
+    model_scores: dict[str, dict[str, float]],
+    thresholds: dict[str, float],
+) -> Report:
+    """Scores a replay against labels, per indicator and per behaviour model.
+
+    ``session_of`` maps event ids to session fingerprints. A label of a rule
+    indicator matches the alert of that indicator on its event; a
+    ``behaviour_anomaly`` label (on an attack's first event) matches that
+    indicator's alert anywhere in the same session, since the model may need a
+    few requests to be sure. AUC is per session: positives are the sessions
+    labelled with the indicator, negatives the authenticated sessions with no
+    label at all; a rule's score is 1 if it alerted on the session.
+    """
+    alerts = list(alerts)
+    labels = list(labels)
+    labelled = {session_of.get(lb["event_id"]) for lb in labels} - {None}
+    benign = authenticated - labelled
+    kinds = sorted({lb["indicator"] for lb in labels} | {a.kind for a in alerts})
+    indicators = []
+    for kind in kinds:
+        mine = [a for a in alerts if a.kind == kind]
+        wanted = [lb for lb in labels if lb["indicator"] == kind]
+        if kind == "behaviour_anomaly":
+            keys = {a.session for a in mine}
+            want = {session_of.get(lb["event_id"]) for lb in wanted} - {None}
+        else:
+            keys = {a.event_id for a in mine}
+            want = {lb["event_id"] for lb in wanted}
+        tp = len(keys & want)
+        alerted = {a.session for a in mine}
+        pos_sessions = {session_of.get(lb["event_id"]) for lb in wanted} - {None}
+        auc = roc_auc(
+            [float(s in alerted) for s in pos_sessions], [float(s in alerted) for s in benign]
+        )
+        indicators.append(Quality(kind, tp, len(want) - tp, len(keys - want), auc))
+    models = []
+    attack_sessions = {
+        session_of[lb["event_id"]]
+        for lb in labels
+        if lb["indicator"] == "behaviour_anomaly" and lb["event_id"] in session_of
+    }
+    for name, scores in sorted(model_scores.items()):
+        thr = thresholds[name]
+        pos = [scores.get(s, 0.0) for s in attack_sessions]
+        neg = [scores.get(s, 0.0) for s in benign]
+        tp = sum(s >= thr for s in pos)
+        fp = sum(s >= thr for s in neg)
+        models.append(
+            Quality(
+                name, tp, len(pos) - tp, fp, roc_auc(pos, neg), thr, fp / len(neg) if neg else 0.0
+            )
+        )
+    return Report(indicators, models, len(authenticated), len(benign))

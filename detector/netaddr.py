@@ -75,6 +75,10 @@ class IpLadder:
             key += bytes((raw[whole] >> (8 - rest),))
         return key
 
+    def place_key(self, ip: str) -> bytes:
+        """Like :meth:`network_key`, but every allow-listed address is one place (a VPN)."""
+        return b"allowed" if self.allowed(ip) else self.network_key(ip)
+
     def allowed(self, ip: str) -> bool:
         if not self._allow:
             return False

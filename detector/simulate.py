@@ -9,7 +9,15 @@ that are lifted before the user comes back, failed logins.
 
 Attacks are injected on dedicated victim accounts so that every one of them has
 an exact, known set of expected alerts (the labels): the simulated day is a
-test oracle, recall 1.0 and zero false positives is the bar. The timing of
+test oracle, recall 1.0 and zero false positives is the bar.
+
+Every benign user also has habits: a few pages they use, their own pace, their
+usual response sizes, their working hours. Behavioural attacks
+(``behaviour_attacks``) break those habits and nothing else, on a real user's
+own session or network and browser, so no rule can see them: a scripted bulk
+export, a night-time login, an enumeration of admin pages. They need days of
+history before them (their victims have at least three earlier sessions) and
+are labelled ``behaviour_anomaly`` on their first event. The timing of
 benign and malicious traffic comes from the policy (timeouts, life spans,
 grace), so the oracle stays right when the policy changes.
 """
@@ -80,6 +88,49 @@ _URLS: Final = (
     "/sp",
 )
 _GUEST_URLS: Final = ("/sp", "/kb_view.do", "/login.do", "/csm")
+#: Tables an intruder enumerates; no benign user's habits include them.
+_ADMIN_TABLES: Final = (
+    "sys_user",
+    "sys_user_group",
+    "sys_user_role",
+    "sys_properties",
+    "sys_script",
+    "sys_script_include",
+    "sys_ui_script",
+    "sys_security_acl",
+    "sys_db_object",
+    "sys_dictionary",
+    "cmdb_ci",
+    "cmdb_ci_server",
+    "cmdb_ci_database",
+    "cmn_location",
+    "core_company",
+    "ecc_queue",
+    "sys_audit",
+    "syslog",
+    "sys_email",
+    "sys_attachment",
+    "oauth_entity",
+    "sys_certificate",
+    "discovery_credentials",
+    "sys_auth_profile",
+    "ldap_server_config",
+    "sys_rest_message",
+    "sys_soap_message",
+    "sys_data_source",
+    "sys_import_set",
+    "sys_scheduled_job",
+    "sys_update_set",
+    "sys_plugins",
+    "sys_app",
+    "sys_store_app",
+    "sn_si_incident",
+    "sys_hub_flow",
+    "sys_ws_definition",
+    "sys_user_preference",
+    "sys_log_transaction",
+    "sys_cluster_state",
+)
 _NODES: Final = ("node-a", "node-b", "node-c", "node-d")
 
 
@@ -98,6 +149,23 @@ class _Profile:
     desktop_ua: str
     ua_version: int
     vpn: bool
+    #: Habits: the pages this user works on, mean think time, usual response size.
+    urls: tuple[str, ...] = _URLS
+    pace_s: float = 240.0
+    size: float = 30_000.0
+    phone: bool = False
+    carriers: tuple[str, ...] = ()
+
+
+@dataclass
+class _Stretch:
+    """A stretch of a benign work session on one ID: where an intruder can blend in."""
+
+    sid: str
+    start: float
+    last: float
+    login_ip: str
+    ua: Callable[[float], str]
 
 
 @dataclass
@@ -131,10 +199,22 @@ class Simulation:
     """A reproducible simulated deployment: ``users`` benign users over ``hours``."""
 
     def __init__(
-        self, policy: Policy | None = None, *, users: int = 50, hours: float = 24.0, seed: int = 1
+        self,
+        policy: Policy | None = None,
+        *,
+        users: int = 50,
+        hours: float = 24.0,
+        seed: int = 1,
+        behaviour_attacks: int = 0,
     ) -> None:
         if users < 1 or hours <= 0:
             raise ValueError("need at least one user and a positive duration")
+        if behaviour_attacks and hours < BEHAVIOUR_MIN_HOURS:
+            raise ValueError(
+                f"behavioural attacks need at least {BEHAVIOUR_MIN_HOURS} hours: "
+                "their victims must have a history to break"
+            )
+        self.behaviour_attacks = behaviour_attacks
         self.policy = policy or Policy.from_mapping(SIM_CONFIG)
         self.users = users
         self.hours = hours
@@ -142,6 +222,10 @@ class Simulation:
         self.rng = random.Random(seed)
         self.tl = _Timeline(self.rng, EPOCH0 + hours * 3600)
         self._victims = 0
+        #: Benign users' habits, logins and work-session stretches (behavioural victims).
+        self._people: list[_Profile] = []
+        self._logins: dict[str, list[float]] = {}
+        self._stretches: dict[str, list[_Stretch]] = {}
 
     # -- identifiers -------------------------------------------------------------
     def sid(self) -> str:
@@ -164,16 +248,30 @@ class Simulation:
             desktop_ua=r.choice(_DESKTOPS),
             ua_version=r.randint(118, 124),
             vpn=r.random() < 0.25,
+            urls=tuple(r.sample(_URLS, r.randint(4, 7))),
+            pace_s=r.uniform(90, 400),
+            size=r.uniform(10_000, 80_000),
+            phone=r.random() < 0.4,
+            carriers=tuple(f"100.{r.randint(64, 99)}.{r.randint(0, 255)}" for _ in range(2)),
         )
 
     def _ua(self, p: _Profile, bump: int = 0) -> str:
         return p.desktop_ua.format(v=p.ua_version + bump)
 
     # -- building blocks ------------------------------------------------------------
-    def _gap(self) -> float:
+    def _gap(self, pace_s: float = 240.0) -> float:
         """A benign think time, always safely inside the idle timeout."""
         cap = self.policy.idle_timeout_s - 180
-        return min(max(5.0, self.rng.expovariate(1 / 240)), cap)
+        return min(max(5.0, self.rng.expovariate(1 / pace_s)), cap)
+
+    def _url(self, p: _Profile | None) -> str:
+        # Mostly the user's own pages; now and then any page (habits are not walls).
+        if p is None:
+            return self.rng.choice(_GUEST_URLS)
+        return self.rng.choice(p.urls if self.rng.random() < 0.97 else _URLS)
+
+    def _size(self, p: _Profile | None) -> int | None:
+        return None if p is None else int(self.rng.lognormvariate(math.log(p.size), 0.6))
 
     def _transactions(
         self,
@@ -186,12 +284,14 @@ class Simulation:
         *,
         remember_me: bool = False,
         guest: bool = False,
+        habits: _Profile | None = None,
     ) -> float:
         """Emits activity from ``t`` while before ``until``; returns the last activity time."""
         last = t
         lunch_done = not remember_me
+        pace = habits.pace_s if habits is not None else 240.0
         while True:
-            gap = self._gap()
+            gap = self._gap(pace)
             if not lunch_done and last > t and self.rng.random() < 0.05:
                 # Remember-me users may leave for longer than the idle timeout.
                 gap = self.policy.idle_timeout_s + self.rng.uniform(600, 3600)
@@ -208,9 +308,10 @@ class Simulation:
                 ip=ips(),
                 user_agent=ua(nt),
                 scheme="https",
-                url=self.rng.choice(_GUEST_URLS if guest else _URLS),
+                url=self._url(habits) if not guest else self.rng.choice(_GUEST_URLS),
                 node=self.rng.choice(_NODES),
                 guest=True if guest else None,
+                response_bytes=self._size(habits),
             )
 
     # -- benign -------------------------------------------------------------------
@@ -219,7 +320,8 @@ class Simulation:
         days = math.ceil(self.hours / 24)
         for day in range(days):
             base = EPOCH0 + day * 86400
-            mobile = r.random() < 0.25
+            # A phone is a habit: used from the first day by those who have one.
+            mobile = p.phone and (day == 0 or r.random() < 0.5)
             if r.random() < 0.9:
                 # No benign lock-out on a day the phone comes out: it could fall in the lock.
                 self._work_session(p, base + r.uniform(7 * 3600, 10 * 3600), allow_lock=not mobile)
@@ -277,9 +379,12 @@ class Simulation:
             previous_session_id=previous,
             node=r.choice(_NODES),
         )
+        self._logins.setdefault(p.name, []).append(t)
         if r.random() < 0.2:
             mid = t + r.uniform(60, length / 2)
-            last = self._transactions(t, mid, sid, p.name, ips, ua, remember_me=remember_me)
+            last = self._transactions(
+                t, mid, sid, p.name, ips, ua, remember_me=remember_me, habits=p
+            )
             new = self.sid()
             t = last + r.uniform(5, 60)
             if t >= tl.end:
@@ -294,7 +399,8 @@ class Simulation:
                 user_agent=ua(t),
             )
             sid = new
-        last = self._transactions(t, end, sid, p.name, ips, ua, remember_me=remember_me)
+        last = self._transactions(t, end, sid, p.name, ips, ua, remember_me=remember_me, habits=p)
+        self._stretches.setdefault(p.name, []).append(_Stretch(sid, t, last, login_ip, ua))
         finish = r.random()
         if finish < 0.7:
             out = last + r.uniform(5, 120)
@@ -312,7 +418,7 @@ class Simulation:
 
     def _mobile_session(self, p: _Profile, start: float) -> None:
         r = self.rng
-        carrier = f"100.{r.randint(64, 99)}.{r.randint(0, 255)}"
+        carrier = r.choice(p.carriers)
         sid = self.sid()
         ua_text = _SAFARI_IOS.format(v=r.randint(0, 5))
         self.tl.add(
@@ -323,6 +429,7 @@ class Simulation:
             ip=self._office_ip(carrier),
             user_agent=ua_text,
         )
+        self._logins.setdefault(p.name, []).append(start)
         last = self._transactions(
             start,
             start + r.uniform(300, 1800),
@@ -330,6 +437,7 @@ class Simulation:
             p.name,
             lambda: self._office_ip(carrier),
             lambda _t: ua_text,
+            habits=p,
         )
         if r.random() < 0.5:
             self.tl.add(last + 30, "logout", session_id=sid, user=p.name)
@@ -520,7 +628,9 @@ class Simulation:
     # -- output -------------------------------------------------------------------
     def build(self, attacks_per_kind: int | None = None) -> _Timeline:
         for i in range(self.users):
-            self._benign_user(self._profile(f"user{i:05d}"))
+            person = self._profile(f"user{i:05d}")
+            self._people.append(person)
+            self._benign_user(person)
         per_kind = attacks_per_kind or max(1, self.users // 25)
         kinds = list(ATTACKS)
         if not self.policy.life_span_s or self.hours * 3600 < self.policy.life_span_s + 4 * 3600:
@@ -530,7 +640,88 @@ class Simulation:
         for kind in kinds:
             for n in range(per_kind):
                 self.attack(kind, n + 1)
+        victims = self._behaviour_victims()
+        for n in range(self.behaviour_attacks):
+            for kind in BEHAVIOUR_ATTACKS:
+                if not victims:
+                    raise ValueError("too few users with history for the behavioural attacks")
+                self.behaviour_attack(kind, n + 1, victims.pop())
         return self.tl
+
+    # -- behavioural attacks -----------------------------------------------------------
+    def _behaviour_victims(self) -> list[_Profile]:
+        """Benign users with enough history and a long work stretch after it."""
+        found = []
+        for p in self._people:
+            logins = self._logins.get(p.name, [])
+            if len(logins) >= 4 and any(
+                st.last - st.start > 1800 and sum(t < st.start for t in logins) >= 4
+                for st in self._stretches.get(p.name, [])
+            ):
+                found.append(p)
+        self.rng.shuffle(found)
+        return found
+
+    def behaviour_attack(self, kind: str, n: int, p: _Profile) -> None:
+        """One attack that only behaviour gives away, on user ``p``'s own traffic."""
+        r, tl = self.rng, self.tl
+        tag = f"{kind}#{n}"
+        logins = self._logins[p.name]
+        stretches = [
+            st
+            for st in self._stretches[p.name]
+            if st.last - st.start > 1800 and sum(t < st.start for t in logins) >= 4
+        ]
+        st = r.choice(stretches)
+        t = r.uniform(st.start + 300, st.last - 900)
+        ip = st.login_ip
+        if kind == "bulk_export":
+            # A script pulls whole tables through the user's own session, page by page.
+            table = r.choice(("incident", "sys_user", "customer_account", "cmdb_ci"))
+            for i in range(r.randint(60, 150)):
+                t += r.uniform(0.4, 2.5)
+                ev = self._act(
+                    t,
+                    st.sid,
+                    p.name,
+                    ip,
+                    st.ua(t),
+                    url=f"/api/now/table/{table}?sysparm_limit=10000&sysparm_offset={i * 10000}",
+                    response_bytes=int(r.uniform(2e6, 8e6)),
+                )
+                if i == 0:
+                    tl.label(ev, "behaviour_anomaly", "", tag)
+        elif kind == "path_enumeration":
+            # Someone maps the instance: many admin pages this user never opens.
+            for i, table in enumerate(r.sample(_ADMIN_TABLES, r.randint(25, 40))):
+                t += r.uniform(2, 12)
+                url = (
+                    f"/{table}_list.do" if r.random() < 0.5 else f"/{table}.do?sys_id={self.sid()}"
+                )
+                ev = self._act(
+                    t, st.sid, p.name, ip, st.ua(t), url=url, response_bytes=self._size(p)
+                )
+                if i == 0:
+                    tl.label(ev, "behaviour_anomaly", "", tag)
+        elif kind == "off_hours":
+            # Stolen credentials used at night, from the user's network and browser.
+            day = math.floor((st.start - EPOCH0) / 86400)
+            start = EPOCH0 + day * 86400 + r.uniform(1 * 3600, 4.5 * 3600)
+            if sum(x < start for x in logins) < 3:
+                start += 86400
+            sid = self.sid()
+            ua_text = self._ua(p)
+            ev = tl.add(start, "login", session_id=sid, user=p.name, ip=ip, user_agent=ua_text)
+            tl.label(ev, "behaviour_anomaly", "", tag)
+            t = start
+            # Purposeful: brisker than the user, half the pages ones the user never opens.
+            for _ in range(r.randint(6, 15)):
+                t += self._gap(p.pace_s / 3)
+                url = self._url(p) if r.random() < 0.5 else f"/{r.choice(_ADMIN_TABLES)}_list.do"
+                self._act(t, sid, p.name, ip, ua_text, url=url, response_bytes=self._size(p))
+            tl.add(t + 30, "logout", session_id=sid, user=p.name)
+        else:
+            raise ValueError(f"no such behavioural attack: {kind}")
 
     def write(self, out: IO[bytes], labels_out: IO[bytes] | None = None) -> Stats:
         tl = self.build()
@@ -552,7 +743,7 @@ class Simulation:
                         {
                             "event_id": lb.event["event_id"],
                             "indicator": lb.indicator,
-                            "severity": lb.severity,
+                            "severity": lb.severity or None,
                             "attack": lb.attack,
                         }
                     )
@@ -560,6 +751,11 @@ class Simulation:
                 )
         return stats
 
+
+#: Attacks that only the behaviour model can see.
+BEHAVIOUR_ATTACKS: Final = ("bulk_export", "off_hours", "path_enumeration")
+#: Victims of behavioural attacks need this much simulated history.
+BEHAVIOUR_MIN_HOURS: Final = 96
 
 ATTACKS: Final = (
     "ip_change",

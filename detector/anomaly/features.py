@@ -14,8 +14,11 @@ feature            meaning (``ln`` ratios are 0 at the user's usual level)
                    recent gap), ≥ 0: 2.3 is ten times faster than usual
 ``burstiness``     recent share of gaps under 3 s (scripts, not people)
 ``new_paths``      recent share of requests to paths this user never used
-``hour_rarity``    1 / (1 + 168 × the user's share of activity at this hour
-                   of the week, smoothed over ±3 hours): 1 never, ~0.5 flat
+``hour_rarity``    −log10(the user's activity near this hour, relative to a
+                   flat spread; half this hour of the week, half this hour of
+                   any day; smoothed over ±3 hours; this session's own
+                   requests left out) / 3, in [0, 1]: 0 at or above an
+                   average hour, 1/3 at a tenth of it, 1 never
 ``new_network``    the session's login network (the ip_change prefix) is
                    new for this user (0/1)
 ``new_browser``    the session's browser family and OS are new (0/1)
@@ -110,6 +113,8 @@ class Profile(msgspec.Struct, gc=False):
     recent_burst: float = 0.0
     recent_new: float = 0.0
     recent_bytes: float | None = None
+    #: This session's own requests per hour of week (left out of its hour rarity).
+    own_hours: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 def path_shape(url: str) -> str:
@@ -128,14 +133,32 @@ def hour_of_week(ts: float) -> int:
     return (int(ts // 3600) + _THURSDAY_HOUR) % 168
 
 
-def hour_rarity(hours: dict[int, int], events: int, ts: float) -> float:
-    """1 for an hour this user never works near, falling towards 0 for their usual hours."""
+def hour_rarity(
+    hours: dict[int, int], events: int, ts: float, leave_out: dict[int, int] | None = None
+) -> float:
+    """1 for an hour this user never works near, falling towards 0 for their usual hours.
+
+    The hour of the week matters (weekends), but a week of history has seen each
+    weekday once, so the same hour on any day counts too. ``leave_out`` removes
+    the session's own requests: a night-time session must not make night usual.
+    """
+    own = leave_out or {}
+    events -= sum(own.values())
     if events <= 0:
         return 1.0
     how = hour_of_week(ts)
-    near = sum(w * hours.get((how + d) % 168, 0) for d, w in _KERNEL)
-    share = near / _KERNEL_SUM / events
-    return 1.0 / (1.0 + 168.0 * share)
+    week = day = 0.0
+    for d, w in _KERNEL:
+        for k in range(7):
+            h = (how + d + 24 * k) % 168
+            c = hours.get(h, 0) - own.get(h, 0)
+            if c:
+                day += w * c
+                if k == 0:
+                    week += w * c
+    # Activity near this hour relative to a flat spread (1 = as busy as an average hour).
+    intensity = (84.0 * week + 12.0 * day) / (_KERNEL_SUM * events)
+    return min(1.0, -math.log10(intensity + 0.001) / 3.0) if intensity < 1.0 else 0.0
 
 
 def is_checkpoint(n: int) -> bool:
@@ -160,6 +183,7 @@ def open_profile(base: Baseline, ev: Event, network: bytes, min_sessions: int) -
         new_network=bool(network) and network not in base.networks,
         new_browser=bool(browser) and browser not in base.browsers,
         recent_gap=base.log_gap,
+        recent_bytes=base.log_bytes,
     )
     base.sessions += 1
     if network and profile.new_network:
@@ -210,7 +234,7 @@ def observe(
             max(0.0, profile.base_gap - profile.recent_gap),
             profile.recent_burst,
             profile.recent_new,
-            hour_rarity(base.hours, base.events, ts),
+            hour_rarity(base.hours, base.events, ts, profile.own_hours),
             float(profile.new_network),
             float(profile.new_browser),
             volume,
@@ -220,5 +244,7 @@ def observe(
     how = hour_of_week(ts)
     hours = base.hours
     hours[how] = hours.get(how, 0) + 1
+    own = profile.own_hours
+    own[how] = own.get(how, 0) + 1
     base.events += 1
     return row

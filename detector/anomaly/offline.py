@@ -97,29 +97,53 @@ def _average_path_length(n: int) -> float:
     return 2.0 * (math.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
 
 
+#: Features where only high values are suspicious (see features.py), and so where a
+#: value beyond anything seen in training is evidence in itself.
+ONE_SIDED: Final = tuple(
+    FEATURES.index(f) for f in ("pace", "burstiness", "new_paths", "hour_rarity", "volume")
+)
+
+
 @dataclass
 class OfflineModel:
-    """A fitted forest with the threshold and feature statistics chosen at training."""
+    """A fitted forest with the threshold and feature statistics chosen at training.
+
+    An isolation forest cannot extrapolate: a request rate fifty times anything in
+    training isolates no faster than the fastest training session. So a step's
+    score is the forest's, raised by its *excess*: how far its one-sided features
+    lie beyond their largest training value (``limit``), in units of their
+    training spread; each unit halves the distance to 1. Inside the training
+    range the score is the forest's alone.
+    """
 
     forest: IsolationForest
     threshold: float
     center: list[float]
     spread: list[float]
+    limit: list[float]
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = "offline"
 
     def __post_init__(self) -> None:
         self._compiled = CompiledForest(self.forest)
 
+    def excess(self, row: Sequence[float]) -> float:
+        limit, spread = self.limit, self.spread
+        return sum(max(0.0, (row[i] - limit[i]) / spread[i]) for i in ONE_SIDED)
+
     def score_one(self, row: Sequence[float]) -> float:
-        return self._compiled.score(row)
+        forest = self._compiled.score(row)
+        excess = self.excess(row)
+        return 1.0 - (1.0 - forest) * 2.0**-excess if excess else forest
 
     def score_many(self, rows: Sequence[Sequence[float]]) -> list[float]:
-        """scikit-learn's own scores (training, and the check that the walk matches)."""
-        if not rows:
+        """Scores with scikit-learn's own forest (training, and to check the walk)."""
+        if not len(rows):
             return []
         # score_samples is the negated anomaly score of the original paper, in (0, 1).
-        scores: list[float] = (-self.forest.score_samples(np.asarray(rows, dtype=float))).tolist()
+        forest = -self.forest.score_samples(np.asarray(rows, dtype=float))
+        excess = np.asarray([self.excess(r) for r in rows])
+        scores: list[float] = (1.0 - (1.0 - forest) * 2.0**-excess).tolist()
         return scores
 
     def explain(self, row: Sequence[float], top: int = 3) -> list[Contribution]:
@@ -134,6 +158,7 @@ class OfflineModel:
                 "threshold": self.threshold,
                 "center": self.center,
                 "spread": self.spread,
+                "limit": self.limit,
                 "meta": self.meta,
                 "forest": self.forest,
             },
@@ -152,7 +177,8 @@ def fit(
     *,
     seed: int = 0,
     target_fpr: float = 0.0005,
-    trees: int = 100,
+    trees: int = 200,
+    samples: int = 1024,
     meta: dict[str, Any] | None = None,
 ) -> OfflineModel:
     """Fits a forest and picks the threshold from the training sessions themselves.
@@ -164,19 +190,24 @@ def fit(
     if len(rows) < 256:
         raise ValueError(f"need at least 256 feature rows to train (got {len(rows)})")
     x = np.asarray(rows, dtype=float)
-    forest = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed)
+    forest = IsolationForest(
+        n_estimators=trees, max_samples=min(samples, len(rows)), random_state=seed
+    )
     forest.fit(x)
-    scores = -forest.score_samples(x)
+    lo, mid, hi, top = np.quantile(x, [0.05, 0.5, 0.95, 1.0], axis=0)
+    spread = np.maximum(hi - lo, 0.05)
+    info = dict(meta or {})
+    info.update(rows=len(rows), seed=seed, target_fpr=target_fpr, trees=trees)
+    model = OfflineModel(forest, 0.5, mid.tolist(), spread.tolist(), top.tolist(), info)
+    scores = model.score_many(rows)
     best: dict[int, float] = {}
-    for sid, sc in zip(sessions, scores.tolist(), strict=True):
+    for sid, sc in zip(sessions, scores, strict=True):
         if sc > best.get(sid, 0.0):
             best[sid] = sc
     threshold = float(np.quantile(np.fromiter(best.values(), dtype=float), 1.0 - target_fpr))
-    lo, mid, hi = np.quantile(x, [0.05, 0.5, 0.95], axis=0)
-    spread = np.maximum(hi - lo, 0.05)
-    info = dict(meta or {})
-    info.update(rows=len(rows), sessions=len(best), seed=seed, target_fpr=target_fpr, trees=trees)
-    return OfflineModel(forest, round(threshold, 4), mid.tolist(), spread.tolist(), info)
+    model.threshold = round(threshold, 4)
+    model.meta["sessions"] = len(best)
+    return model
 
 
 def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
@@ -205,14 +236,15 @@ def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
         raise ModelError(f"{path} was trained on other features: {obj.get('features')}")
     forest = obj.get("forest")
     threshold = obj.get("threshold")
-    center, spread = obj.get("center"), obj.get("spread")
+    center, spread, limit = obj.get("center"), obj.get("spread"), obj.get("limit")
     if not isinstance(forest, IsolationForest) or not hasattr(forest, "estimators_"):
         raise ModelError(f"{path} holds no fitted IsolationForest")
     if not isinstance(threshold, float) or not 0.0 < threshold < 1.0:
         raise ModelError(f"{path} has no usable threshold: {threshold!r}")
-    for name, values in (("center", center), ("spread", spread)):
+    for name, values in (("center", center), ("spread", spread), ("limit", limit)):
         if not isinstance(values, list) or len(values) != len(FEATURES):
             raise ModelError(f"{path} has a malformed {name}")
     meta = obj.get("meta")
-    assert isinstance(center, list) and isinstance(spread, list)
-    return OfflineModel(forest, threshold, center, spread, meta if isinstance(meta, dict) else {})
+    assert isinstance(center, list) and isinstance(spread, list) and isinstance(limit, list)
+    info = meta if isinstance(meta, dict) else {}
+    return OfflineModel(forest, threshold, center, spread, limit, info)
