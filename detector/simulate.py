@@ -582,10 +582,15 @@ class Simulation:
             )
             tl.label(ev, "idle_timeout_exceeded", "medium", tag)
         elif kind == "lifespan_exceeded":
+            limit = login_t + pol.life_span_s + skew
             while True:
                 t += r.uniform(300, pol.idle_timeout_s - 300)
+                if abs(t - limit) <= 2:
+                    # Clear of the limit by seconds either way: exports (ServiceNow's)
+                    # keep whole seconds only.
+                    t = limit + 5
                 ev = self._act(t, sid, user, ip, ua_text)
-                if t - login_t > pol.life_span_s + skew:
+                if t > limit:
                     break
             tl.label(ev, "lifespan_exceeded", "medium", tag)
         elif kind == "session_fixation":

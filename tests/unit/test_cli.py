@@ -60,7 +60,7 @@ def test_stdin_and_summary(tmp_path: Path) -> None:
     assert proc.stdout.count(b"\n") == 17
     assert b"events/s" in proc.stderr and b"not_json" in proc.stderr
     dlq = (tmp_path / "sessionwatch-dead-letters.jsonl").read_text()
-    assert '"source":"stdin"' in dlq and '"offset":884' in dlq
+    assert '"source":"stdin"' in dlq and '"offset":975' in dlq
 
 
 def test_clean_run_leaves_no_dead_letter_file(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_metrics_agree_with_the_replay(tmp_path: Path) -> None:
     replayer, written, text = _replay(tmp_path)
     values = samples(text)
     summary = replayer.summary
-    assert total(values, "sessionwatch_events_total") == summary.events == 883
+    assert total(values, "sessionwatch_events_total") == summary.events == 974
     assert total(values, "sessionwatch_alerts_total") == written == summary.alerts_total == 17
     assert values[("sessionwatch_events_total", (("type", "login"),))] == summary.by_type["login"]
     assert values[("sessionwatch_event_lag_seconds_count", ())] == summary.events

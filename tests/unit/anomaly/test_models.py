@@ -1,0 +1,193 @@
+"""The offline model's file safety and exact scoring; the online model's determinism."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+import skops.io as sio
+from sklearn.ensemble import IsolationForest
+from sklearn.linear_model import LogisticRegression
+
+from detector.anomaly.features import FEATURES
+from detector.anomaly.offline import ModelError, OfflineModel, fit, load, sha256
+from detector.anomaly.online import OnlineModel
+from detector.anomaly.scoring import build
+from detector.policy import Policy, PolicyError
+
+ROOT = Path(__file__).resolve().parents[3]
+COMMITTED = ROOT / "models" / "behaviour.skops"
+
+
+def rows(n: int, seed: int = 0) -> list[list[float]]:
+    r = random.Random(seed)
+    return [[abs(r.gauss(0, 0.3)) for _ in FEATURES] for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[OfflineModel, Path]:
+    data = rows(600)
+    model = fit(data, [i // 3 for i in range(600)], seed=1, trees=20, samples=256)
+    path = tmp_path_factory.mktemp("model") / "small.skops"
+    model.save(path)
+    return model, path
+
+
+def test_the_python_walk_scores_exactly_like_scikit_learn(small: tuple[OfflineModel, Path]) -> None:
+    model, _ = small
+    probe = [*rows(300, seed=5), [5.0] * len(FEATURES), [0.0] * len(FEATURES), [1e-7] * 9]
+    assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
+
+
+def test_the_committed_model_walk_matches_scikit_learn() -> None:
+    model = load(COMMITTED)
+    probe = rows(200, seed=9)
+    assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
+
+
+def test_scores_beyond_the_training_range_rise_towards_one(
+    small: tuple[OfflineModel, Path],
+) -> None:
+    model, _ = small
+    ordinary = [0.1] * len(FEATURES)
+    pace = FEATURES.index("pace")
+    faster = [list(ordinary) for _ in range(3)]
+    for row, value in zip(
+        faster, (model.limit[pace], model.limit[pace] + 1, model.limit[pace] + 5), strict=True
+    ):
+        row[pace] = value
+    scores = [model.score_one(r) for r in faster]
+    assert scores[0] < scores[1] < scores[2] < 1.0
+    assert scores[2] > 0.95
+
+
+def test_a_saved_model_loads_back_the_same(small: tuple[OfflineModel, Path]) -> None:
+    model, path = small
+    again = load(path, expect_sha256=sha256(path))
+    assert again.threshold == model.threshold
+    assert again.limit == model.limit
+    probe = rows(50, seed=2)
+    assert [again.score_one(r) for r in probe] == [model.score_one(r) for r in probe]
+
+
+def test_a_pinned_hash_refuses_a_changed_file(small: tuple[OfflineModel, Path]) -> None:
+    _, path = small
+    with pytest.raises(ModelError, match="SHA-256 differs"):
+        load(path, expect_sha256="0" * 64)
+
+
+def tamper(path: Path, out: Path, change: str, to: str) -> None:
+    """Rewrites the skops schema, as an attacker with write access to the file would."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "schema.json":
+                text = data.decode()
+                assert change in text
+                data = text.replace(change, to, 1).encode()
+            dst.writestr(item, data)
+
+
+def test_a_tampered_file_naming_foreign_code_is_refused(
+    small: tuple[OfflineModel, Path], tmp_path: Path
+) -> None:
+    _, path = small
+    bad = tmp_path / "tampered.skops"
+    schema = json.loads(zipfile.ZipFile(path).read("schema.json"))
+    assert schema  # a skops file: a JSON schema of the objects to build
+    tamper(path, bad, '"sklearn.ensemble._iforest"', '"os"')
+    with pytest.raises(ModelError, match="no business with"):
+        load(bad)
+
+
+def test_a_foreign_model_is_refused(tmp_path: Path) -> None:
+    other = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    path = tmp_path / "foreign.skops"
+    sio.dump(other, path)
+    with pytest.raises(ModelError, match="not a sessionwatch behaviour model"):
+        load(path)
+    forest = IsolationForest(n_estimators=5, random_state=0).fit([[0.0, 1.0]] * 10)
+    wrong = tmp_path / "other-features.skops"
+    sio.dump(
+        {"format": "sessionwatch-behaviour/1", "features": ["a", "b"], "forest": forest}, wrong
+    )
+    with pytest.raises(ModelError, match="other features"):
+        load(wrong)
+
+
+def test_a_pickle_or_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"format": "sessionwatch-behaviour/1"}))
+    with pytest.raises(ModelError, match="not a skops model file"):
+        load(path)
+    truncated = tmp_path / "truncated.skops"
+    truncated.write_bytes(COMMITTED.read_bytes()[:5000])
+    with pytest.raises(ModelError):
+        load(truncated)
+    with pytest.raises(ModelError, match="cannot read"):
+        load(tmp_path / "absent.skops")
+
+
+def test_the_online_model_is_deterministic_under_a_seed() -> None:
+    data = rows(400, seed=3)
+
+    def scores(seed: int) -> list[float]:
+        m = OnlineModel(threshold=0.9, warmup=100, seed=seed)
+        return [m.score_one(r) for r in data]
+
+    first = scores(7)
+    assert first == scores(7)
+    assert first[:100] == [0.0] * 100  # warm-up: learning only
+    assert any(s > 0 for s in first[100:])
+
+
+def test_behaviour_config_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as err:
+        Policy.from_mapping(
+            {"behaviour": {"model": "magic", "threshold": 1.5, "sha256": "xyz", "color": 1}}
+        )
+    text = str(err.value)
+    for needle in (
+        "model must be one of",
+        "threshold must be below 1",
+        "sha256 must be",
+        "unknown key 'color'",
+    ):
+        assert needle in text
+    cfg = tmp_path / "policy.toml"
+    cfg.write_text('[behaviour]\nmodel = "offline"\npath = "models/x.skops"\n')
+    assert Policy.load(cfg).behaviour.path == tmp_path / "models" / "x.skops"
+
+
+def test_a_missing_model_is_refused_at_start_up(tmp_path: Path) -> None:
+    policy = Policy.from_mapping({"behaviour": {"model": "offline", "path": str(tmp_path / "x")}})
+    with pytest.raises(ModelError, match="cannot read model file"):
+        build(policy.behaviour)
+
+
+def test_cli_refuses_a_bad_model_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detector.cli import main
+
+    cfg = tmp_path / "policy.toml"
+    (tmp_path / "m.skops").write_bytes(b"not a model")
+    cfg.write_text('[behaviour]\nmodel = "offline"\npath = "m.skops"\n')
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a"), str(events)])
+    assert exit_.value.code == 2
+    assert "[behaviour] model refused" in capsys.readouterr().err
+
+
+def test_skops_schema_is_what_tamper_rewrites() -> None:
+    # Guards the tamper helper: the schema names the forest's module.
+    assert b"sklearn.ensemble._iforest" in zipfile.ZipFile(io.BytesIO(COMMITTED.read_bytes())).read(
+        "schema.json"
+    )
