@@ -221,7 +221,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                 )
                 metrics.count_invalid(ev.reason)
                 continue
-            store.load(routing_key(ev, fingerprint), msg.partition, event)
+            store.load(routing_key(ev, fingerprint), msg.partition, event, ev.epoch)
             earlier = store.already_applied(msg.offset)
             if earlier is not None:
                 # Re-delivered after a crash: not applied twice, its alerts sent again.

@@ -76,6 +76,7 @@ class BundleStore:
         self.watermark = -math.inf
         self.sweep_every_s = sweep_every_s
         self._next_sweep: dict[int, float] = {}
+        self._marks: dict[int, float] = {}  # event time per partition
         self._index: dict[int, ExpiryIndex[bytes]] = {}
         self.swept = 0
         self.scans = 0  # full scans of the local table (one per rebalance)
@@ -87,18 +88,30 @@ class BundleStore:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
         self._index.clear()
         self._next_sweep.clear()
+        self._marks.clear()
 
-    def load(self, key: str, partition: int, token: Any = None) -> None:
-        """Makes ``key``'s bundle current; ``token`` is handed back at flush (the event)."""
+    def load(self, key: str, partition: int, token: Any = None, ts: float | None = None) -> None:
+        """Makes ``key``'s bundle current; ``token`` is handed back at flush (the event).
+
+        ``ts`` is the event's time: expiry in a partition follows *that partition's*
+        event time. Partitions are consumed unevenly (a worker catching up, a restored
+        partition), and sweeping a lagging partition by the clock of one ahead of it
+        would forget sessions that are alive at the lagging partition's time. Without
+        ``ts`` the engine's watermark (the latest time seen anywhere) is used.
+        """
         if partition not in self._index:
             if not self._index:
                 self._scan()
             self._index.setdefault(partition, ExpiryIndex())
-        if self.watermark != -math.inf and self.watermark >= self._next_sweep.get(
-            partition, -math.inf
-        ):
-            self._next_sweep[partition] = self.watermark + self.sweep_every_s
-            self.swept += self._sweep_partition(partition, self.watermark)
+        if ts is None:
+            now = self.watermark
+        else:
+            now = self._marks.get(partition, -math.inf)
+            if ts > now:
+                now = self._marks[partition] = ts
+        if now != -math.inf and now >= self._next_sweep.get(partition, -math.inf):
+            self._next_sweep[partition] = now + self.sweep_every_s
+            self.swept += self._sweep_partition(partition, now)
         self._key = bkey = key.encode()
         self._token = token
         bundle = self._batch.get(bkey)
@@ -110,7 +123,7 @@ class BundleStore:
         self._bundle = bundle
         self._dirty = False
         sessions = self._bundle.sessions
-        expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= self.watermark]
+        expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= now]
         for fp in expired:
             del sessions[fp]
             self._dirty = True

@@ -166,10 +166,12 @@ class Expected(set[str]):
         self.detail = detail
 
 
-def simulated_day(tmp: Path, users: int = 60, seed: int = 5) -> tuple[Path, Expected]:
-    """A labelled simulated day on disk and the alert ids replay finds in it."""
+def simulated_day(
+    tmp: Path, users: int = 60, seed: int = 5, hours: float = 24, behaviour_attacks: int = 0
+) -> tuple[Path, Expected]:
+    """A labelled simulated day (or more) on disk and the alert ids replay finds in it."""
     buf = io.BytesIO()
-    Simulation(users=users, hours=24, seed=seed).write(buf)
+    Simulation(users=users, hours=hours, seed=seed, behaviour_attacks=behaviour_attacks).write(buf)
     path = tmp / "day.jsonl"
     path.write_bytes(buf.getvalue())
     os.environ.setdefault("SESSIONWATCH_KEY", KEY)

@@ -48,6 +48,27 @@ def test_stream_alerts_equal_replay_alerts(
     assert record["alert_id"] in expected
 
 
+def test_behaviour_alerts_in_streaming_equal_replay(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """The behaviour model on a simulated week: users' baselines live in the bundles of
+    eight partitions, yet the worker finds exactly replay's alerts."""
+    week, expected = simulated_day(tmp_path, users=25, seed=8, hours=120, behaviour_attacks=1)
+    behaviour = {i for i, what in expected.detail.items() if what.startswith("behaviour")}
+    assert len(behaviour) >= 2, expected.detail
+    d = deployment_factory(8)
+    d.produce(week)
+    d.start_worker()
+    got = d.collect(d.topics["alerts"], lambda v: len(alert_ids(v)) >= len(expected), 240)
+    extra = {
+        f"{a['kind']}@{a['event_id']}"
+        for a in map(orjson.loads, got)
+        if a["alert_id"] not in expected
+    }
+    missing = [expected.detail[i] for i in expected - alert_ids(got)]
+    assert not extra and not missing, (extra, missing, d.logs())
+
+
 def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
     deployment_factory: Factory, tmp_path: Path
 ) -> None:

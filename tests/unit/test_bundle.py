@@ -13,7 +13,7 @@ from detector.fingerprint import Fingerprinter
 from detector.store import ExpiryIndex
 from detector.stream.bundle import BundleStore, decode_bundle
 from detector.stream.routing import routing_key
-from tests.helpers import KEY, SID, Story, policy
+from tests.helpers import KEY, SID, SID2, Story, policy
 
 
 class CountingTable(dict[bytes, bytes]):
@@ -50,7 +50,7 @@ class Worker:
                 assert isinstance(ev, Event)
                 key = routing_key(ev, self.fp)
                 self.offset += 1
-                self.store.load(key, self.partitions.get(key, 0), self.offset)
+                self.store.load(key, self.partitions.get(key, 0), self.offset, ev.epoch)
                 alerts += self.engine.process(ev, line)
                 self.store.applied(self.offset, [])
                 self.store.save()
@@ -88,6 +88,20 @@ def test_dead_bundles_are_swept_in_their_own_partition_only() -> None:
     assert w.users() == {"u:carol", "u:dave"}
     bundle = decode_bundle(w.table[b"u:carol"])
     assert bundle.partition == 1 and len(bundle.sessions) == 1
+
+
+def test_a_lagging_partition_keeps_its_live_sessions() -> None:
+    """Partition 1 is consumed two days behind partition 0 (a worker catching up): bob's
+    session, alive at partition 1's own event time, must not be swept by partition 0's."""
+    w = Worker({"u:bob": 1})
+    ahead = Story()
+    ahead.login(0, user="alice")
+    ahead.tx(2 * 24 * 60, user="alice")
+    behind = Story()
+    behind.login(0, sid=SID2, user="bob")
+    behind.tx(10, sid=SID2, user="bob")
+    alerts = w.feed(ahead.lines()) + w.feed(behind.lines()[:1]) + w.feed(behind.lines()[1:])
+    assert [(a.kind, a.user) for a in alerts if a.user == "bob"] == []
 
 
 def test_sweeps_do_not_scan_the_table() -> None:
