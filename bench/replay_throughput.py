@@ -35,17 +35,21 @@ print(n)
 """
 
 
-def simulated_file(events: int) -> Path:
-    """A simulated log of about ``events`` events (cached: generation is slower than replay)."""
+def simulated_file(events: int, days: int = 1) -> Path:
+    """A simulated log of about ``events`` events (cached: generation is slower than replay).
+
+    Several days give users the history the behaviour model needs to score them.
+    """
     from detector.simulate import Simulation
 
-    path = CACHE / f"sim-{events}.jsonl"
+    path = CACHE / (f"sim-{events}.jsonl" if days == 1 else f"sim-{events}-{days}d.jsonl")
     if path.exists():
         return path
     CACHE.mkdir(exist_ok=True)
-    users = max(10, events // 62)  # the simulator makes about 62 events per user-day
+    users = max(10, events // (85 * days))  # about 85 events per user-day
     buf = io.BytesIO()
-    Simulation(users=users, hours=24, seed=42).write(buf)
+    attacks = 5 if days >= 4 else 0
+    Simulation(users=users, hours=24 * days, seed=42, behaviour_attacks=attacks).write(buf)
     lines = buf.getvalue().splitlines(keepends=True)[:events]
     path.write_bytes(b"".join(lines))
     return path
@@ -110,12 +114,20 @@ def peak_rss_kib(args: list[str]) -> int:
     return int(proc.stderr.strip().splitlines()[-1])
 
 
-def replay_args(path: Path) -> list[str]:
+def rules_only_policy() -> Path:
+    """examples/policy.toml without its [behaviour] table: every rule, no model."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / "policy-rules-only.toml"
+    path.write_text(POLICY.read_text().split("[behaviour]")[0])
+    return path
+
+
+def replay_args(path: Path, policy: Path = POLICY) -> list[str]:
     return [
         "replay",
         "-q",
         "--config",
-        str(POLICY),
+        str(policy),
         "--alerts-out",
         "/dev/null",
         "--dead-letter-out",
@@ -129,6 +141,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--days", type=int, default=7, help="length of the behaviour run's log")
     args = ap.parse_args()
     os.environ.setdefault("SESSIONWATCH_KEY", "benchmark-key")
 
@@ -144,6 +157,25 @@ def main() -> None:
     print(f"orjson parse-only           {parse_rate:>12,.0f} events/s")
     print(f"sessionwatch replay         {replay_rate:>12,.0f} events/s")
     print(f"ratio replay / parse-only   {replay_rate / parse_rate:>12.2f}   (target >= 0.33)")
+
+    # The behaviour model only scores users with history: a simulated week of about the
+    # same size, with every rule on, then with the model on too.
+    week = simulated_file(args.events, args.days)
+    with open(week, "rb") as fh:
+        count = sum(1 for _ in fh)
+    rules = rules_only_policy()
+    parse_best = rules_best = model_best = float("inf")
+    for _ in range(args.rounds):
+        parse_best = min(parse_best, run([sys.executable, "-c", PARSE_ONLY, str(week)]))
+        rules_best = min(rules_best, run([*CLI, *replay_args(week, rules)]))
+        model_best = min(model_best, run([*CLI, *replay_args(week)]))
+    parse_rate, rules_rate, model_rate = (count / t for t in (parse_best, rules_best, model_best))
+    print(f"{args.days}-day log                   {count:>12,} events")
+    print(f"orjson parse-only           {parse_rate:>12,.0f} events/s")
+    print(f"replay, rules only          {rules_rate:>12,.0f} events/s")
+    print(f"replay, rules + model       {model_rate:>12,.0f} events/s")
+    print(f"ratio model on / parse-only {model_rate / parse_rate:>12.2f}   (target >= 0.25)")
+    print(f"ratio model on / rules only {model_rate / rules_rate:>12.2f}")
 
     open_path = open_sessions_file(args.sessions)
     rss_kib = peak_rss_kib(replay_args(open_path))
