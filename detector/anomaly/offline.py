@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,52 +40,56 @@ class ModelError(ValueError):
 
 
 class CompiledForest:
-    """The forest as plain lists, walked in Python: one row in ~0.1 ms.
+    """The whole forest as flat numpy arrays, walked one level at a time: ~0.07 ms a row.
 
     scikit-learn's ``score_samples`` costs ~10 ms per call whatever the batch size,
     and the engine scores one step at a time (so a step's alert is raised with its
-    event, which is what at-least-once streaming and replay equality need). The
-    walk reproduces scikit-learn exactly: features compared as float32, a leaf
-    worth its depth plus the expected depth of the samples it still holds.
+    event, which is what at-least-once streaming and replay equality need). Here
+    every tree advances one level per numpy operation; a leaf points to itself, so
+    ``depth`` rounds reach every leaf. The result is scikit-learn's: features
+    compared as float32, a leaf worth its depth plus the expected depth of the
+    samples it still holds.
     """
 
     def __init__(self, forest: IsolationForest) -> None:
-        trees = []
-        for t, (est, feats) in enumerate(
+        features, thresholds, lefts, rights, values, roots = [], [], [], [], [], []
+        offset = depth = 0
+        for t, (est, cols) in enumerate(
             zip(forest.estimators_, forest.estimators_features_, strict=True)
         ):
             tree = est.tree_
-            left = tree.children_left.tolist()
-            leaf_value = (
+            leaf = tree.children_left == -1
+            here = np.arange(tree.node_count)
+            columns = np.asarray(cols)
+            features.append(np.where(leaf, 0, columns[np.maximum(tree.feature, 0)]))
+            thresholds.append(np.where(leaf, np.inf, tree.threshold))
+            lefts.append(np.where(leaf, here, tree.children_left) + offset)
+            rights.append(np.where(leaf, here, tree.children_right) + offset)
+            values.append(
                 forest._decision_path_lengths[t] + forest._average_path_length_per_tree[t] - 1.0
-            ).tolist()
-            columns = [int(c) for c in feats]
-            feature = [
-                columns[f] if left[i] != -1 else -1 for i, f in enumerate(tree.feature.tolist())
-            ]
-            trees.append(
-                (feature, tree.threshold.tolist(), left, tree.children_right.tolist(), leaf_value)
             )
-        self._trees = trees
-        samples = int(forest._max_samples)
-        self._denominator = len(trees) * _average_path_length(samples)
-        self._float32 = struct.Struct(f"{forest.n_features_in_}f")
+            roots.append(offset)
+            offset += tree.node_count
+            depth = max(depth, int(tree.max_depth))
+        self._feature = np.concatenate(features)
+        self._threshold = np.concatenate(thresholds)
+        self._left = np.concatenate(lefts)
+        self._right = np.concatenate(rights)
+        self._value = np.concatenate(values)
+        self._roots = np.asarray(roots)
+        self._depth = depth
+        self._denominator = len(roots) * _average_path_length(int(forest._max_samples))
 
     def score(self, row: Sequence[float]) -> float:
         """The anomaly score of the original paper, in (0, 1): 0.5 ordinary, near 1 odd."""
-        f32 = self._float32
-        x = f32.unpack(f32.pack(*row))
-        total = 0.0
-        for feature, threshold, left, right, leaf_value in self._trees:
-            node = 0
-            f = feature[0]
-            while f >= 0:
-                node = left[node] if x[f] <= threshold[node] else right[node]
-                f = feature[node]
-            total += leaf_value[node]
+        x = np.asarray(row, dtype=np.float32).astype(np.float64)
+        feature, threshold, left, right = self._feature, self._threshold, self._left, self._right
+        node = self._roots
+        for _ in range(self._depth):
+            node = np.where(x[feature[node]] <= threshold[node], left[node], right[node])
         if not self._denominator:
             return 1.0
-        return float(2.0 ** (-total / self._denominator))
+        return float(2.0 ** (-float(self._value[node].sum()) / self._denominator))
 
 
 def _average_path_length(n: int) -> float:

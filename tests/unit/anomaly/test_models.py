@@ -38,7 +38,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[OfflineModel, Path]
     return model, path
 
 
-def test_the_python_walk_scores_exactly_like_scikit_learn(small: tuple[OfflineModel, Path]) -> None:
+def test_the_level_walk_scores_exactly_like_scikit_learn(small: tuple[OfflineModel, Path]) -> None:
     model, _ = small
     probe = [*rows(300, seed=5), [5.0] * len(FEATURES), [0.0] * len(FEATURES), [1e-7] * 9]
     assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
