@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "models" / "behaviour.skops"))
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--eval-only", action="store_true", help="measure the existing --out model")
+    ap.add_argument("--target-fpr", default="0.0005")
     args = ap.parse_args()
     model = Path(args.out).resolve()
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +104,8 @@ def main() -> None:
                 f"seed {seed}: ROC AUC {m['auc']:.4f}; threshold {m['threshold']}: recall "
                 f"{m['recall']:.3f} ({m['tp']}/{m['tp'] + m['fn']}), false positives {m['fp']} "
                 f"of {report['benign_sessions']} benign sessions ({100 * m['fpr']:.3f}%); "
-                f"rules: {rule_fn} missed, {rule_fp} false positives"
+                f"rules: {rule_fn} missed, {rule_fp} false positives; by attack: "
+                + ", ".join(f"{k} {f}/{t}" for k, (f, t) in m["by_attack"].items())
             )
             total["tp"] += m["tp"]
             total["fn"] += m["fn"]

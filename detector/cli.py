@@ -361,6 +361,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{fmt(q.recall)} ({q.tp}/{q.tp + q.fn} attacks), false positives {q.fp} "
             f"of {report.benign} benign sessions ({100 * (q.fpr or 0):.3f}%)"
         )
+        for attack, (found, total) in q.by_attack.items():
+            print(f"  {attack}: {found}/{total}")
     if not report.models:
         print("no behaviour model configured ([behaviour] model): rules only")
     return 0

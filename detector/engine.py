@@ -226,7 +226,7 @@ class Engine:
         gap: float | None = None
         if profile is None or opening:
             network = self.ladder.place_key(s.login_ip or ev.ip or "")
-            profile = s.profile = open_profile(base, ev, network, beh.min_user_sessions)
+            profile = s.profile = open_profile(base, ev, ts, network, beh.min_user_sessions)
         else:
             gap = ts - s.last
         row = observe(base, profile, ev, ts, gap, ts - s.start)

@@ -69,6 +69,8 @@ class Quality:
     auc: float | None
     threshold: float | None = None
     fpr: float | None = None  # benign sessions at or above the threshold (models)
+    #: Found and labelled per attack kind (models), e.g. {"bulk_export": (5, 5)}.
+    by_attack: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def precision(self) -> float:
@@ -150,20 +152,22 @@ def evaluate(
         )
         indicators.append(Quality(kind, tp, len(want) - tp, len(keys - want), auc))
     models = []
-    attack_sessions = {
-        session_of[lb["event_id"]]
+    attack_of = {
+        session_of[lb["event_id"]]: str(lb.get("attack", "")).split("#")[0]
         for lb in labels
         if lb["indicator"] == "behaviour_anomaly" and lb["event_id"] in session_of
     }
+    attack_sessions = set(attack_of)
     for name, scores in sorted(model_scores.items()):
         thr = thresholds[name]
         pos = [scores.get(s, 0.0) for s in attack_sessions]
         neg = [scores.get(s, 0.0) for s in benign]
         tp = sum(s >= thr for s in pos)
         fp = sum(s >= thr for s in neg)
-        models.append(
-            Quality(
-                name, tp, len(pos) - tp, fp, roc_auc(pos, neg), thr, fp / len(neg) if neg else 0.0
-            )
-        )
+        by_attack: dict[str, tuple[int, int]] = {}
+        for session, attack in sorted(attack_of.items(), key=lambda kv: kv[1]):
+            found, total = by_attack.get(attack, (0, 0))
+            by_attack[attack] = (found + (scores.get(session, 0.0) >= thr), total + 1)
+        rate = fp / len(neg) if neg else 0.0
+        models.append(Quality(name, tp, len(pos) - tp, fp, roc_auc(pos, neg), thr, rate, by_attack))
     return Report(indicators, models, len(authenticated), len(benign))

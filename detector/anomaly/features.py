@@ -11,7 +11,7 @@ of theft, and a model that saw both tails would alert on lunch breaks.
 feature            meaning (``ln`` ratios are 0 at the user's usual level)
 =================  ==========================================================
 ``pace``           ln(user's usual gap between requests / the session's
-                   recent gap), ≥ 0: 2.3 is ten times faster than usual
+                   recent mean gap), ≥ 0: 2.3 is ten times faster than usual
 ``burstiness``     recent share of gaps under 3 s (scripts, not people)
 ``new_paths``      recent share of requests to paths this user never used
 ``hour_rarity``    −log10(the user's activity near this hour, relative to a
@@ -19,24 +19,26 @@ feature            meaning (``ln`` ratios are 0 at the user's usual level)
                    any day; smoothed over ±3 hours; this session's own
                    requests left out) / 3, in [0, 1]: 0 at or above an
                    average hour, 1/3 at a tenth of it, 1 never
+``start_rarity``   ``hour_rarity`` of the session's first request: a login at
+                   night differs from a day's session running late
 ``new_network``    the session's login network (the ip_change prefix) is
                    new for this user (0/1)
 ``new_browser``    the session's browser family and OS are new (0/1)
-``volume``         ln(recent response bytes per request / the user's
-                   usual), ≥ 0; 0 when events carry no ``response_bytes``
+``volume``         ln(1 + recent mean response bytes) − the user's usual,
+                   ≥ 0; 0 when events carry no ``response_bytes``
 ``session_age``    ln(1 + minutes since login)
 ``session_events`` ln(1 + requests so far in the session)
 =================  ==========================================================
 
-"Recent" is an exponentially weighted mean over about the last eight requests
-(``RECENT``), so a burst in the middle of a long, ordinary session stands out
-instead of being averaged away. The user's baseline moves slowly (``SLOW``) and
-each session compares with the baseline as it was when the session began, so an
-attack cannot teach the model its own pace while it runs.
-
 A session step is scored at its 1st, 4th and 16th request and every 16th after
 that (:func:`is_checkpoint`): enough to see a burst while it lasts, and few
-enough that scoring costs little next to the rules. Users with fewer than
+enough that scoring costs little next to the rules. "Recent" is the window of
+requests since the previous checkpoint (at most 16), so a burst in the middle
+of a long, ordinary session stands out instead of being averaged away; a window
+is a handful of counters, so a request costs a few additions, and logarithms are
+taken once per window. The user's baseline moves slowly (``SLOW`` per request)
+and each session compares with the baseline as it was when the session began,
+so an attack cannot teach the model its own pace while it runs. Users with fewer than
 ``min_user_sessions`` sessions of history are not scored at all: everything is
 new for a new user.
 
@@ -62,6 +64,7 @@ FEATURES: Final = (
     "burstiness",
     "new_paths",
     "hour_rarity",
+    "start_rarity",
     "new_network",
     "new_browser",
     "volume",
@@ -69,8 +72,6 @@ FEATURES: Final = (
     "session_events",
 )
 
-#: Weight of the newest request in a session's recent means (~8 requests of memory).
-RECENT: Final = 1 / 8
 #: Weight of one request in the user's baseline (~50 requests of memory).
 SLOW: Final = 1 / 50
 #: Gaps under this many seconds count as bursts.
@@ -95,30 +96,53 @@ class Baseline(msgspec.Struct, gc=False):
     log_gap: float = _PRIOR_LOG_GAP
     log_bytes: float | None = None
     hours: dict[int, int] = msgspec.field(default_factory=dict)  # hour of week -> requests
-    paths: list[str] = msgspec.field(default_factory=list)
+    paths: dict[str, None] = msgspec.field(default_factory=dict)  # ordered: oldest first
     networks: list[bytes] = msgspec.field(default_factory=list)
     browsers: list[str] = msgspec.field(default_factory=list)
 
 
 class Profile(msgspec.Struct, gc=False):
-    """One session's recent behaviour and the baseline it is compared with."""
+    """One session: its current window of requests and the baseline it is compared with."""
 
     scored: bool  # the user was mature when the session began
     base_gap: float
     base_bytes: float | None
     new_network: bool
     new_browser: bool
+    start_rarity: float = 0.0
     n: int = 0
-    recent_gap: float = 0.0
-    recent_burst: float = 0.0
-    recent_new: float = 0.0
-    recent_bytes: float | None = None
+    #: The window since the previous checkpoint: its start, requests, gaps, gaps under
+    #: BURST_GAP_S, requests to new paths, bytes and requests that reported bytes.
+    since: float = 0.0
+    w_requests: int = 0
+    w_gaps: int = 0
+    w_fast: int = 0
+    w_new: int = 0
+    w_bytes: int = 0
+    w_sized: int = 0
+    #: Requests not yet added to the hour counters: their hour of week and count.
+    hour: int = -1
+    hour_count: int = 0
     #: This session's own requests per hour of week (left out of its hour rarity).
     own_hours: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 def path_shape(url: str) -> str:
     """The request path without query and record ids: what "a page" means for a user."""
+    shape = _shapes.get(url)
+    if shape is None:
+        if len(_shapes) >= _SHAPE_CACHE_MAX:
+            _shapes.clear()
+        shape = _shapes[url] = _path_shape(url)
+    return shape
+
+
+# Most requests repeat a URL seen before; a dict emptied when full beats an LRU here.
+_shapes: dict[str, str] = {}
+_SHAPE_CACHE_MAX: Final = 65_536
+
+
+def _path_shape(url: str) -> str:
     path = url.split("?", 1)[0].split("#", 1)[0]
     head, _, last = path.rpartition("/")
     if head and len(last) >= 16 and all(c in "0123456789abcdefABCDEF-" for c in last):
@@ -173,17 +197,19 @@ def _remember(items: list[str] | list[bytes], item: str | bytes, limit: int) -> 
         del items[0]
 
 
-def open_profile(base: Baseline, ev: Event, network: bytes, min_sessions: int) -> Profile:
-    """Starts a session's profile, comparing its network and browser with the user's."""
+def open_profile(
+    base: Baseline, ev: Event, ts: float, network: bytes, min_sessions: int
+) -> Profile:
+    """Starts a session's profile, comparing its network, browser and hour with the user's."""
     browser = "/".join(classify(ev.user_agent)) if ev.user_agent else ""
+    scored = base.sessions >= min_sessions
     profile = Profile(
-        scored=base.sessions >= min_sessions,
+        scored=scored,
         base_gap=base.log_gap,
         base_bytes=base.log_bytes,
         new_network=bool(network) and network not in base.networks,
         new_browser=bool(browser) and browser not in base.browsers,
-        recent_gap=base.log_gap,
-        recent_bytes=base.log_bytes,
+        start_rarity=hour_rarity(base.hours, base.events, ts) if scored else 0.0,
     )
     base.sessions += 1
     if network and profile.new_network:
@@ -191,6 +217,16 @@ def open_profile(base: Baseline, ev: Event, network: bytes, min_sessions: int) -
     if browser and profile.new_browser:
         _remember(base.browsers, browser, MAX_BROWSERS)
     return profile
+
+
+def _flush_hours(base: Baseline, profile: Profile) -> None:
+    count = profile.hour_count
+    if count:
+        how = profile.hour
+        base.hours[how] = base.hours.get(how, 0) + count
+        profile.own_hours[how] = profile.own_hours.get(how, 0) + count
+        base.events += count
+        profile.hour_count = 0
 
 
 def observe(
@@ -204,47 +240,70 @@ def observe(
     """
     profile.n += 1
     n = profile.n
+    if n == 1:
+        profile.since = ts
+    profile.w_requests += 1
     if gap is not None:
-        lg = math.log(max(gap, 0.5))
-        profile.recent_gap += RECENT * (lg - profile.recent_gap)
-        profile.recent_burst += RECENT * ((gap < BURST_GAP_S) - profile.recent_burst)
-        base.log_gap += SLOW * (lg - base.log_gap)
-    new_path = 0.0
-    if ev.url is not None:
-        shape = path_shape(ev.url)
-        if shape not in base.paths:
-            new_path = 1.0
-            _remember(base.paths, shape, MAX_PATHS)
-    profile.recent_new += RECENT * (new_path - profile.recent_new)
+        profile.w_gaps += 1
+        if gap < BURST_GAP_S:
+            profile.w_fast += 1
+    url = ev.url
+    if url is not None:
+        shape = path_shape(url)
+        paths = base.paths
+        if shape not in paths:
+            profile.w_new += 1
+            paths[shape] = None
+            if len(paths) > MAX_PATHS:
+                del paths[next(iter(paths))]  # the oldest: habits change
     size = ev.response_bytes
     if size is not None:
-        lb = math.log1p(size)
-        rb = profile.recent_bytes
-        profile.recent_bytes = lb if rb is None else rb + RECENT * (lb - rb)
-        base.log_bytes = (
-            lb if base.log_bytes is None else base.log_bytes + SLOW * (lb - base.log_bytes)
-        )
+        profile.w_bytes += size
+        profile.w_sized += 1
+    how = (int(ts // 3600) + _THURSDAY_HOUR) % 168
+    if how == profile.hour:
+        profile.hour_count += 1
+    else:
+        _flush_hours(base, profile)
+        profile.hour, profile.hour_count = how, 1
+    if n == 1 or n == 4 or n % 16 == 0:
+        return _checkpoint(base, profile, ts, age_s)
+    return None
 
+
+def _checkpoint(base: Baseline, profile: Profile, ts: float, age_s: float) -> list[float] | None:
+    """Closes the window: updates the user's baseline, returns the row if scored."""
+    _flush_hours(base, profile)
+    pace = burst = volume = 0.0
+    gaps = profile.w_gaps
+    if gaps:
+        lg = math.log(max((ts - profile.since) / gaps, 0.5))
+        pace = max(0.0, profile.base_gap - lg)
+        burst = profile.w_fast / gaps
+        base.log_gap += (1.0 - (1.0 - SLOW) ** gaps) * (lg - base.log_gap)
+    if profile.w_sized:
+        lb = math.log1p(profile.w_bytes / profile.w_sized)
+        if profile.base_bytes is not None:
+            volume = max(0.0, lb - profile.base_bytes)
+        if base.log_bytes is None:
+            base.log_bytes = lb
+        else:
+            base.log_bytes += (1.0 - (1.0 - SLOW) ** profile.w_sized) * (lb - base.log_bytes)
     row = None
-    if profile.scored and is_checkpoint(n):
-        volume = 0.0
-        if profile.recent_bytes is not None and profile.base_bytes is not None:
-            volume = max(0.0, profile.recent_bytes - profile.base_bytes)
+    if profile.scored:
         row = [
-            max(0.0, profile.base_gap - profile.recent_gap),
-            profile.recent_burst,
-            profile.recent_new,
+            pace,
+            burst,
+            profile.w_new / profile.w_requests,
             hour_rarity(base.hours, base.events, ts, profile.own_hours),
+            profile.start_rarity,
             float(profile.new_network),
             float(profile.new_browser),
             volume,
             math.log1p(max(age_s, 0.0) / 60.0),
-            math.log1p(n),
+            math.log1p(profile.n),
         ]
-    how = hour_of_week(ts)
-    hours = base.hours
-    hours[how] = hours.get(how, 0) + 1
-    own = profile.own_hours
-    own[how] = own.get(how, 0) + 1
-    base.events += 1
+    profile.since = ts
+    profile.w_requests = profile.w_gaps = profile.w_fast = 0
+    profile.w_new = profile.w_bytes = profile.w_sized = 0
     return row

@@ -30,7 +30,7 @@ from detector.anomaly.base import Contribution, contributions
 from detector.anomaly.features import FEATURES
 
 #: What a model file says it is; bump when features or their meaning change.
-FORMAT: Final = "sessionwatch-behaviour/1"
+FORMAT: Final = "sessionwatch-behaviour/2"
 #: Types beyond skops' defaults that a model file may contain.
 TRUSTED: Final = ("sklearn.tree._tree.Tree",)
 
@@ -103,7 +103,8 @@ def _average_path_length(n: int) -> float:
 #: Features where only high values are suspicious (see features.py), and so where a
 #: value beyond anything seen in training is evidence in itself.
 ONE_SIDED: Final = tuple(
-    FEATURES.index(f) for f in ("pace", "burstiness", "new_paths", "hour_rarity", "volume")
+    FEATURES.index(f)
+    for f in ("pace", "burstiness", "new_paths", "hour_rarity", "start_rarity", "volume")
 )
 
 

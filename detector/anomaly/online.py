@@ -12,7 +12,8 @@ Warm-up: half-space trees compare each window with the previous one, so the
 first ``warmup`` steps only teach; their score is reported as 0.
 
 >>> m = OnlineModel(threshold=0.9, warmup=2, seed=1)
->>> [m.score_one(row) for row in ([0.0] * 9, [0.1] * 9, [0.0] * 9)][:2]
+>>> rows = ([0.0] * len(FEATURES), [0.1] * len(FEATURES), [0.0] * len(FEATURES))
+>>> [m.score_one(row) for row in rows][:2]
 [0.0, 0.0]
 """
 

@@ -86,7 +86,7 @@ def mature() -> Baseline:
     """A user with four sessions of history: two pages, two-minute pace, 20 kB pages."""
     base = Baseline()
     for s in range(4):
-        prof = open_profile(base, event(), b"net", min_sessions=3)
+        prof = open_profile(base, event(), T0, b"net", min_sessions=3)
         for i in range(30):
             ts = MONDAY + s * 86400 + 9 * 3600 + i * 120
             observe(
@@ -107,7 +107,7 @@ def session(
     size: int = 20_000,
     start: float = MONDAY + 4 * 86400 + 10 * 3600,
 ) -> list[list[float]]:
-    prof = open_profile(base, event(), b"net", min_sessions=3)
+    prof = open_profile(base, event(), start + gaps[0], b"net", min_sessions=3)
     rows = []
     t = start
     for i, (gap, url) in enumerate(zip(gaps, urls, strict=True)):
@@ -120,7 +120,7 @@ def session(
 
 def test_new_users_are_not_scored() -> None:
     base = Baseline()
-    prof = open_profile(base, event(), b"net", min_sessions=3)
+    prof = open_profile(base, event(), T0, b"net", min_sessions=3)
     assert not prof.scored
     assert observe(base, prof, event(), T0, None, 0.0) is None
     assert base.sessions == 1 and base.events == 1
@@ -133,7 +133,7 @@ def test_an_ordinary_session_looks_ordinary() -> None:
         assert feature(row, "pace") < 0.1
         assert feature(row, "burstiness") == 0.0
         assert feature(row, "new_paths") == 0.0
-        assert feature(row, "hour_rarity") == 0.0
+        assert feature(row, "hour_rarity") == feature(row, "start_rarity") == 0.0
         assert feature(row, "new_network") == feature(row, "new_browser") == 0.0
         assert feature(row, "volume") < 0.1
 
@@ -162,13 +162,14 @@ def test_enumeration_shows_as_new_paths() -> None:
 def test_night_time_is_rare_for_a_day_worker() -> None:
     rows = session(mature(), [120.0] * 4, ["/incident.do"] * 4, start=MONDAY + 4 * 86400 + 3 * 3600)
     assert all(feature(r, "hour_rarity") == 1.0 for r in rows)
+    assert all(feature(r, "start_rarity") == 1.0 for r in rows)
 
 
 def test_new_network_and_browser_are_relative_to_the_user() -> None:
     base = mature()
-    prof = open_profile(base, event(ua=CHROME_ANDROID), b"other", min_sessions=3)
+    prof = open_profile(base, event(ua=CHROME_ANDROID), T0, b"other", min_sessions=3)
     assert prof.new_network and prof.new_browser
-    again = open_profile(base, event(ua=CHROME_ANDROID), b"other", min_sessions=3)
+    again = open_profile(base, event(ua=CHROME_ANDROID), T0, b"other", min_sessions=3)
     assert not again.new_network and not again.new_browser
 
 

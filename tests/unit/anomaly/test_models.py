@@ -40,7 +40,12 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[OfflineModel, Path]
 
 def test_the_level_walk_scores_exactly_like_scikit_learn(small: tuple[OfflineModel, Path]) -> None:
     model, _ = small
-    probe = [*rows(300, seed=5), [5.0] * len(FEATURES), [0.0] * len(FEATURES), [1e-7] * 9]
+    probe = [
+        *rows(300, seed=5),
+        [5.0] * len(FEATURES),
+        [0.0] * len(FEATURES),
+        [1e-7] * len(FEATURES),
+    ]
     assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
 
 
@@ -114,7 +119,7 @@ def test_a_foreign_model_is_refused(tmp_path: Path) -> None:
     forest = IsolationForest(n_estimators=5, random_state=0).fit([[0.0, 1.0]] * 10)
     wrong = tmp_path / "other-features.skops"
     sio.dump(
-        {"format": "sessionwatch-behaviour/1", "features": ["a", "b"], "forest": forest}, wrong
+        {"format": "sessionwatch-behaviour/2", "features": ["a", "b"], "forest": forest}, wrong
     )
     with pytest.raises(ModelError, match="other features"):
         load(wrong)
@@ -122,7 +127,7 @@ def test_a_foreign_model_is_refused(tmp_path: Path) -> None:
 
 def test_a_pickle_or_garbage_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "model.pkl"
-    path.write_bytes(pickle.dumps({"format": "sessionwatch-behaviour/1"}))
+    path.write_bytes(pickle.dumps({"format": "sessionwatch-behaviour/2"}))
     with pytest.raises(ModelError, match="not a skops model file"):
         load(path)
     truncated = tmp_path / "truncated.skops"
