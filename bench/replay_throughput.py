@@ -46,7 +46,7 @@ def simulated_file(events: int, days: int = 1) -> Path:
     if path.exists():
         return path
     CACHE.mkdir(exist_ok=True)
-    users = max(10, events // (85 * days))  # about 85 events per user-day
+    users = max(10, events // (50 * days))  # over 50 events per user-day: cut to size below
     buf = io.BytesIO()
     attacks = 5 if days >= 4 else 0
     Simulation(users=users, hours=24 * days, seed=42, behaviour_attacks=attacks).write(buf)
