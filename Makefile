@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install bench examples clean system-deps kafka-jars
+.PHONY: demo demo-behaviour test lint typecheck unit install bench examples clean system-deps kafka-jars
 
 # Debian packages the tests use as real outside tools (command:package); installed
 # only when missing.
@@ -27,6 +27,17 @@ demo: $(STAMP)
 	@echo
 	@echo "First alerts (all in out/demo-alerts.jsonl):"
 	@head -n 5 out/demo-alerts.jsonl
+
+## The behaviour model on a simulated week (users need history before they are scored).
+demo-behaviour: $(STAMP) | out
+	$(BIN)/sessionwatch simulate --users 80 --hours 168 --seed 21 --behaviour-attacks 2 \
+		-o out/week.jsonl --labels-out out/week-labels.jsonl
+	$(BIN)/sessionwatch evaluate --config examples/policy.toml out/week.jsonl out/week-labels.jsonl
+	@$(BIN)/sessionwatch replay -q --config examples/policy.toml out/week.jsonl 2>/dev/null \
+		| grep behaviour_anomaly > out/week-behaviour-alerts.jsonl || true
+	@echo
+	@echo "Behaviour alerts (all in out/week-behaviour-alerts.jsonl):"
+	@head -n 3 out/week-behaviour-alerts.jsonl
 
 demo: | out
 out:
