@@ -59,6 +59,13 @@ ATTACK = {
 }
 
 
+def _analytic(kind: str) -> dict[str, Any]:
+    """OCSF analytic type: the indicators are rules, ``behaviour_anomaly`` a learned model."""
+    if kind == "behaviour_anomaly":
+        return {"name": kind, "type_id": 4, "type": "Learning (ML/DL)"}
+    return {"name": kind, "type_id": 1, "type": "Rule"}
+
+
 def _epoch_ms(ts: str) -> int:
     return round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
 
@@ -70,7 +77,7 @@ def finding(alert: Alert) -> dict[str, Any]:
         "uid": alert.alert_id,
         "title": f"sessionwatch: {alert.kind.replace('_', ' ')}",
         "types": [alert.kind],
-        "analytic": {"name": alert.kind, "type_id": 1, "type": "Rule"},
+        "analytic": _analytic(alert.kind),
         "created_time": at,
         "related_events": [{"uid": alert.event_id}],
     }

@@ -259,6 +259,9 @@ def test_ocsf_findings_map_severities_and_techniques() -> None:
     ]
     guest = finding(_alert("unknown_session", "low", user=None))
     assert "user" not in guest["evidences"][0]["actor"]
+    assert finding(_alert("ip_change"))["finding_info"]["analytic"]["type_id"] == 1  # Rule
+    model = finding(_alert("behaviour_anomaly", "medium"))["finding_info"]["analytic"]
+    assert (model["type_id"], model["type"]) == (4, "Learning (ML/DL)")
     assert set(ATTACK) >= {"reuse_after_logout", "session_fixation", "insecure_transport"}
 
 
