@@ -14,11 +14,12 @@ feature            meaning (``ln`` ratios are 0 at the user's usual level)
                    recent mean gap), ≥ 0: 2.3 is ten times faster than usual
 ``burstiness``     recent share of gaps under 3 s (scripts, not people)
 ``new_paths``      recent share of requests to paths this user never used
-``hour_rarity``    −log10(the user's activity near this hour, relative to a
-                   flat spread; half this hour of the week, half this hour of
-                   any day; smoothed over ±3 hours; this session's own
-                   requests left out) / 3, in [0, 1]: 0 at or above an
-                   average hour, 1/3 at a tenth of it, 1 never
+``hour_rarity``    1 if the user was never active within ±3 hours of this hour
+                   (of the week or of any day; this session's own requests
+                   left out); else 0.8 × −log10(activity near this hour,
+                   relative to a flat spread, + 0.001) / 3, at most 0.8: 0 at
+                   or above an average hour, ~0.27 at a tenth of it. The gap
+                   keeps "never" apart from "rarely" for the forest
 ``start_rarity``   ``hour_rarity`` of the session's first request: a login at
                    night differs from a day's session running late
 ``new_network``    the session's login network (the ip_change prefix) is
@@ -182,7 +183,11 @@ def hour_rarity(
                     week += w * c
     # Activity near this hour relative to a flat spread (1 = as busy as an average hour).
     intensity = (84.0 * week + 12.0 * day) / (_KERNEL_SUM * events)
-    return min(1.0, -math.log10(intensity + 0.001) / 3.0) if intensity < 1.0 else 0.0
+    # A forest splits at random between a feature's extremes: with "rarely" running up to
+    # "never" continuously, a night login would sit among late evenings. Hence the gap.
+    if intensity <= 0.0:
+        return 1.0
+    return 0.8 * min(1.0, -math.log10(intensity + 0.001) / 3.0) if intensity < 1.0 else 0.0
 
 
 def is_checkpoint(n: int) -> bool:
