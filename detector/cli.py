@@ -9,8 +9,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
@@ -71,30 +71,26 @@ def load_policy(path: str | None) -> Policy:
         raise SystemExit(2) from err
 
 
+@contextmanager
+def _model_refused() -> Iterator[None]:
+    """Exit 2 with the reason when the engine's behaviour model file cannot be used."""
+    from detector.anomaly.offline import ModelError
+
+    try:
+        yield
+    except ModelError as err:
+        print(f"sessionwatch: [behaviour] model refused: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
 def build_engine(policy: Policy, fingerprint: Fingerprinter | None = None) -> Engine:
     """The engine for a config, or exit 2 if its behaviour model cannot be used."""
-    from detector.anomaly.offline import ModelError
     from detector.engine import Engine
     from detector.fingerprint import Fingerprinter
 
     fingerprint = fingerprint or Fingerprinter.from_env(policy.fingerprint_key_env)
-    try:
+    with _model_refused():
         return Engine(policy, fingerprint)
-    except ModelError as err:
-        print(f"sessionwatch: [behaviour] model refused: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
-
-
-def _check_behaviour(policy: Policy) -> None:
-    """Refuses a missing or untrusted model file before any broker is contacted."""
-    from detector.anomaly.offline import ModelError
-    from detector.anomaly.scoring import build
-
-    try:
-        build(policy.behaviour)
-    except ModelError as err:
-        print(f"sessionwatch: [behaviour] model refused: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -293,44 +289,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import orjson
 
-    from detector.evaluate import evaluate
-    from detector.events import Event, decode
+    from detector.evaluate import replay_and_evaluate
     from detector.fingerprint import Fingerprinter
-    from detector.replay import Replayer, open_input
+    from detector.replay import open_input
 
     policy = load_policy(args.config)
-    # Fingerprints only join labels to sessions here: any key will do.
-    fingerprint = Fingerprinter(b"sessionwatch-evaluate")
-    engine = build_engine(policy, fingerprint)
-    if engine.behaviour is not None:
-        engine.behaviour.session_scores = {}
-    alerts: list[Any] = []
-    Replayer(engine, alerts.append, lambda _d: None).run([args.events])
-    session_of: dict[str, str] = {}
-    authenticated: set[str] = set()
+    engine = build_engine(policy, Fingerprinter(b"sessionwatch-evaluate"))
     with open_input(args.events) as fh:
-        for line in fh:
-            ev = decode(line)
-            if type(ev) is not Event or ev.session_id is None:
-                continue
-            fp = fingerprint(ev.session_id)
-            session_of[ev.event_id] = fp
-            if ev.user is not None and not ev.guest:
-                authenticated.add(fp)
-                if ev.new_session_id:
-                    authenticated.add(fingerprint(ev.new_session_id))
+        lines = fh.read().splitlines()
     with open_input(args.labels) as fh:
         labels = [orjson.loads(line) for line in fh if line.strip()]
-    scores = engine.behaviour.session_scores if engine.behaviour is not None else None
-    models = engine.behaviour.models if engine.behaviour is not None else []
-    report = evaluate(
-        alerts,
-        labels,
-        session_of,
-        authenticated,
-        scores or {},
-        {m.name: m.threshold for m in models},
-    )
+    report = replay_and_evaluate(engine, lines, labels)
     if args.json:
         out = {
             "sessions": report.sessions,
@@ -395,10 +364,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
-    _check_behaviour(policy)
+    with _model_refused():  # loads the model: refused before any broker is contacted
+        app = create_app(settings, policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes.
     asyncio.run(ensure_topics(settings))
-    app = create_app(settings, policy)
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.

@@ -15,10 +15,10 @@ import itertools
 import math
 from typing import Any
 
-import msgspec
 import orjson
 
 from detector.alerts import Alert, alert_id, rfc3339
+from detector.anomaly.base import margin
 from detector.anomaly.base import severity as behaviour_severity
 from detector.anomaly.features import Baseline, observe, open_profile
 from detector.anomaly.scoring import Scorer, build
@@ -82,8 +82,7 @@ class Engine:
         self._sweep_every_s = sweep_every_s
         self.swept = 0
         if isinstance(behaviour, _FromPolicy):
-            on = policy.rule(_BEHAVIOUR).enabled
-            behaviour = build(policy.behaviour) if on else None
+            behaviour = build(policy.behaviour) if self._rules[_BEHAVIOUR].enabled else None
         self.behaviour: Scorer | None = behaviour
 
     # -- expiry -----------------------------------------------------------------
@@ -181,7 +180,7 @@ class Engine:
         alerts = self._run(plan, ctx, fp, raw) if plan else []
 
         if self.behaviour is not None and user_name is not None and not s.guest and not s.ended:
-            u = self._behave(ev, ts, raw, fp, s, u, user_name, first_sight or prior_guest, alerts)
+            u = self._behave(ev, ts, raw, fp, s, u, user_name, alerts)
         # The event's effect on state, after the indicators saw the state before it.
         if ts > s.last:
             s.last = ts
@@ -210,7 +209,6 @@ class Engine:
         s: SessionState,
         u: UserState | None,
         user_name: str,
-        opening: bool,
         alerts: list[Alert],
     ) -> UserState:
         """Folds the request into the session's profile and the user's baseline, and
@@ -224,7 +222,7 @@ class Engine:
             base = u.baseline = Baseline()
         profile = s.profile
         gap: float | None = None
-        if profile is None or opening:
+        if profile is None:  # the session's first authenticated request
             network = self.ladder.place_key(s.login_ip or ev.ip or "")
             profile = s.profile = open_profile(base, ev, ts, network, beh.min_user_sessions)
         else:
@@ -254,7 +252,7 @@ class Engine:
         hits = [(m, sc) for m, sc in results if sc >= m.threshold]
         if not hits:
             return None
-        model, score = max(hits, key=lambda h: (h[1] - h[0].threshold) / (1 - h[0].threshold))
+        model, score = max(hits, key=lambda h: margin(h[1], h[0].threshold))
         evidence: dict[str, Any] = {
             "score": round(score, 4),
             "threshold": model.threshold,
@@ -432,8 +430,9 @@ class Engine:
             ended=s.ended,
             ended_at=s.ended_at,
             raised=dict(s.raised),
-            profile=msgspec.structs.replace(s.profile) if s.profile is not None else None,
+            profile=s.profile,  # moved, not copied: the old ID's session is over
         )
+        s.profile = None
         alerts: list[Alert] = []
         if self._weak_enabled and "weak_session_id" not in carried.raised:
             bits = estimate_bits(new_id)

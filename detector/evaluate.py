@@ -8,11 +8,14 @@ positive, whatever its indicator.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detector.alerts import Alert
+from detector.engine import Engine
+from detector.events import Event, decode
+from detector.replay import Replayer
 
 
 @dataclass
@@ -171,3 +174,39 @@ def evaluate(
         rate = fp / len(neg) if neg else 0.0
         models.append(Quality(name, tp, len(pos) - tp, fp, roc_auc(pos, neg), thr, rate, by_attack))
     return Report(indicators, models, len(authenticated), len(benign))
+
+
+def replay_and_evaluate(
+    engine: Engine, lines: Sequence[bytes], labels: Iterable[dict[str, Any]]
+) -> Report:
+    """Replays ``lines`` through ``engine`` (remembering model scores) and evaluates it.
+
+    The fingerprint key only joins labels to sessions here: any key will do.
+    """
+    beh = engine.behaviour
+    if beh is not None:
+        beh.session_scores = {}
+    alerts: list[Alert] = []
+    Replayer(engine, alerts.append, lambda _d: None).feed(lines, "evaluate")
+    fingerprint = engine.fingerprint
+    session_of: dict[str, str] = {}
+    authenticated: set[str] = set()
+    for line in lines:
+        ev = decode(line)
+        if type(ev) is not Event or ev.session_id is None:
+            continue
+        fp = fingerprint(ev.session_id)
+        session_of[ev.event_id] = fp
+        if ev.user is not None and not ev.guest:
+            authenticated.add(fp)
+            if ev.new_session_id:
+                authenticated.add(fingerprint(ev.new_session_id))
+    models = beh.models if beh is not None else []
+    return evaluate(
+        alerts,
+        labels,
+        session_of,
+        authenticated,
+        (beh.session_scores if beh is not None else None) or {},
+        {m.name: m.threshold for m in models},
+    )

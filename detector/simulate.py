@@ -654,16 +654,18 @@ class Simulation:
         return self.tl
 
     # -- behavioural attacks -----------------------------------------------------------
+    def _open_stretches(self, name: str) -> list[_Stretch]:
+        """A user's work stretches long enough to hide in, after four logins of history."""
+        logins = self._logins.get(name, [])
+        return [
+            st
+            for st in self._stretches.get(name, [])
+            if st.last - st.start > 1800 and sum(t < st.start for t in logins) >= 4
+        ]
+
     def _behaviour_victims(self) -> list[_Profile]:
         """Benign users with enough history and a long work stretch after it."""
-        found = []
-        for p in self._people:
-            logins = self._logins.get(p.name, [])
-            if len(logins) >= 4 and any(
-                st.last - st.start > 1800 and sum(t < st.start for t in logins) >= 4
-                for st in self._stretches.get(p.name, [])
-            ):
-                found.append(p)
+        found = [p for p in self._people if self._open_stretches(p.name)]
         self.rng.shuffle(found)
         return found
 
@@ -672,12 +674,7 @@ class Simulation:
         r, tl = self.rng, self.tl
         tag = f"{kind}#{n}"
         logins = self._logins[p.name]
-        stretches = [
-            st
-            for st in self._stretches[p.name]
-            if st.last - st.start > 1800 and sum(t < st.start for t in logins) >= 4
-        ]
-        st = r.choice(stretches)
+        st = r.choice(self._open_stretches(p.name))
         t = r.uniform(st.start + 300, st.last - 900)
         ip = st.login_ip
         if kind == "bulk_export":

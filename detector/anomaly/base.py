@@ -38,16 +38,21 @@ class Model(Protocol):
         ...
 
 
+def margin(score: float, threshold: float) -> float:
+    """How far a score lies between its model's threshold (0) and certainty (1)."""
+    return (score - threshold) / max(1.0 - threshold, 1e-9)
+
+
 def severity(score: float, threshold: float) -> str:
     """Low just above the threshold, high when the score is far into the tail.
 
     >>> severity(0.62, 0.6), severity(0.75, 0.6), severity(0.9, 0.6)
     ('low', 'medium', 'high')
     """
-    margin = (score - threshold) / max(1.0 - threshold, 1e-9)
-    if margin >= 0.5:
+    past = margin(score, threshold)
+    if past >= 0.5:
         return "high"
-    if margin >= 0.2:
+    if past >= 0.2:
         return "medium"
     return "low"
 

@@ -215,6 +215,7 @@ def open_profile(
         new_network=bool(network) and network not in base.networks,
         new_browser=bool(browser) and browser not in base.browsers,
         start_rarity=hour_rarity(base.hours, base.events, ts) if scored else 0.0,
+        since=ts,
     )
     base.sessions += 1
     if network and profile.new_network:
@@ -244,9 +245,6 @@ def observe(
     request, against the user's baseline *without* it.
     """
     profile.n += 1
-    n = profile.n
-    if n == 1:
-        profile.since = ts
     profile.w_requests += 1
     if gap is not None:
         profile.w_gaps += 1
@@ -265,15 +263,13 @@ def observe(
     if size is not None:
         profile.w_bytes += size
         profile.w_sized += 1
-    how = (int(ts // 3600) + _THURSDAY_HOUR) % 168
+    how = hour_of_week(ts)
     if how == profile.hour:
         profile.hour_count += 1
     else:
         _flush_hours(base, profile)
         profile.hour, profile.hour_count = how, 1
-    if n == 1 or n == 4 or n % 16 == 0:
-        return _checkpoint(base, profile, ts, age_s)
-    return None
+    return _checkpoint(base, profile, ts, age_s) if is_checkpoint(profile.n) else None
 
 
 def _checkpoint(base: Baseline, profile: Profile, ts: float, age_s: float) -> list[float] | None:

@@ -92,6 +92,11 @@ class CompiledForest:
         return float(2.0 ** (-float(self._value[node].sum()) / self._denominator))
 
 
+def _raised(forest: float, excess: float) -> float:
+    """The forest's score, each unit of excess halving its distance to 1."""
+    return 1.0 - (1.0 - forest) * 2.0**-excess if excess else forest
+
+
 def _average_path_length(n: int) -> float:
     if n <= 1:
         return 0.0
@@ -136,19 +141,15 @@ class OfflineModel:
         return sum(max(0.0, (row[i] - limit[i]) / spread[i]) for i in ONE_SIDED)
 
     def score_one(self, row: Sequence[float]) -> float:
-        forest = self._compiled.score(row)
-        excess = self.excess(row)
-        return 1.0 - (1.0 - forest) * 2.0**-excess if excess else forest
+        return _raised(self._compiled.score(row), self.excess(row))
 
     def score_many(self, rows: Sequence[Sequence[float]]) -> list[float]:
         """Scores with scikit-learn's own forest (training, and to check the walk)."""
         if not len(rows):
             return []
         # score_samples is the negated anomaly score of the original paper, in (0, 1).
-        forest = -self.forest.score_samples(np.asarray(rows, dtype=float))
-        excess = np.asarray([self.excess(r) for r in rows])
-        scores: list[float] = (1.0 - (1.0 - forest) * 2.0**-excess).tolist()
-        return scores
+        forest = (-self.forest.score_samples(np.asarray(rows, dtype=float))).tolist()
+        return [_raised(f, self.excess(r)) for f, r in zip(forest, rows, strict=True)]
 
     def explain(self, row: Sequence[float], top: int = 3) -> list[Contribution]:
         return contributions(row, FEATURES, self.center, self.spread, top)

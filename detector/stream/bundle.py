@@ -73,7 +73,6 @@ class BundleStore:
         self._token: Any = None
         self._bundle = Bundle()
         self._dirty = False
-        self.watermark = -math.inf
         self.sweep_every_s = sweep_every_s
         self._next_sweep: dict[int, float] = {}
         self._marks: dict[int, float] = {}  # event time per partition
@@ -90,26 +89,22 @@ class BundleStore:
         self._next_sweep.clear()
         self._marks.clear()
 
-    def load(self, key: str, partition: int, token: Any = None, ts: float | None = None) -> None:
+    def load(self, key: str, partition: int, token: Any, ts: float) -> None:
         """Makes ``key``'s bundle current; ``token`` is handed back at flush (the event).
 
         ``ts`` is the event's time: expiry in a partition follows *that partition's*
         event time. Partitions are consumed unevenly (a worker catching up, a restored
         partition), and sweeping a lagging partition by the clock of one ahead of it
-        would forget sessions that are alive at the lagging partition's time. Without
-        ``ts`` the engine's watermark (the latest time seen anywhere) is used.
+        would forget sessions that are alive at the lagging partition's time.
         """
         if partition not in self._index:
             if not self._index:
                 self._scan()
             self._index.setdefault(partition, ExpiryIndex())
-        if ts is None:
-            now = self.watermark
-        else:
-            now = self._marks.get(partition, -math.inf)
-            if ts > now:
-                now = self._marks[partition] = ts
-        if now != -math.inf and now >= self._next_sweep.get(partition, -math.inf):
+        now = self._marks.get(partition, -math.inf)
+        if ts > now:
+            now = self._marks[partition] = ts
+        if now >= self._next_sweep.get(partition, -math.inf):
             self._next_sweep[partition] = now + self.sweep_every_s
             self.swept += self._sweep_partition(partition, now)
         self._key = bkey = key.encode()
@@ -181,8 +176,7 @@ class BundleStore:
         self._dirty = True
 
     def sweep(self, now: float) -> int:
-        """Called by the engine as event time advances; partitions are swept on load."""
-        self.watermark = now
+        """Nothing to do: each partition is swept on load, by its own event time."""
         return 0
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:

@@ -11,7 +11,7 @@ import pytest
 
 from detector.alerts import Alert
 from detector.engine import Engine
-from detector.evaluate import evaluate
+from detector.evaluate import replay_and_evaluate
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.policy import Policy
@@ -95,27 +95,9 @@ def test_quality_targets_on_an_unseen_simulated_week() -> None:
     """ROC AUC >= 0.95, FPR <= 0.1 % of benign sessions, recall >= 0.8 (a fixed-seed week;
     bench/behaviour_quality.py measures three larger ones for the model card)."""
     data, labels = week(users=100, attacks=3, seed=1)
-    fp = Fingerprinter(KEY)
-    engine = Engine(Policy.from_mapping(config()), fp)
+    engine = Engine(Policy.from_mapping(config()), Fingerprinter(KEY))
     assert engine.behaviour is not None
-    engine.behaviour.session_scores = {}
-    found: list[Alert] = []
-    Replayer(engine, found.append, lambda _d: None).feed(data.splitlines(), "week")
-    session_of, authenticated = {}, set()
-    for line in data.splitlines():
-        ev = decode(line)
-        if isinstance(ev, Event) and ev.session_id:
-            session_of[ev.event_id] = fp(ev.session_id)
-            if ev.user and not ev.guest:
-                authenticated.add(fp(ev.session_id))
-    report = evaluate(
-        found,
-        labels,
-        session_of,
-        authenticated,
-        engine.behaviour.session_scores,
-        {m.name: m.threshold for m in engine.behaviour.models},
-    )
+    report = replay_and_evaluate(engine, data.splitlines(), labels)
     (model,) = report.models
     assert model.tp + model.fn == 9
     assert model.auc is not None and model.auc >= 0.95
