@@ -74,7 +74,7 @@ def load_policy(path: str | None) -> Policy:
 @contextmanager
 def _model_refused() -> Iterator[None]:
     """Exit 2 with the reason when the engine's behaviour model file cannot be used."""
-    from detector.anomaly.offline import ModelError
+    from detector.anomaly.base import ModelError
 
     try:
         yield

@@ -26,6 +26,7 @@ DEVELOPMENT_KEY: Final = b"sessionwatch-development-key-do-not-use-in-production
 #: A "session ID" of this form names a session by its fingerprint (the session API's
 #: terminate, SOC tooling that only ever saw fingerprints); it is not hashed again.
 FINGERPRINT_PREFIX: Final = "sw-fp:"
+_PREFIX_LEN: Final = len(FINGERPRINT_PREFIX)
 
 
 class Fingerprinter:
@@ -42,10 +43,13 @@ class Fingerprinter:
         self._base = hashlib.blake2b(key=key, digest_size=16, person=b"sw-session")
 
     def __call__(self, session_id: str) -> str:
-        if session_id.startswith(FINGERPRINT_PREFIX):
-            return session_id[len(FINGERPRINT_PREFIX) :]
+        if session_id[:_PREFIX_LEN] == FINGERPRINT_PREFIX:
+            return session_id[_PREFIX_LEN:]
         h = self._base.copy()
-        h.update(session_id.encode("utf-8", "surrogatepass"))
+        try:
+            h.update(session_id.encode())  # the C fast path; same bytes when it succeeds
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+            h.update(session_id.encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
     @classmethod

@@ -47,6 +47,10 @@ class IpLadder:
 
     def __init__(self, prefix_v4: int, prefix_v6: int, allow: Iterable[Network]) -> None:
         self._prefix = {4: prefix_v4, 16: prefix_v6}
+        # Per address length: (whole bytes, remaining bits) of the prefix, and the key's
+        # first byte (the length, so the families never compare equal).
+        self._cut = {n: divmod(bits, 8) for n, bits in self._prefix.items()}
+        self._head = {n: bytes((n,)) for n in self._prefix}
         # Addresses repeat (a login IP is compared on every event of its session), but
         # too many exist for an LRU's bookkeeping to pay; a dict emptied when full does.
         self._keys: dict[str, bytes] = {}
@@ -65,12 +69,13 @@ class IpLadder:
         return key
 
     def _network_key(self, ip: str) -> bytes:
-        raw = packed(ip)
-        if raw is None:
+        try:
+            raw = _pton(_AF_INET6 if ":" in ip else _AF_INET, ip)
+        except (OSError, ValueError):
             return b""
-        bits = self._prefix[len(raw)]
-        whole, rest = divmod(bits, 8)
-        key = bytes((len(raw),)) + raw[:whole]
+        size = len(raw)
+        whole, rest = self._cut[size]
+        key = self._head[size] + raw[:whole]
         if rest:
             key += bytes((raw[whole] >> (8 - rest),))
         return key

@@ -113,6 +113,9 @@ class ExpiryIndex(Generic[K]):
     def __len__(self) -> int:
         return len(self._filed)
 
+    def __contains__(self, key: K) -> bool:
+        return key in self._filed
+
 
 class MemoryStore:
     """Dict-backed store with event-time expiry, for replay and tests."""
@@ -133,7 +136,8 @@ class MemoryStore:
         return self.sessions.get(fp)
 
     def put_session(self, fp: str, state: SessionState) -> None:
-        self._session_index.touch(fp, lambda: self._session_expiry(state))
+        if fp not in self._session_index:  # filed already: expiry only moves later
+            self._session_index.touch(fp, lambda: self._session_expiry(state))
         self.sessions[fp] = state
 
     def get_user(self, name: str) -> UserState | None:

@@ -11,6 +11,13 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 
+class ModelError(ValueError):
+    """A model file that must not be used; the message says why.
+
+    Defined here, not next to the loader, so catching it needs no scikit-learn import.
+    """
+
+
 class Contribution(NamedTuple):
     """One feature's part in a score: its value and what is usual for it."""
 

@@ -26,17 +26,13 @@ import numpy as np
 import skops.io as sio
 from sklearn.ensemble import IsolationForest
 
-from detector.anomaly.base import Contribution, contributions
+from detector.anomaly.base import Contribution, ModelError, contributions
 from detector.anomaly.features import FEATURES
 
 #: What a model file says it is; bump when features or their meaning change.
 FORMAT: Final = "sessionwatch-behaviour/2"
 #: Types beyond skops' defaults that a model file may contain.
 TRUSTED: Final = ("sklearn.tree._tree.Tree",)
-
-
-class ModelError(ValueError):
-    """A model file that must not be used; the message says why."""
 
 
 class CompiledForest:

@@ -31,6 +31,8 @@ _LOWER: Final = frozenset(string.ascii_lowercase)
 _UPPER: Final = frozenset(string.ascii_uppercase)
 _ALNUM: Final = _DIGITS | _LOWER | _UPPER
 _PREDICTABLE_BITS: Final = math.log2(3)
+#: c * log2(c) for the character counts of IDs up to 255 characters (0 for c <= 1).
+_XLOG2X: Final = tuple(c * math.log2(c) if c > 1 else 0.0 for c in range(256))
 
 
 def _alphabet(chars: set[str]) -> int:
@@ -58,8 +60,11 @@ def estimate_bits(sid: str) -> float:
     near = steps.count(0) + steps.count(1) + steps.count(-1)
     bits = per_char * (n - near) + _PREDICTABLE_BITS * near
     # n * Shannon entropy = n*log2(n) - sum(c*log2(c)) over the character counts.
-    repeats = [c for c in map(sid.count, chars) if c > 1]
-    shannon_total = n * math.log2(n) - sum(c * math.log2(c) for c in repeats)
+    counts = map(sid.count, chars)
+    if n < len(_XLOG2X):
+        shannon_total = n * math.log2(n) - sum(map(_XLOG2X.__getitem__, counts))
+    else:
+        shannon_total = n * math.log2(n) - sum(c * math.log2(c) for c in counts if c > 1)
     return min(bits, shannon_total)
 
 

@@ -78,3 +78,18 @@ def test_cli_output_and_logs_hold_no_raw_id(
     assert_clean(caplog.text)
     captured = capsys.readouterr()
     assert_clean(captured.out + captured.err)
+
+
+def test_fingerprints_of_odd_ids() -> None:
+    """A lone surrogate (a JSON escape) still hashes; the C fast path changes no digest."""
+    import hashlib
+
+    from detector.fingerprint import Fingerprinter
+
+    fp = Fingerprinter(b"k" * 32)
+    ref = hashlib.blake2b(key=b"k" * 32, digest_size=16, person=b"sw-session")
+    for sid in ("9F3A1C7E", "é😀", "\udc80abc"):
+        h = ref.copy()
+        h.update(sid.encode("utf-8", "surrogatepass"))
+        assert fp(sid) == h.hexdigest()
+    assert fp("sw-fp:" + fp("x")) == fp("x")

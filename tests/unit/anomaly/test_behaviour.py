@@ -105,3 +105,21 @@ def test_quality_targets_on_an_unseen_simulated_week() -> None:
     assert model.fpr is not None and model.fpr <= 0.001
     rules = [q for q in report.indicators if q.name != "behaviour_anomaly"]
     assert all(q.fn == 0 and q.fp == 0 for q in rules), rules
+
+
+def test_routine_shortcut_feeds_the_models_as_the_full_path(
+    small_week: tuple[bytes, list[Any]],
+) -> None:
+    """The online model learns in order: any request skipped or doubled would show."""
+    data, _ = small_week
+    outputs = []
+    for shortcut in (True, False):
+        out = io.BytesIO()
+        writer = JsonLinesWriter(out)
+        engine = Engine(Policy.from_mapping(config("both")), Fingerprinter(KEY))
+        engine.routine_shortcut = shortcut
+        Replayer(engine, writer, writer).feed(data.splitlines(), "test")
+        writer.flush()
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1]
+    assert b"behaviour_anomaly" in outputs[0]

@@ -14,8 +14,9 @@ import skops.io as sio
 from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LogisticRegression
 
+from detector.anomaly.base import ModelError
 from detector.anomaly.features import FEATURES
-from detector.anomaly.offline import ModelError, OfflineModel, fit, load, sha256
+from detector.anomaly.offline import OfflineModel, fit, load, sha256
 from detector.anomaly.online import OnlineModel
 from detector.anomaly.scoring import build
 from detector.policy import Policy, PolicyError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from detector.indicators.weak_id import estimate_bits
@@ -103,3 +105,27 @@ def test_concurrency_off_by_default() -> None:
     for i, sid in enumerate([SID, SID2, SID3]):
         s.login(i, sid=sid)
     assert raised(s) == []
+
+
+def _reference_bits(sid: str) -> float:
+    """The estimate as the module docstring defines it, written plainly."""
+    import math
+    from collections import Counter
+
+    from detector.indicators.weak_id import _alphabet
+
+    n = len(sid)
+    if n == 0:
+        return 0.0
+    per_char = math.log2(_alphabet(set(sid)))
+    near = sum(1 for a, b in itertools.pairwise(sid) if abs(ord(b) - ord(a)) <= 1)
+    bits = per_char * (n - near) + math.log2(3) * near
+    shannon = n * math.log2(n) - sum(c * math.log2(c) for c in Counter(sid).values() if c > 1)
+    return min(bits, shannon)
+
+
+@pytest.mark.parametrize(
+    "sid", [SID, "12345", "a" * 255, "a" * 256, "ab" * 200, SID * 9, "é😀\udc80x" * 70]
+)
+def test_estimate_matches_its_definition(sid: str) -> None:
+    assert estimate_bits(sid) == pytest.approx(_reference_bits(sid), rel=1e-12)
