@@ -55,7 +55,8 @@ def estimate_bits(sid: str) -> float:
         return 0.0
     chars = set(sid)
     per_char = math.log2(_alphabet(chars))
-    codes = list(map(ord, sid))
+    # Code points; an ASCII ID's bytes are its code points, without a Python-level map.
+    codes: bytes | list[int] = sid.encode("ascii") if sid.isascii() else list(map(ord, sid))
     steps = list(map(sub, codes[1:], codes[:-1]))
     near = steps.count(0) + steps.count(1) + steps.count(-1)
     bits = per_char * (n - near) + _PREDICTABLE_BITS * near
