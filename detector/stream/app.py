@@ -9,6 +9,8 @@ Detection itself is :class:`detector.engine.Engine`, exactly as in replay.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -66,21 +68,46 @@ def _broker_credentials(settings: StreamSettings) -> Any:
     return None
 
 
+_in_handover: weakref.WeakKeyDictionary[ProducerBuffer, int] = weakref.WeakKeyDictionary()
+
+
+async def _send_counted(self: ProducerBuffer, fut: Any) -> None:
+    """``_send_pending`` with a count of the message being handed to the producer.
+
+    Faust's buffer task takes a message off its queue *before* handing it to aiokafka
+    (which may wait for topic metadata or room in a batch), so an empty queue does not
+    mean nothing is pending: the last message can still be in that hand-over."""
+    _in_handover[self] = _in_handover.get(self, 0) + 1
+    try:
+        await _send_pending(self, fut)
+    finally:
+        _in_handover[self] -= 1
+
+
 async def _drain(self: ProducerBuffer) -> None:
     """Faust's ``ProducerBuffer.flush`` gives up after 0.1 s without progress even with
-    messages still queued (a busy event loop is enough). Commits rely on it, so an event
-    could be committed with its alerts still in the buffer, and lost at shutdown. This
-    waits until the buffer is really empty, and raises (so no commit follows) if it
-    cannot: Faust then retries the commit or re-delivers the events."""
+    messages still queued (a busy event loop is enough), and returns while the last
+    message is still being handed to aiokafka. Commits rely on it, so an event could be
+    committed with its alerts or state still in the buffer, and lost in a crash. This
+    waits until the buffer is empty *and* nothing is in hand-over (the producer's own
+    flush, which Faust calls next, then waits for delivery), and raises (so no commit
+    follows) if it cannot: Faust then retries the commit or re-delivers the events."""
     deadline = time.monotonic() + 60.0
-    while self.size:
+    while self.size or _in_handover.get(self, 0):
         if self.state != "running":
             raise RuntimeError(f"producer buffer stopped with {self.size} messages unsent")
-        await self.flush_atmost(None)
-        if self.size and time.monotonic() > deadline:
+        if self.size:
+            await self.flush_atmost(None)
+        else:  # the last message is in hand-over: wait for it, not for the queue
+            self.message_sent.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+        if time.monotonic() > deadline:
             raise RuntimeError(f"producer buffer not drained in 60 s: {self.size} left")
 
 
+_send_pending = ProducerBuffer._send_pending
+ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
 ProducerBuffer.flush = _drain  # type: ignore[method-assign]
 
 
