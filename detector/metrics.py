@@ -89,6 +89,10 @@ class Metrics(Collector):
         self.alerts: dict[tuple[str, str], int] = {}
         #: Vendor records of types with no meaning for sessions, by input format.
         self.unmapped: dict[str, int] = {}
+        #: Worker only: holes in a partition's delivery and the records read back to
+        #: fill them (see detector.stream.ordering); None in replay (not exported).
+        self.delivery_holes: int | None = None
+        self.records_read_back = 0
         self.lag = Histogram(LAG_BUCKETS)
         self.processing = Histogram(PROCESSING_BUCKETS)
         self.census = census
@@ -155,6 +159,18 @@ class Metrics(Collector):
             for fmt, n in sorted(dict(self.unmapped).items()):
                 unmapped.add_metric([fmt], n)
             yield unmapped
+        if self.delivery_holes is not None:
+            yield CounterMetricFamily(
+                PREFIX + "delivery_holes",
+                "Offsets of session-events the stream framework did not deliver in order,"
+                " each then read back from Kafka and applied.",
+                value=self.delivery_holes,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "records_read_back",
+                "Records read back from Kafka to fill delivery holes.",
+                value=self.records_read_back,
+            )
         yield self.lag.family(
             PREFIX + "event_lag_seconds", "Processing time minus event time, per event."
         )

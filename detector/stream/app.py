@@ -15,7 +15,7 @@ import logging
 import time
 import traceback
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import msgspec
@@ -23,6 +23,7 @@ import orjson
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from detector.alerts import Alert
 from detector.alerts import decode as decode_alert
@@ -35,6 +36,8 @@ from detector.metrics import Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
+from detector.stream.clients import fetch_range
+from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.routing import routing_key
 from detector.stream.settings import StreamSettings
 
@@ -109,6 +112,29 @@ async def _drain(self: ProducerBuffer) -> None:
 _send_pending = ProducerBuffer._send_pending
 ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
 ProducerBuffer.flush = _drain  # type: ignore[method-assign]
+
+
+class _At(NamedTuple):
+    """Where a record read back by a hole fill comes from (a Faust message's fields)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+class _FilledRecord:
+    """What ``Consumer.ack`` needs to count a read-back offset as done (committable)."""
+
+    __slots__ = ("__weakref__", "acked", "offset", "partition", "topic", "tp")
+
+    def __init__(self, at: _At) -> None:
+        self.topic, self.partition, self.offset = at
+        self.tp = at.tp
+        self.acked = False
 
 
 def _send_dead_letter(
@@ -201,6 +227,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
                 gauge.labels(topic=tp.topic, partition=tp.partition).set(offset)
 
     metrics = Metrics(census=engine.census, before_collect=committed_offsets_to_faust_gauge)
+    metrics.delivery_holes = 0
     # One registry per app: ours first, then Faust's own sensor; served together on
     # /metrics. Faust's names get the fixed prefix "faust_" whatever the app id.
     setup_prometheus_sensors(app, registry=registry_with(metrics), name_prefix="faust")
@@ -224,52 +251,139 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             metrics.processing.observe(time.perf_counter() - started)
 
     seen_generation = [-1]
+    gate = OffsetGate()
+    fills: dict[int, asyncio.Task[None]] = {}
+    app.sessionwatch["gate"] = gate  # type: ignore[attr-defined]
 
     def apply_batch(batch: list[Any]) -> None:
         generation = app.consumer_generation_id
         if generation != seen_generation[0]:
             seen_generation[0] = generation
             store.reset()  # partitions moved: re-index what this worker now holds
-        now = time.time()
+            new_generation()
+        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
         for event in batch:
             msg = event.message
-            # Table writes for this event go to *its* partition (see module doc).
-            _current_event.set(weakref.ref(event))
-            raw: bytes = event.value
-            ev = decode(raw)
-            if type(ev) is not Event:
-                assert isinstance(ev, InvalidEvent)
-                letter = _send_dead_letter(dlq_topic, fingerprint, ev, raw, msg)
+            if msg.generation_id != generation:
+                # Taken before a rebalance: its partition may belong to another worker
+                # now, and Kafka re-delivers it from the commit to whoever owns it. Not
+                # acked either (take_events would), or the commit could step over it.
+                msg.acked = True
+                continue
+            verdict = gate.admit(msg.partition, msg.offset, event, committed.get(msg.tp))
+            if verdict is Verdict.APPLY:
+                apply_one(event.value, msg, event)
+                continue
+            msg.acked = True  # held: take_events must not ack it (see release())
+            if verdict is Verdict.FILL:
+                hole = gate.hole(msg.partition)
+                assert hole is not None
                 log.warning(
-                    "dead-lettered %s at %s:%s",
-                    letter.reason.split(":")[0],
-                    letter.source,
-                    letter.offset,
+                    "offsets %s..%s of %s/%s were not delivered; reading them from Kafka",
+                    hole.start,
+                    hole.end - 1,
+                    msg.topic,
+                    msg.partition,
                 )
-                metrics.count_invalid(ev.reason)
-                continue
-            store.load(routing_key(ev, fingerprint), msg.partition, event, ev.epoch)
-            earlier = store.already_applied(msg.offset)
-            if earlier is not None:
-                # Re-delivered after a crash: not applied twice, its alerts sent again.
-                for value in earlier:
-                    publish(decode_alert(value), value)
-                continue
-            try:
-                new = engine.process(ev, raw)
-            except Exception as exc:  # a bug must not stop the worker or lose the event
-                processing_failed(exc, ev, raw, msg)
-                continue
-            metrics.count_event(ev.type)
-            metrics.lag.observe(now - ev.epoch)
-            encoded = [encode_alert(a) for a in new]
-            store.applied(msg.offset, encoded)
-            store.save()
-            for alert, value in zip(new, encoded, strict=True):
-                metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
-                publish(alert, value)
+                metrics.delivery_holes = (metrics.delivery_holes or 0) + 1
+                fills[msg.partition] = asyncio.ensure_future(fill(hole, msg.topic, generation))
         # One write per bundle touched, under its last event (hence its partition).
         store.flush(lambda last: _current_event.set(weakref.ref(last)))
+
+    def new_generation() -> None:
+        for task in fills.values():
+            task.cancel()
+        fills.clear()
+        gate.reset()
+
+    async def fill(hole: Hole, topic: str, generation: int) -> None:
+        """Reads a hole's records back from Kafka and applies them, then what it held."""
+        while True:
+            try:
+                records = await fetch_range(settings, topic, hole.partition, hole.start, hole.end)
+                break
+            except Exception as exc:  # the broker will be back; the events stay held
+                log.warning("reading %s/%s failed (%s); retrying", topic, hole.partition, exc)
+                await asyncio.sleep(1.0)
+        if app.consumer_generation_id != generation or gate.hole(hole.partition) != hole:
+            return  # the partition moved meanwhile: its new owner starts from the commit
+        # From here to the end: no await (same reason as in detect()).
+        held = gate.filled(hole, len(records))
+        token = held[0]  # an event of this partition: table writes go to its partition
+        for offset, raw in records:
+            at = _At(topic, hole.partition, offset)
+            apply_one(raw or b"", at, token)
+            app.consumer.ack(_FilledRecord(at))  # type: ignore[arg-type]
+        del fills[hole.partition]
+        metrics.records_read_back += len(records)
+        log.warning(
+            "%s/%s: %d records of offsets %s..%s read back and applied",
+            topic,
+            hole.partition,
+            len(records),
+            hole.start,
+            hole.end - 1,
+        )
+        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
+        for i, event in enumerate(held):
+            msg = event.message
+            verdict = gate.admit(msg.partition, msg.offset, event, committed.get(msg.tp))
+            if verdict is Verdict.APPLY:
+                apply_one(event.value, msg, event)
+                release(msg)
+                continue
+            # A second hole among the held events: the rest waits for its fill.
+            assert verdict is Verdict.FILL, verdict
+            for later in held[i + 1 :]:
+                gate.admit(later.message.partition, later.message.offset, later, None)
+            second = gate.hole(msg.partition)
+            assert second is not None
+            metrics.delivery_holes = (metrics.delivery_holes or 0) + 1
+            fills[msg.partition] = asyncio.ensure_future(fill(second, topic, generation))
+            break
+        store.flush(lambda last: _current_event.set(weakref.ref(last)))
+
+    def release(msg: Any) -> None:
+        """Acks a held event now that it is applied (take_events skipped it)."""
+        msg.acked = False
+        app.consumer.ack(msg)
+
+    def apply_one(raw: bytes, msg: Any, token: Any) -> None:
+        """Applies one record; ``token`` is an event of its partition (table routing)."""
+        # Table writes for this event go to *its* partition (see module doc).
+        _current_event.set(weakref.ref(token))
+        ev = decode(raw)
+        if type(ev) is not Event:
+            assert isinstance(ev, InvalidEvent)
+            letter = _send_dead_letter(dlq_topic, fingerprint, ev, raw, msg)
+            log.warning(
+                "dead-lettered %s at %s:%s",
+                letter.reason.split(":")[0],
+                letter.source,
+                letter.offset,
+            )
+            metrics.count_invalid(ev.reason)
+            return
+        store.load(routing_key(ev, fingerprint), msg.partition, token, ev.epoch)
+        earlier = store.already_applied(msg.offset)
+        if earlier is not None:
+            # Re-delivered after a crash: not applied twice, its alerts sent again.
+            for value in earlier:
+                publish(decode_alert(value), value)
+            return
+        try:
+            new = engine.process(ev, raw)
+        except Exception as exc:  # a bug must not stop the worker or lose the event
+            processing_failed(exc, ev, raw, msg)
+            return
+        metrics.count_event(ev.type)
+        metrics.lag.observe(time.time() - ev.epoch)
+        encoded = [encode_alert(a) for a in new]
+        store.applied(msg.offset, encoded)
+        store.save()
+        for alert, value in zip(new, encoded, strict=True):
+            metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
+            publish(alert, value)
 
     def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
         # The exception's message may quote event data (a session ID): log its type

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -128,3 +128,34 @@ async def read_alerts(
     finally:
         await consumer.stop()
     return count
+
+
+async def fetch_range(
+    settings: StreamSettings, topic: str, partition: int, start: int, end: int
+) -> list[tuple[int, bytes | None]]:
+    """The records of ``topic``/``partition`` at offsets ``start`` to ``end - 1``.
+
+    A plain consumer with no group (nothing committed, nothing rebalanced): the
+    worker reads back records its stream skipped. Offsets that hold no record
+    (transaction markers, compacted away) are simply not in the result.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        **settings.aiokafka_kwargs(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[tuple[int, bytes | None]] = []
+        deadline = time.monotonic() + 60.0
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}/{partition}: offsets {start}..{end - 1} not read")
+            batches = await consumer.getmany(tp, timeout_ms=500)
+            records.extend(
+                (r.offset, r.value) for r in batches.get(tp, ()) if start <= r.offset < end
+            )
+        return records
+    finally:
+        await consumer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from tests.integration.streaming import (
+    KEY,
     ROOT,
     Deployment,
     Expected,
@@ -26,6 +28,7 @@ from tests.integration.streaming import (
     free_port,
     simulated_day,
 )
+from tests.tools import samples, scrape, total
 
 pytestmark = pytest.mark.kafka
 
@@ -200,6 +203,65 @@ def test_kill_9_mid_stream_loses_no_alert(deployment_factory: Factory, tmp_path:
     assert_same_alerts(got, expected, d)
     duplicates = len(got) - len(alert_ids(got))
     print(f"duplicates after kill -9: {duplicates} (same alert_id)")
+
+
+def test_offsets_without_records_are_read_back_and_skipped(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """A transactional producer leaves offsets with no record (commit markers): each one
+    is a hole in the worker's delivery, filled by reading Kafka back (finding nothing),
+    and the alerts stay exactly replay's."""
+    day, expected = simulated_day(tmp_path, users=20, hours=8)
+    d = deployment_factory(2)
+    asyncio.run(_produce_in_transactions(d, day, per_transaction=50))
+    web = free_port()
+    d.start_worker(web_port=web)
+    got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=120)
+    assert_same_alerts(got, expected, d)
+    events = len(day.read_bytes().splitlines())
+    deadline = time.monotonic() + 60
+    while True:
+        values = samples(scrape(f"http://127.0.0.1:{web}/metrics"))
+        if total(values, "sessionwatch_events_total") >= events or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert total(values, "sessionwatch_events_total") == events
+    # A commit marker per partition per transaction: each one followed by an event is a
+    # hole, with nothing to read back.
+    assert total(values, "sessionwatch_delivery_holes_total") >= 2, values
+    assert total(values, "sessionwatch_records_read_back_total") == 0
+
+
+async def _produce_in_transactions(d: Deployment, path: Path, per_transaction: int) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from detector.events import Event, decode
+    from detector.fingerprint import Fingerprinter
+    from detector.stream.routing import routing_key
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=d.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(d.topics["events"], d.partitions, 1)])
+    finally:
+        await admin.close()
+    fingerprint = Fingerprinter(KEY.encode())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=d.bootstrap, transactional_id=f"tx-{d.topics['events']}"
+    )
+    await producer.start()
+    try:
+        lines = path.read_bytes().splitlines()
+        for i in range(0, len(lines), per_transaction):
+            async with producer.transaction():
+                for line in lines[i : i + per_transaction]:
+                    ev = decode(line)
+                    assert type(ev) is Event
+                    key = routing_key(ev, fingerprint).encode()
+                    await producer.send(d.topics["events"], value=line, key=key)
+    finally:
+        await producer.stop()
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
