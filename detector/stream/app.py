@@ -15,6 +15,7 @@ import logging
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import faust
@@ -157,6 +158,122 @@ def action_record(alert: Alert) -> dict[str, Any]:
     }
 
 
+class InOrder:
+    """One agent's events, applied in offset order per partition, holes read back.
+
+    See :mod:`detector.stream.ordering`. ``apply(raw, at, token)`` applies one record
+    (``at`` has the record's topic, partition and offset; ``token`` is an event of the
+    same partition, current while it applies, so table writes go to that partition);
+    ``done()`` runs after each batch or fill; ``new_generation()`` after a rebalance.
+    Neither path awaits between applying and ``done()`` (see ``detect``).
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: StreamSettings,
+        metrics: Metrics,
+        apply: Callable[[bytes, Any, Any], None],
+        done: Callable[[], None],
+        new_generation: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.apply = apply
+        self.done = done
+        self.new_generation = new_generation
+        self.gate = OffsetGate()
+        self.fills: dict[int, asyncio.Task[None]] = {}
+        self.generation = -1
+
+    def take(self, batch: list[Any]) -> None:
+        """The agent body: one batch from ``take_events``."""
+        generation = self.app.consumer_generation_id
+        if generation != self.generation:
+            self.generation = generation
+            for task in self.fills.values():
+                task.cancel()
+            self.fills.clear()
+            self.gate.reset()
+            self.new_generation()
+        for event in batch:
+            msg = event.message
+            if msg.generation_id != generation:
+                # Taken before a rebalance: its partition may belong to another worker
+                # now, and Kafka re-delivers it from the commit to whoever owns it. Not
+                # acked either (take_events would), or the commit could step over it.
+                msg.acked = True
+                continue
+            self._admit(event, held_before=False)
+        self.done()
+
+    def _admit(self, event: Any, held_before: bool) -> bool:
+        """Applies, holds or opens a hole; False once the event is held."""
+        msg = event.message
+        committed = self.app.consumer._committed_offset.get(msg.tp)  # type: ignore[attr-defined]
+        verdict = self.gate.admit(msg.partition, msg.offset, event, committed)
+        if verdict is Verdict.APPLY:
+            self.apply(event.value, msg, event)
+            if held_before:  # take_events skipped its ack: count it as done now
+                msg.acked = False
+                self.app.consumer.ack(msg)
+            return True
+        msg.acked = True  # held: take_events must not ack it
+        if verdict is Verdict.FILL:
+            hole = self.gate.hole(msg.partition)
+            assert hole is not None
+            log.warning(
+                "offsets %s..%s of %s/%s were not delivered; reading them from Kafka",
+                hole.start,
+                hole.end - 1,
+                msg.topic,
+                msg.partition,
+            )
+            self.metrics.delivery_holes = (self.metrics.delivery_holes or 0) + 1
+            self.fills[msg.partition] = asyncio.ensure_future(self._fill(hole, msg.topic))
+        return False
+
+    async def _fill(self, hole: Hole, topic: str) -> None:
+        """Reads a hole's records back from Kafka, applies them, then what it held."""
+        generation = self.generation
+        while True:
+            try:
+                records = await fetch_range(
+                    self.settings, topic, hole.partition, hole.start, hole.end
+                )
+                break
+            except Exception as exc:  # the broker will be back; the events stay held
+                log.warning("reading %s/%s failed (%s); retrying", topic, hole.partition, exc)
+                await asyncio.sleep(1.0)
+        if self.generation != generation or self.gate.hole(hole.partition) != hole:
+            return  # the partition moved meanwhile: its new owner starts from the commit
+        # From here to the end: no await.
+        del self.fills[hole.partition]
+        held = self.gate.filled(hole, len(records))
+        token = held[0]  # an event of this partition
+        for offset, raw in records:
+            at = _At(topic, hole.partition, offset)
+            self.apply(raw or b"", at, token)
+            self.app.consumer.ack(_FilledRecord(at))  # type: ignore[arg-type]
+        self.metrics.records_read_back += len(records)
+        log.warning(
+            "%s/%s: %d records of offsets %s..%s read back and applied",
+            topic,
+            hole.partition,
+            len(records),
+            hole.start,
+            hole.end - 1,
+        )
+        for i, event in enumerate(held):
+            if not self._admit(event, held_before=True):
+                # A second hole among the held events: the rest waits behind it.
+                for later in held[i + 1 :]:
+                    self._admit(later, held_before=True)
+                break
+        self.done()
+
+
 def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     """Builds the app; nothing connects until a worker starts it."""
     app = faust.App(
@@ -247,106 +364,8 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             # Faust commit an event whose alerts never left. Sends go to Faust's
             # producer buffer (send_soon), which is flushed before every commit.
             started = time.perf_counter()
-            apply_batch(batch)
+            in_order.take(batch)
             metrics.processing.observe(time.perf_counter() - started)
-
-    seen_generation = [-1]
-    gate = OffsetGate()
-    fills: dict[int, asyncio.Task[None]] = {}
-    app.sessionwatch["gate"] = gate  # type: ignore[attr-defined]
-
-    def apply_batch(batch: list[Any]) -> None:
-        generation = app.consumer_generation_id
-        if generation != seen_generation[0]:
-            seen_generation[0] = generation
-            store.reset()  # partitions moved: re-index what this worker now holds
-            new_generation()
-        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
-        for event in batch:
-            msg = event.message
-            if msg.generation_id != generation:
-                # Taken before a rebalance: its partition may belong to another worker
-                # now, and Kafka re-delivers it from the commit to whoever owns it. Not
-                # acked either (take_events would), or the commit could step over it.
-                msg.acked = True
-                continue
-            verdict = gate.admit(msg.partition, msg.offset, event, committed.get(msg.tp))
-            if verdict is Verdict.APPLY:
-                apply_one(event.value, msg, event)
-                continue
-            msg.acked = True  # held: take_events must not ack it (see release())
-            if verdict is Verdict.FILL:
-                hole = gate.hole(msg.partition)
-                assert hole is not None
-                log.warning(
-                    "offsets %s..%s of %s/%s were not delivered; reading them from Kafka",
-                    hole.start,
-                    hole.end - 1,
-                    msg.topic,
-                    msg.partition,
-                )
-                metrics.delivery_holes = (metrics.delivery_holes or 0) + 1
-                fills[msg.partition] = asyncio.ensure_future(fill(hole, msg.topic, generation))
-        # One write per bundle touched, under its last event (hence its partition).
-        store.flush(lambda last: _current_event.set(weakref.ref(last)))
-
-    def new_generation() -> None:
-        for task in fills.values():
-            task.cancel()
-        fills.clear()
-        gate.reset()
-
-    async def fill(hole: Hole, topic: str, generation: int) -> None:
-        """Reads a hole's records back from Kafka and applies them, then what it held."""
-        while True:
-            try:
-                records = await fetch_range(settings, topic, hole.partition, hole.start, hole.end)
-                break
-            except Exception as exc:  # the broker will be back; the events stay held
-                log.warning("reading %s/%s failed (%s); retrying", topic, hole.partition, exc)
-                await asyncio.sleep(1.0)
-        if app.consumer_generation_id != generation or gate.hole(hole.partition) != hole:
-            return  # the partition moved meanwhile: its new owner starts from the commit
-        # From here to the end: no await (same reason as in detect()).
-        held = gate.filled(hole, len(records))
-        token = held[0]  # an event of this partition: table writes go to its partition
-        for offset, raw in records:
-            at = _At(topic, hole.partition, offset)
-            apply_one(raw or b"", at, token)
-            app.consumer.ack(_FilledRecord(at))  # type: ignore[arg-type]
-        del fills[hole.partition]
-        metrics.records_read_back += len(records)
-        log.warning(
-            "%s/%s: %d records of offsets %s..%s read back and applied",
-            topic,
-            hole.partition,
-            len(records),
-            hole.start,
-            hole.end - 1,
-        )
-        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
-        for i, event in enumerate(held):
-            msg = event.message
-            verdict = gate.admit(msg.partition, msg.offset, event, committed.get(msg.tp))
-            if verdict is Verdict.APPLY:
-                apply_one(event.value, msg, event)
-                release(msg)
-                continue
-            # A second hole among the held events: the rest waits for its fill.
-            assert verdict is Verdict.FILL, verdict
-            for later in held[i + 1 :]:
-                gate.admit(later.message.partition, later.message.offset, later, None)
-            second = gate.hole(msg.partition)
-            assert second is not None
-            metrics.delivery_holes = (metrics.delivery_holes or 0) + 1
-            fills[msg.partition] = asyncio.ensure_future(fill(second, topic, generation))
-            break
-        store.flush(lambda last: _current_event.set(weakref.ref(last)))
-
-    def release(msg: Any) -> None:
-        """Acks a held event now that it is applied (take_events skipped it)."""
-        msg.acked = False
-        app.consumer.ack(msg)
 
     def apply_one(raw: bytes, msg: Any, token: Any) -> None:
         """Applies one record; ``token`` is an event of its partition (table routing)."""
@@ -384,6 +403,15 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         for alert, value in zip(new, encoded, strict=True):
             metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
             publish(alert, value)
+
+    def new_generation() -> None:
+        store.reset()  # partitions moved: re-index what this worker now holds
+
+    def end_of_batch() -> None:
+        # One write per bundle touched, under its last event (hence its partition).
+        store.flush(lambda last: _current_event.set(weakref.ref(last)))
+
+    in_order = InOrder(app, settings, metrics, apply_one, end_of_batch, new_generation)
 
     def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
         # The exception's message may quote event data (a session ID): log its type
@@ -446,29 +474,31 @@ def install_normalizer(
     def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
         _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
 
+    def normalize_one(raw: bytes, at: Any, token: Any) -> None:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            refuse(InvalidEvent("not_json", "vendor record is not JSON"), raw, at)
+            return
+        items = record if isinstance(record, list) else [record]
+        for item in items:
+            mapped = convert(item) if isinstance(item, dict) else None
+            if mapped is None:  # a type with no meaning for sessions
+                metrics.unmapped[fmt] = metrics.unmapped.get(fmt, 0) + 1
+                continue
+            line = orjson.dumps(mapped)
+            ev = decode(line)
+            if type(ev) is not Event:
+                assert isinstance(ev, InvalidEvent)
+                refuse(ev, line, at)
+                continue
+            key = routing_key(ev, fingerprint).encode()
+            events_topic.send_soon(key=key, value=line)
+
+    # In order and without holes, as detection (a skipped vendor record is a lost event).
+    in_order = InOrder(app, settings, metrics, normalize_one, lambda: None)
+
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
     async def normalize(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=0.01):
-            for event in batch:  # no await: see detect()
-                raw: bytes = event.value
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    refuse(
-                        InvalidEvent("not_json", "vendor record is not JSON"), raw, event.message
-                    )
-                    continue
-                items = record if isinstance(record, list) else [record]
-                for item in items:
-                    mapped = convert(item) if isinstance(item, dict) else None
-                    if mapped is None:  # a type with no meaning for sessions
-                        metrics.unmapped[fmt] = metrics.unmapped.get(fmt, 0) + 1
-                        continue
-                    line = orjson.dumps(mapped)
-                    ev = decode(line)
-                    if type(ev) is not Event:
-                        assert isinstance(ev, InvalidEvent)
-                        refuse(ev, line, event.message)
-                        continue
-                    key = routing_key(ev, fingerprint).encode()
-                    events_topic.send_soon(key=key, value=line)
+            in_order.take(batch)  # no await: see detect()

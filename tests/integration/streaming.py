@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,39 @@ async def _collect(
                 break
     finally:
         await consumer.stop()
+
+
+async def produce_in_transactions(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    lines: list[bytes],
+    keys: Sequence[bytes | None],
+    per_transaction: int,
+) -> None:
+    """Creates ``topic`` and writes ``lines`` through a transactional producer. Every
+    committed transaction leaves a commit marker in each partition it wrote: an offset
+    with no record, which a consumer sees as a hole."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{topic}")
+    await producer.start()
+    try:
+        for i in range(0, len(lines), per_transaction):
+            async with producer.transaction():
+                for line, key in zip(
+                    lines[i : i + per_transaction], keys[i : i + per_transaction], strict=True
+                ):
+                    await producer.send(topic, value=line, key=key)
+    finally:
+        await producer.stop()
 
 
 class Expected(set[str]):

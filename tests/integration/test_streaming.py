@@ -18,6 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.events import decode
+from detector.fingerprint import Fingerprinter
+from detector.stream.routing import routing_key
 from tests.integration.streaming import (
     KEY,
     ROOT,
@@ -26,6 +29,7 @@ from tests.integration.streaming import (
     Factory,
     alert_ids,
     free_port,
+    produce_in_transactions,
     simulated_day,
 )
 from tests.tools import samples, scrape, total
@@ -213,12 +217,17 @@ def test_offsets_without_records_are_read_back_and_skipped(
     and the alerts stay exactly replay's."""
     day, expected = simulated_day(tmp_path, users=20, hours=8)
     d = deployment_factory(2)
-    asyncio.run(_produce_in_transactions(d, day, per_transaction=50))
+    fingerprint = Fingerprinter(KEY.encode())
+    lines = day.read_bytes().splitlines()
+    keys = [routing_key(ev, fingerprint).encode() for ev in map(decode, lines)]  # type: ignore[arg-type]
+    asyncio.run(
+        produce_in_transactions(d.bootstrap, d.topics["events"], d.partitions, lines, keys, 50)
+    )
     web = free_port()
     d.start_worker(web_port=web)
     got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=120)
     assert_same_alerts(got, expected, d)
-    events = len(day.read_bytes().splitlines())
+    events = len(lines)
     deadline = time.monotonic() + 60
     while True:
         values = samples(scrape(f"http://127.0.0.1:{web}/metrics"))
@@ -230,38 +239,6 @@ def test_offsets_without_records_are_read_back_and_skipped(
     # hole, with nothing to read back.
     assert total(values, "sessionwatch_delivery_holes_total") >= 2, values
     assert total(values, "sessionwatch_records_read_back_total") == 0
-
-
-async def _produce_in_transactions(d: Deployment, path: Path, per_transaction: int) -> None:
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    from detector.events import Event, decode
-    from detector.fingerprint import Fingerprinter
-    from detector.stream.routing import routing_key
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=d.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(d.topics["events"], d.partitions, 1)])
-    finally:
-        await admin.close()
-    fingerprint = Fingerprinter(KEY.encode())
-    producer = AIOKafkaProducer(
-        bootstrap_servers=d.bootstrap, transactional_id=f"tx-{d.topics['events']}"
-    )
-    await producer.start()
-    try:
-        lines = path.read_bytes().splitlines()
-        for i in range(0, len(lines), per_transaction):
-            async with producer.transaction():
-                for line in lines[i : i + per_transaction]:
-                    ev = decode(line)
-                    assert type(ev) is Event
-                    key = routing_key(ev, fingerprint).encode()
-                    await producer.send(d.topics["events"], value=line, key=key)
-    finally:
-        await producer.stop()
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])

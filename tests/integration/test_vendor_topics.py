@@ -23,8 +23,15 @@ from detector.fingerprint import Fingerprinter
 from detector.policy import Policy
 from detector.replay import Replayer
 from detector.simulate import Simulation
-from tests.integration.streaming import KEY, POLICY, Factory, alert_ids, free_port
-from tests.tools import samples, scrape, tool
+from tests.integration.streaming import (
+    KEY,
+    POLICY,
+    Factory,
+    alert_ids,
+    free_port,
+    produce_in_transactions,
+)
+from tests.tools import samples, scrape, tool, total
 from tests.vendors import okta_expressible, to_okta
 
 pytestmark = pytest.mark.kafka
@@ -39,7 +46,12 @@ async def _create(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-def test_okta_topic_is_normalised_and_detected(deployment_factory: Factory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("producer", ["kcat", "transactions"])
+def test_okta_topic_is_normalised_and_detected(
+    deployment_factory: Factory, tmp_path: Path, producer: str
+) -> None:
+    """``transactions``: the vendor topic is written in transactions, so its offsets have
+    holes (commit markers) that the normaliser reads back and steps over."""
     buf = io.BytesIO()
     Simulation(users=30, hours=24, seed=3).write(buf)
     events = [orjson.loads(x) for x in buf.getvalue().splitlines()]
@@ -59,13 +71,20 @@ def test_okta_topic_is_normalised_and_detected(deployment_factory: Factory, tmp_
     d = deployment_factory(4)
     topic = f"okta-{uuid.uuid4().hex[:8]}"
     # One partition keeps each user's records in order (or key them by user).
-    asyncio.run(_create(d.bootstrap, topic, 1))
+    if producer == "kcat":
+        asyncio.run(_create(d.bootstrap, topic, 1))
+    else:
+        lines = okta.splitlines()
+        asyncio.run(produce_in_transactions(d.bootstrap, topic, 1, lines, [None] * len(lines), 40))
     d.env["SESSIONWATCH_INPUT_TOPICS"] = f"{topic}:okta"
     web = free_port()
     d.start_worker(web_port=web)
-    subprocess.run(
-        [tool("kcat"), "-b", d.bootstrap, "-P", "-t", topic, "-l", str(src)], check=True, timeout=60
-    )
+    if producer == "kcat":
+        subprocess.run(
+            [tool("kcat"), "-b", d.bootstrap, "-P", "-t", topic, "-l", str(src)],
+            check=True,
+            timeout=60,
+        )
     got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
     assert alert_ids(got) == expected, d.logs()
     dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= 1, timeout=30)
@@ -75,3 +94,5 @@ def test_okta_topic_is_normalised_and_detected(deployment_factory: Factory, tmp_
     ]
     metrics = samples(scrape(f"http://127.0.0.1:{web}/metrics"))
     assert metrics[("sessionwatch_unmapped_records_total", (("format", "okta"),))] == 1
+    if producer == "transactions":
+        assert total(metrics, "sessionwatch_delivery_holes_total") >= 1, metrics
