@@ -223,8 +223,8 @@ class InOrder:
         if verdict is Verdict.FILL:
             hole = self.gate.hole(msg.partition)
             assert hole is not None
-            log.warning(
-                "offsets %s..%s of %s/%s were not delivered; reading them from Kafka",
+            log.debug(
+                "offsets %s..%s of %s/%s not delivered; reading them back",
                 hole.start,
                 hole.end - 1,
                 msg.topic,
@@ -257,13 +257,16 @@ class InOrder:
             self.apply(raw or b"", at, token)
             self.app.consumer.ack(_FilledRecord(at))  # type: ignore[arg-type]
         self.metrics.records_read_back += len(records)
-        log.warning(
-            "%s/%s: %d records of offsets %s..%s read back and applied",
+        # No record at all: commit markers of a transactional producer, nothing unusual.
+        # Records: the stream framework skipped them (see detector.stream.ordering).
+        log.log(
+            logging.WARNING if records else logging.DEBUG,
+            "%s/%s: offsets %s..%s were not delivered; %d records read back and applied",
             topic,
             hole.partition,
-            len(records),
             hole.start,
             hole.end - 1,
+            len(records),
         )
         for i, event in enumerate(held):
             if not self._admit(event, held_before=True):
