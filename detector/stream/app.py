@@ -246,8 +246,12 @@ class InOrder:
             except Exception as exc:  # the broker will be back; the events stay held
                 log.warning("reading %s/%s failed (%s); retrying", topic, hole.partition, exc)
                 await asyncio.sleep(1.0)
-        if self.generation != generation or self.gate.hole(hole.partition) != hole:
-            return  # the partition moved meanwhile: its new owner starts from the commit
+        if (
+            self.app.consumer_generation_id != generation  # a rebalance, no batch since
+            or self.generation != generation
+            or self.gate.hole(hole.partition) != hole
+        ):
+            return  # the partition may have moved: its owner starts from the commit
         # From here to the end: no await.
         del self.fills[hole.partition]
         held = self.gate.filled(hole, len(records))
