@@ -11,10 +11,18 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS := kcat:kcat promtool:prometheus prometheus:prometheus docker-compose:docker-compose
 KAFKA_LIB := deploy/kafka/lib
 
-$(STAMP): pyproject.toml
+# The compiled replay path (native/, Rust) needs cargo; without it replay runs on the
+# Python path alone, with the same output, slower.
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/sessionwatch_native.pyi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,stream]'
+	@if command -v cargo >/dev/null; then \
+		echo "building the compiled replay path (native/)"; \
+		$(BIN)/python -m pip install --quiet ./native; \
+	else \
+		echo "no Rust toolchain (cargo): replay runs on the Python path only"; \
+	fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -81,4 +89,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/replay_throughput.py
 
 clean:
-	rm -rf $(VENV) out .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .hypothesis native/target

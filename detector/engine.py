@@ -30,6 +30,7 @@ from detector.netaddr import IpLadder
 from detector.policy import CATALOGUE, Policy
 from detector.state import SessionState, UserState
 from detector.store import Census, MemoryStore, StateStore
+from detector.useragent import same_browser
 
 #: How often (event-time seconds) expired state is swept.
 SWEEP_EVERY_S = 60.0
@@ -105,6 +106,11 @@ class Engine:
             behaviour = build(policy.behaviour) if self._rules[_BEHAVIOUR].enabled else None
         self.behaviour: Scorer | None = behaviour
 
+    @property
+    def routine_limits(self) -> tuple[float, float, float, float]:
+        """The routine shortcut's idle and life-span limits (user, guest; 0 = no span)."""
+        return self._idle_q, self._guest_idle_q, self._span_q, self._guest_span_q
+
     # -- expiry -----------------------------------------------------------------
     def session_expiry(self, s: SessionState) -> float:
         """When a session's state may be forgotten (event time)."""
@@ -155,8 +161,7 @@ class Engine:
         if ts > self.watermark:
             self.watermark = ts
             if ts >= self._next_sweep:
-                self.swept += self.store.sweep(ts)
-                self._next_sweep = ts + self._sweep_every_s
+                self.sweep_to(ts)
         kind = ev.type
         if kind == "transaction" or kind == "login" or kind == "elevate":
             return self._activity(ev, raw)
@@ -167,6 +172,11 @@ class Engine:
         else:
             self._account(ev)
         return []
+
+    def sweep_to(self, ts: float) -> None:
+        """Forgets state expired by event time ``ts`` (the watermark, already moved)."""
+        self.swept += self.store.sweep(ts)
+        self._next_sweep = ts + self._sweep_every_s
 
     # -- activity ---------------------------------------------------------------
     def _activity(self, ev: Event, raw: bytes | None) -> list[Alert]:
@@ -241,20 +251,26 @@ class Engine:
         if not guest and ev.scheme != "https":
             return None  # insecure_transport
         ua, login_ua = ev.user_agent, s.login_ua
-        if ua and login_ua and ua != login_ua:
-            return None  # user_agent_change (a version upgrade is the full path's call)
+        if ua and login_ua and ua != login_ua and not same_browser(login_ua, ua):
+            return None  # user_agent_change
         if not s.remember_me and ts - s.last > (self._guest_idle_q if guest else self._idle_q):
             return None  # idle_timeout_exceeded
         span = self._guest_span_q if guest else self._span_q
         if span and ts - s.start > span:
             return None  # lifespan_exceeded
         ip, login_ip = ev.ip, s.login_ip
+        moved = False  # ip_change fires, deduplicated: it only counts
         if ip is not None and login_ip is not None and not self.ladder.same_place(login_ip, ip):
-            return None  # ip_change (the ASN rung is the full path's call)
+            if "ip_change" not in s.raised:
+                return None  # ip_change could alert
+            asn = ev.asn
+            moved = not (asn is not None and asn == s.login_asn and self.policy.trust_same_asn)
         user_name = s.user or ev.user
         u = self.store.get_user(user_name) if user_name is not None else None
         if u is not None and (u.locked_at is not None or u.deactivated_at is not None):
             return None  # the account gate: lock-out and deactivation history
+        if moved:
+            s.raised["ip_change"] += 1
         alerts: list[Alert] = []
         if self.behaviour is not None and user_name is not None and not guest:
             self._behave(ev, ts, raw, fp, s, u, user_name, alerts)

@@ -32,7 +32,7 @@ _PREFIX_LEN: Final = len(FINGERPRINT_PREFIX)
 class Fingerprinter:
     """Maps raw session IDs to 32-hex-digit keyed digests."""
 
-    __slots__ = ("_base",)
+    __slots__ = ("_base", "_key")
 
     def __init__(self, key: bytes) -> None:
         if not key:
@@ -40,6 +40,7 @@ class Fingerprinter:
         # BLAKE2b keys are at most 64 bytes; longer secrets are hashed down first.
         if len(key) > 64:
             key = hashlib.blake2b(key).digest()
+        self._key = key
         self._base = hashlib.blake2b(key=key, digest_size=16, person=b"sw-session")
 
     def __call__(self, session_id: str) -> str:
@@ -51,6 +52,11 @@ class Fingerprinter:
         except UnicodeEncodeError:  # a lone surrogate from a JSON escape
             h.update(session_id.encode("utf-8", "surrogatepass"))
         return h.hexdigest()
+
+    @property
+    def key(self) -> bytes:
+        """The BLAKE2b key in use (for the compiled replay path; never log it)."""
+        return self._key
 
     @classmethod
     def from_env(cls, env_name: str) -> Fingerprinter:

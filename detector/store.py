@@ -110,6 +110,10 @@ class ExpiryIndex(Generic[K]):
         self._filed.difference_update(keys)
         return keys
 
+    @property
+    def filed(self) -> set[K]:
+        return self._filed
+
     def __len__(self) -> int:
         return len(self._filed)
 
@@ -131,6 +135,11 @@ class MemoryStore:
         self._user_expiry = user_expiry
         self._session_index: ExpiryIndex[str] = ExpiryIndex()
         self._user_index: ExpiryIndex[str] = ExpiryIndex()
+
+    @property
+    def filed_sessions(self) -> set[str]:
+        """Sessions filed for expiry; a write to any other must go through ``put_session``."""
+        return self._session_index.filed
 
     def get_session(self, fp: str) -> SessionState | None:
         return self.sessions.get(fp)

@@ -74,3 +74,8 @@ def classify(user_agent: str) -> tuple[str, str]:
             system = name
             break
     return family, system
+
+
+def same_browser(a: str, b: str) -> bool:
+    """Whether ``user_agent_change`` tolerates ``a`` -> ``b`` (a version upgrade)."""
+    return classify(a) == classify(b)

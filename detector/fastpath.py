@@ -1,0 +1,74 @@
+"""The compiled routine-request path of replay (``native/``), where it applies.
+
+Replay spends most of its time on routine requests (a transaction on a live session
+from its login's place and browser, within its timeouts), which the engine already
+takes through a shortcut whose every condition negates one indicator's trigger. The
+``sessionwatch_native`` extension is that shortcut compiled and applied to raw lines:
+it decodes, fingerprints and checks each line against the engine's own state objects,
+applies it when it is routine, and hands every other line back to the Python path.
+Output is byte-identical either way (tested); only speed differs.
+
+It applies to rules-only replay over the in-memory store: with a behaviour model on,
+every request updates the model's features, which only the Python path computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Protocol
+
+from detector.engine import Engine
+from detector.store import MemoryStore
+from detector.useragent import same_browser
+
+log = logging.getLogger(__name__)
+
+#: Set to ``0`` to run replay on the Python path alone (comparisons, debugging).
+ENV: str = "SESSIONWATCH_NATIVE"
+
+
+class FastPath(Protocol):
+    applied: int
+
+    def run(self, lines: list[bytes], start: int, now: float) -> int: ...
+    def take_counts(self) -> tuple[list[int], float]: ...
+
+
+def native_available() -> bool:
+    """Whether the extension is installed (``make install`` builds it)."""
+    try:
+        import sessionwatch_native  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
+    """The compiled path for ``engine``, or None where it does not apply or is missing."""
+    store = engine.store
+    if (
+        os.environ.get(ENV, "1") == "0"
+        or engine.behaviour is not None
+        or not engine.routine_shortcut
+        or not isinstance(store, MemoryStore)
+    ):
+        return None
+    try:
+        from sessionwatch_native import FastPath as Native
+    except ImportError:
+        log.debug("sessionwatch_native is not installed: replay runs on the Python path")
+        return None
+    return Native(
+        engine,
+        engine.fingerprint.key,
+        store.sessions,
+        store.users,
+        store.filed_sessions,
+        engine.ladder.same_place,
+        same_browser,
+        engine.policy.trust_same_asn,
+        engine.routine_limits,
+        (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
+        list(lag_bounds),
+    )

@@ -1,0 +1,24 @@
+from collections.abc import Callable
+from typing import Any
+
+class FastPath:
+    applied: int
+    def __init__(
+        self,
+        engine: Any,
+        key: bytes,
+        sessions: dict[str, Any],
+        users: dict[str, Any],
+        filed: set[str],
+        same_place: Callable[[str, str], bool],
+        same_browser: Callable[[str, str], bool],
+        trust_same_asn: bool,
+        timeouts: tuple[float, float, float, float],
+        prefixes: tuple[int, int],
+        lag_bounds: list[float],
+    ) -> None: ...
+    def run(self, lines: list[bytes], start: int, now: float) -> int: ...
+    def take_counts(self) -> tuple[list[int], float]: ...
+    def fingerprint_of(self, session_id: str) -> str: ...
+    @staticmethod
+    def parse_time(text: str) -> float | None: ...

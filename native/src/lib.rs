@@ -1,0 +1,627 @@
+//! Compiled fast path for `sessionwatch replay`: routine requests without the interpreter.
+//!
+//! Most of a recorded log is routine: a transaction on a live session from the place and
+//! browser it logged in with, within its timeouts. The Python engine already takes those
+//! through a shortcut (`Engine._routine`) whose every condition is the negation of one
+//! indicator's trigger; this module is the same shortcut, compiled, applied to raw lines.
+//!
+//! The contract is one-sided: for each line it either applies exactly what the Python
+//! path would (the session's `last`, `last_ip`, `node`, a deduplicated `ip_change` count,
+//! the event and lag counters) or hands the line back untouched. It hands back whenever
+//! it is not certain: anything but a strictly valid transaction of a known, filed session
+//! meeting every routine condition, a time stamp string outside the plain RFC 3339 shape,
+//! an address in other than canonical form, the very first event. Event time (the
+//! watermark, and a due sweep of expired state, through the engine itself) moves first,
+//! for any valid line, as `Engine.process` moves it before looking at the event. State
+//! stays in the Python objects; nothing here keeps a session ID, raw or hashed.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use blake2::digest::consts::U16;
+use blake2::digest::Mac;
+use blake2::Blake2bMac;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// Mirrors `detector.events.MAX_LINE_BYTES`: longer lines are the Python path's to refuse.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Mirrors the `[1970, 2100)` event-time range of `detector.events.validate`.
+const MAX_EPOCH: f64 = 4_102_444_800.0;
+/// Mirrors `detector.fingerprint.FINGERPRINT_PREFIX` (already-hashed IDs).
+const FP_PREFIX: &str = "sw-fp:";
+
+/// A JSON string, borrowed from the line when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// `ts`: epoch seconds (a JSON number) or an RFC 3339 string, as msgspec's `datetime | float`.
+enum Ts<'a> {
+    Num(f64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Ts<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Num(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Num(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Num(v as f64))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Ts<'a>, E> {
+                Ok(Ts::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ts<'a>, E> {
+                Ok(Ts::Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+#[derive(PartialEq)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+impl<'de> Deserialize<'de> for Scheme {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Str::deserialize(d)?.0.as_ref() {
+            "https" => Ok(Scheme::Https),
+            "http" => Ok(Scheme::Http),
+            other => Err(de::Error::custom(format!("unknown scheme {other}"))),
+        }
+    }
+}
+
+/// Present in the record, even as `null` (which a non-optional field refuses).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The fields of `detector.events.Event`, with msgspec's types; unknown keys are ignored
+/// (they are extra evidence, as in msgspec), a duplicated known key is an error.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    event_id: Str<'a>,
+    #[serde(borrow)]
+    ts: Ts<'a>,
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(default, borrow)]
+    session_id: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    user: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    ip: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    user_agent: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    scheme: Option<Scheme>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    url: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    node: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    #[allow(dead_code)]
+    guest: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[allow(dead_code)]
+    remember_me: Option<bool>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    previous_session_id: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    new_session_id: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    actor: Option<Str<'a>>,
+    #[serde(default)]
+    geo_lat: Option<f64>,
+    #[serde(default)]
+    geo_lon: Option<f64>,
+    #[serde(default)]
+    asn: Option<i64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    response_bytes: Option<u64>,
+    /// The engine's own epoch field: a record that names it is the Python path's.
+    #[serde(rename = "~sessionwatch.epoch", default, deserialize_with = "present")]
+    own_epoch: Option<IgnoredAny>,
+}
+
+fn two(b: &[u8]) -> Option<i64> {
+    match b {
+        [x @ b'0'..=b'9', y @ b'0'..=b'9'] => Some(((x - b'0') * 10 + (y - b'0')) as i64),
+        _ => None,
+    }
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|±HH:MM)` to epoch seconds exactly as Python's
+/// `datetime.timestamp()` rounds it (microseconds / 10**6); any other shape is None.
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let year = two(&b[0..2])? * 100 + two(&b[2..4])?;
+    let (month, day) = (two(&b[5..7])?, two(&b[8..10])?);
+    let (hour, minute, second) = (two(&b[11..13])?, two(&b[14..16])?, two(&b[17..19])?);
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut micros: i64 = 0;
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        for &c in &rest[1..=digits] {
+            micros = micros * 10 + (c - b'0') as i64;
+        }
+        micros *= 10_i64.pow((6 - digits) as u32);
+        rest = &rest[1 + digits..];
+    }
+    let offset = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (oh, om) = (two(&[*h1, *h2])?, two(&[*m1, *m2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let secs =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let total = secs * 1_000_000 + micros;
+    // Exact as a double (any event time in range is): one correctly rounded division,
+    // as Python's int / int. Beyond 2**53 the conversion itself would round first.
+    if total.unsigned_abs() >= 1 << 53 {
+        return None;
+    }
+    Some(total as f64 / 1e6)
+}
+
+/// An address's bytes (4 or 16) when it is in canonical form, which `inet_pton` (the
+/// Python path's parser) accepts; any other spelling is the Python path's to judge.
+fn packed(ip: &str) -> Option<(usize, [u8; 16])> {
+    let mut out = [0u8; 16];
+    if ip.contains(':') {
+        let addr: Ipv6Addr = ip.parse().ok()?;
+        if addr.to_string() != ip {
+            return None;
+        }
+        out = addr.octets();
+        Some((16, out))
+    } else {
+        let addr: Ipv4Addr = ip.parse().ok()?;
+        if addr.to_string() != ip {
+            return None;
+        }
+        out[..4].copy_from_slice(&addr.octets());
+        Some((4, out))
+    }
+}
+
+/// `IpLadder.network_key` equality: same family and the same first `prefix` bits.
+fn same_prefix(a: &(usize, [u8; 16]), b: &(usize, [u8; 16]), v4: u32, v6: u32) -> bool {
+    if a.0 != b.0 {
+        return false;
+    }
+    let bits = if a.0 == 4 { v4 } else { v6 } as usize;
+    let (whole, rest) = (bits / 8, bits % 8);
+    a.1[..whole] == b.1[..whole]
+        && (rest == 0 || a.1[whole] >> (8 - rest) == b.1[whole] >> (8 - rest))
+}
+
+/// What `run` returns for one line: applied here, or the Python path's.
+enum Outcome {
+    Applied,
+    HandBack,
+}
+use Outcome::{Applied, HandBack};
+
+macro_rules! need {
+    ($cond:expr) => {
+        if !$cond {
+            return Ok(HandBack);
+        }
+    };
+}
+
+/// The routine-request shortcut over one engine's in-memory store (see the module doc).
+#[pyclass(module = "sessionwatch_native")]
+struct FastPath {
+    mac: Blake2bMac<U16>,
+    engine: PyObject,
+    sessions: Py<PyDict>,
+    users: Py<PyDict>,
+    filed: Py<PySet>,
+    same_place: PyObject,
+    same_browser: PyObject,
+    trust_same_asn: bool,
+    idle_q: f64,
+    guest_idle_q: f64,
+    span_q: f64,
+    guest_span_q: f64,
+    prefix_v4: u32,
+    prefix_v6: u32,
+    bounds: Vec<f64>,
+    /// Events applied here since the last `take_counts`, per lag bucket.
+    counts: Vec<u64>,
+    lag_sum: f64,
+    /// Lines applied here in all.
+    #[pyo3(get)]
+    applied: u64,
+}
+
+impl FastPath {
+    fn fingerprint(&self, sid: &str) -> String {
+        let digest = self
+            .mac
+            .clone()
+            .chain_update(sid.as_bytes())
+            .finalize()
+            .into_bytes();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(32);
+        for byte in digest.iter() {
+            out.push(HEX[(byte >> 4) as usize] as char);
+            out.push(HEX[(byte & 15) as usize] as char);
+        }
+        out
+    }
+
+    fn line(
+        &mut self,
+        py: Python<'_>,
+        line: &[u8],
+        watermark: &mut f64,
+        next_sweep: &mut f64,
+        now: f64,
+    ) -> PyResult<Outcome> {
+        // -- the record: what detector.events.decode would accept, or hand back --------
+        need!(line.len() <= MAX_LINE_BYTES && std::str::from_utf8(line).is_ok());
+        let Ok(ev) = serde_json::from_slice::<Raw>(line) else {
+            return Ok(HandBack);
+        };
+        need!(ev.kind.0 == "transaction" && !ev.event_id.0.is_empty());
+        need!(ev.own_epoch.is_none() && ev.geo_lat.is_none() && ev.geo_lon.is_none());
+        let ts = match &ev.ts {
+            Ts::Num(x) => *x,
+            Ts::Text(text) => match parse_rfc3339(text) {
+                Some(x) => x,
+                None => return Ok(HandBack),
+            },
+        };
+        need!((0.0..MAX_EPOCH).contains(&ts));
+        let (Some(sid), Some(ip)) = (&ev.session_id, &ev.ip) else {
+            return Ok(HandBack);
+        };
+        let (sid, ip) = (sid.0.as_ref(), ip.0.as_ref());
+        need!(!sid.is_empty() && !ip.is_empty() && !sid.starts_with(FP_PREFIX));
+        // -- the engine: event time moves on, and a due sweep runs first, as in
+        // Engine.process (whatever becomes of the line, Python would do the same first).
+        if ts > *watermark {
+            *watermark = ts;
+            if ts >= *next_sweep {
+                let engine = self.engine.bind(py);
+                engine.setattr(intern!(py, "watermark"), ts)?;
+                engine.call_method1(intern!(py, "sweep_to"), (ts,))?;
+                *next_sweep = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+            }
+        }
+        // -- the session: known, filed for expiry, and every routine condition ---------
+        let fp = PyString::new(py, &self.fingerprint(sid));
+        let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
+            return Ok(HandBack);
+        };
+        need!(self.filed.bind(py).contains(&fp)?);
+        need!(s.getattr(intern!(py, "ended"))?.is_none());
+        let guest: bool = s.getattr(intern!(py, "guest"))?.extract()?;
+        need!(guest || ev.scheme.as_ref().is_none_or(|sc| *sc == Scheme::Https));
+        if let Some(ua) = ev.user_agent.as_ref().filter(|ua| !ua.0.is_empty()) {
+            let login_ua = s.getattr(intern!(py, "login_ua"))?;
+            if login_ua.is_truthy()? && login_ua.downcast::<PyString>()?.to_str()? != ua.0 {
+                need!(self
+                    .same_browser
+                    .bind(py)
+                    .call1((&login_ua, ua.0.as_ref()))?
+                    .is_truthy()?);
+            }
+        }
+        let remember_me: bool = s.getattr(intern!(py, "remember_me"))?.extract()?;
+        let last: f64 = s.getattr(intern!(py, "last"))?.extract()?;
+        if !remember_me
+            && ts - last
+                > if guest {
+                    self.guest_idle_q
+                } else {
+                    self.idle_q
+                }
+        {
+            return Ok(HandBack); // idle_timeout_exceeded
+        }
+        let span = if guest {
+            self.guest_span_q
+        } else {
+            self.span_q
+        };
+        if span != 0.0 {
+            let start: f64 = s.getattr(intern!(py, "start"))?.extract()?;
+            if ts - start > span {
+                return Ok(HandBack); // lifespan_exceeded
+            }
+        }
+        // The address: one this session holds (validated then), or one that parses here
+        // as strictly as inet_pton; the same place as the login's (the prefix rung here,
+        // the allow-list in the engine's own ladder).
+        let login_ip = s.getattr(intern!(py, "login_ip"))?;
+        let last_ip = s.getattr(intern!(py, "last_ip"))?;
+        let is = |obj: &Bound<'_, PyAny>| -> PyResult<bool> {
+            Ok(!obj.is_none() && obj.downcast::<PyString>()?.to_str()? == ip)
+        };
+        let ip_is_last = is(&last_ip)?;
+        let mut moved = None;
+        if !is(&login_ip)? {
+            let here = packed(ip);
+            need!(ip_is_last || here.is_some());
+            if !login_ip.is_none() {
+                let there = packed(login_ip.downcast::<PyString>()?.to_str()?);
+                let same = match (here, there) {
+                    (Some(a), Some(b)) => same_prefix(&a, &b, self.prefix_v4, self.prefix_v6),
+                    _ => false,
+                };
+                if !same
+                    && !self
+                        .same_place
+                        .bind(py)
+                        .call1((&login_ip, ip))?
+                        .is_truthy()?
+                {
+                    // ip_change fires; only deduplicated (counted) is routine.
+                    let raised = s
+                        .getattr(intern!(py, "raised"))?
+                        .downcast_into::<PyDict>()?;
+                    let Some(count) = raised.get_item(intern!(py, "ip_change"))? else {
+                        return Ok(HandBack);
+                    };
+                    let same_asn = self.trust_same_asn
+                        && match ev.asn {
+                            Some(asn) => {
+                                let login_asn = s.getattr(intern!(py, "login_asn"))?;
+                                !login_asn.is_none()
+                                    && login_asn.extract::<i64>().is_ok_and(|x| x == asn)
+                            }
+                            None => false,
+                        };
+                    if !same_asn {
+                        moved = Some((raised, count.extract::<i64>()?));
+                    }
+                }
+            }
+        }
+        let su = s.getattr(intern!(py, "user"))?;
+        let user = if su.is_truthy()? {
+            Some(su)
+        } else {
+            ev.user.as_ref().map(|u| PyString::new(py, &u.0).into_any())
+        };
+        if let Some(name) = user {
+            if let Some(u) = self.users.bind(py).get_item(&name)? {
+                need!(u.getattr(intern!(py, "locked_at"))?.is_none());
+                need!(u.getattr(intern!(py, "deactivated_at"))?.is_none());
+            }
+        }
+        // -- routine: apply what Engine._routine applies -------------------------------
+        if let Some((raised, count)) = moved {
+            raised.set_item(intern!(py, "ip_change"), count + 1)?;
+        }
+        if ts > last {
+            s.setattr(intern!(py, "last"), ts)?;
+        }
+        if !ip_is_last {
+            s.setattr(intern!(py, "last_ip"), PyString::new(py, ip))?;
+        }
+        if let Some(node) = &ev.node {
+            let current = s.getattr(intern!(py, "node"))?;
+            let same = !current.is_none() && current.downcast::<PyString>()?.to_str()? == node.0;
+            if !same {
+                s.setattr(intern!(py, "node"), PyString::new(py, &node.0))?;
+            }
+        }
+        let late = now - ts;
+        self.counts[self.bounds.partition_point(|b| *b < late)] += 1;
+        self.lag_sum += late;
+        self.applied += 1;
+        Ok(Applied)
+    }
+}
+
+#[pymethods]
+impl FastPath {
+    /// `engine` is a `detector.engine.Engine` over a `MemoryStore`, rules only; `key` is
+    /// its fingerprint key (at most 64 bytes); `lag_bounds` the lag histogram's bounds.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        engine: PyObject,
+        key: &[u8],
+        sessions: Py<PyDict>,
+        users: Py<PyDict>,
+        filed: Py<PySet>,
+        same_place: PyObject,
+        same_browser: PyObject,
+        trust_same_asn: bool,
+        timeouts: (f64, f64, f64, f64),
+        prefixes: (u32, u32),
+        lag_bounds: Vec<f64>,
+    ) -> PyResult<Self> {
+        if prefixes.0 > 32 || prefixes.1 > 128 {
+            return Err(pyo3::exceptions::PyValueError::new_err("bad prefix length"));
+        }
+        let mac = Blake2bMac::<U16>::new_with_salt_and_personal(key, &[], b"sw-session")
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("bad fingerprint key"))?;
+        let buckets = lag_bounds.len() + 1;
+        Ok(FastPath {
+            mac,
+            engine,
+            sessions,
+            users,
+            filed,
+            same_place,
+            same_browser,
+            trust_same_asn,
+            idle_q: timeouts.0,
+            guest_idle_q: timeouts.1,
+            span_q: timeouts.2,
+            guest_span_q: timeouts.3,
+            prefix_v4: prefixes.0,
+            prefix_v6: prefixes.1,
+            bounds: lag_bounds,
+            counts: vec![0; buckets],
+            lag_sum: 0.0,
+            applied: 0,
+        })
+    }
+
+    /// Applies `lines[start:]` until the first line that is the Python path's; returns
+    /// its index (`len(lines)` when all were applied here). `now` is the wall clock
+    /// for the lag histogram.
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        lines: &Bound<'_, PyList>,
+        start: usize,
+        now: f64,
+    ) -> PyResult<usize> {
+        let engine = self.engine.clone_ref(py).into_bound(py);
+        if engine.getattr(intern!(py, "started_at"))?.is_none() {
+            return Ok(start);
+        }
+        let before: f64 = engine.getattr(intern!(py, "watermark"))?.extract()?;
+        let mut next_sweep: f64 = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+        let mut watermark = before;
+        let mut i = start;
+        let n = lines.len();
+        let result = loop {
+            if i >= n {
+                break Ok(i);
+            }
+            let item = lines.get_item(i)?;
+            let Ok(bytes) = item.downcast::<PyBytes>() else {
+                break Ok(i);
+            };
+            match self.line(py, bytes.as_bytes(), &mut watermark, &mut next_sweep, now) {
+                Ok(Applied) => i += 1,
+                Ok(HandBack) => break Ok(i),
+                Err(err) => break Err(err),
+            }
+        };
+        if watermark != before {
+            engine.setattr(intern!(py, "watermark"), watermark)?;
+        }
+        result
+    }
+
+    /// The events applied here since the last call, per lag bucket, and their lag sum;
+    /// resets both (the caller adds them to its metrics).
+    fn take_counts(&mut self) -> (Vec<u64>, f64) {
+        let counts = std::mem::replace(&mut self.counts, vec![0; self.bounds.len() + 1]);
+        (counts, std::mem::take(&mut self.lag_sum))
+    }
+
+    /// The session fingerprint, as `detector.fingerprint.Fingerprinter` computes it.
+    fn fingerprint_of(&self, session_id: &str) -> String {
+        self.fingerprint(session_id)
+    }
+
+    /// Epoch seconds of a plain RFC 3339 time stamp, or None for any other shape.
+    #[staticmethod]
+    fn parse_time(text: &str) -> Option<f64> {
+        parse_rfc3339(text)
+    }
+}
+
+#[pymodule]
+fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<FastPath>()?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+"""The compiled routine path (native/) changes speed only: output and state are the
+Python path's, line for line, whatever the input."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detector.engine import Engine
+from detector.fingerprint import Fingerprinter
+from detector.replay import JsonLinesWriter, Replayer
+from detector.simulate import SIM_CONFIG, Simulation
+from tests.helpers import CHROME, CHROME_NEXT, KEY, SID, T0, policy
+
+if not shutil.which("cargo"):  # no Rust here: replay runs on the Python path alone
+    pytest.importorskip("sessionwatch_native")
+
+
+def test_extension_is_built_where_rust_is() -> None:
+    """`make install` builds it whenever cargo exists, so CI measures the real thing."""
+    if shutil.which("cargo"):
+        import sessionwatch_native  # noqa: F401
+
+
+def _replay(
+    lines: list[bytes], cfg: dict[str, Any], mode: str
+) -> tuple[bytes, bytes, bytes, Replayer]:
+    """Alerts, dead letters and final state of one replay; ``mode`` is native, python or
+    full (no routine shortcut at all)."""
+    out, dead = io.BytesIO(), io.BytesIO()
+    alerts, dead_letters = JsonLinesWriter(out), JsonLinesWriter(dead)
+    engine = Engine(policy(cfg), Fingerprinter(KEY))
+    engine.routine_shortcut = mode != "full"
+    replayer = Replayer(engine, alerts, dead_letters, native=mode == "native")
+    assert (replayer._fast is not None) == (mode == "native")
+    replayer.feed(lines, "test")
+    alerts.flush()
+    dead_letters.flush()
+    store = engine.store
+    state = msgspec.json.encode(
+        [sorted(store.sessions.items()), sorted(store.users.items()), engine.watermark]  # type: ignore[attr-defined]
+    )
+    return out.getvalue(), dead.getvalue(), state, replayer
+
+
+def _same(lines: list[bytes], cfg: dict[str, Any]) -> tuple[bytes, Replayer]:
+    fast = _replay(lines, cfg, "native")
+    for mode in ("python", "full"):
+        other = _replay(lines, cfg, mode)
+        assert fast[:3] == other[:3], mode
+        assert fast[3].metrics.events == other[3].metrics.events
+        assert fast[3].metrics.lag.counts == other[3].metrics.lag.counts
+    return fast[0], fast[3]
+
+
+TIGHT = {
+    **SIM_CONFIG,
+    "policy": {
+        **SIM_CONFIG["policy"],
+        "glide.ui.session_timeout": 12,
+        "glide.guest.session_timeout": 5,
+    },
+    "detector": {
+        **SIM_CONFIG["detector"],
+        "ip_prefix_v4": 28,
+        "trust_same_asn": False,
+        "allow_cidrs": ["10.0.0.0/12"],
+    },
+}
+
+
+@pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])
+def test_simulated_days_are_identical_on_both_paths(cfg: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    Simulation(users=400, hours=8, seed=31).write(buf)
+    lines = buf.getvalue().splitlines(keepends=True)
+    alerts, replayer = _same(lines, cfg)
+    assert alerts.count(b"\n") > 20  # real alerts are compared
+    # Most lines went the compiled way (else this compares the Python path with itself).
+    assert replayer._fast is not None
+    assert replayer._fast.applied > len(lines) // 2
+
+
+def _tx(n: int, **fields: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "event_id": f"t{n}",
+        "ts": T0 + 1 + n / 1000,  # within the first sweep interval: a sweep is Python's
+        "type": "transaction",
+        "session_id": SID,
+        "user": "alice",
+        "ip": "10.1.2.3",
+        "user_agent": CHROME,
+    }
+    ev.update(fields)
+    return ev
+
+
+LOGIN = orjson.dumps(
+    {
+        "event_id": "l1",
+        "ts": T0,
+        "type": "login",
+        "session_id": SID,
+        "user": "alice",
+        "ip": "10.1.2.3",
+        "user_agent": CHROME,
+    }
+)
+
+# Values for each field, valid or not: the compiled path must take a line exactly when
+# the Python path would take it as routine, and leave everything else alone.
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8)
+)
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "ts": st.one_of(
+        st.floats(T0, T0 + 40_000),
+        st.floats(T0, T0 + 30),
+        st.integers(int(T0), int(T0) + 40_000),
+        st.sampled_from(
+            [
+                "2026-11-22T08:00:30Z",
+                "2026-11-22T08:00:30.5Z",
+                "2026-11-22T08:00:30.123456Z",
+                "2026-11-22T08:00:30.1234567Z",
+                "2026-11-22T09:00:30+01:00",
+                "2026-11-22T07:00:30-01:00",
+                "2026-11-22T08:00:30",
+                "2026-11-22 08:00:30Z",
+                "2026-02-30T08:00:30Z",
+                "2026-11-22T24:00:00Z",
+                "2026-11-22T08:00:60Z",
+                "2026-11-22t08:00:30z",
+                "+2026-11-22T08:00:30Z",
+            ]
+        ),
+        _ANY,
+    ),
+    "ip": st.one_of(
+        st.sampled_from(
+            [
+                "10.1.2.3",
+                "10.1.2.77",
+                "10.1.3.9",
+                "10.9.9.9",
+                "203.0.113.9",
+                "010.1.2.3",
+                "10.1.2",
+                "::ffff:10.1.2.3",
+                "2001:db8::1",
+                "2001:DB8::1",
+                "10.1.2.3 ",
+                "",
+            ]
+        ),
+        _ANY,
+    ),
+    "user_agent": st.one_of(st.sampled_from([CHROME, CHROME_NEXT, "curl/8.5.0", ""]), _ANY),
+    "scheme": st.one_of(st.sampled_from(["https", "http", "HTTPS"]), _ANY),
+    "session_id": st.one_of(st.sampled_from([SID, "", "sw-fp:abc", "OTHER"]), _ANY),
+    "type": st.sampled_from(["transaction", "login", "logout", "bogus"]),
+    "event_id": st.one_of(st.sampled_from(["", "x"]), _ANY),
+    "node": st.one_of(st.sampled_from(["node-a", "node-b"]), _ANY),
+    "guest": _ANY,
+    "remember_me": _ANY,
+    "asn": st.one_of(st.integers(-(2**70), 2**70), _ANY),
+    "response_bytes": _ANY,
+    "geo_lat": _ANY,
+    "url": _ANY,
+    "~sessionwatch.epoch": _ANY,
+    "user": st.one_of(st.sampled_from(["alice", "bob", ""]), _ANY),
+}
+
+
+@st.composite
+def transactions(draw: st.DrawFn) -> bytes:
+    n = draw(st.integers(0, 10_000))
+    changes = draw(st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), max_size=4))
+    ev = _tx(n, **{k: draw(FIELDS[k]) for k in changes})
+    if draw(st.integers(0, 5)) == 0:  # now and then a field goes missing
+        del ev[draw(st.sampled_from(sorted(ev)))]
+    line = msgspec.json.encode(ev)  # big integers too
+    mangle = draw(st.sampled_from(["none"] * 6 + ["dup", "escape", "trailing", "cut"]))
+    if mangle == "dup":
+        line = line[:-1] + b',"ip":"10.1.2.3"}'
+    elif mangle == "escape":
+        line = line.replace(b'"alice"', b'"\\u0061lice"')
+    elif mangle == "trailing":
+        line += b" x"
+    elif mangle == "cut":
+        line = line[: len(line) // 2]
+    return line
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(transactions(), min_size=1, max_size=12))
+def test_any_line_is_applied_exactly_as_the_python_path_would(body: list[bytes]) -> None:
+    lines = [LOGIN, *body, orjson.dumps(_tx(20_000, ip="10.1.2.200"))]
+    _same(lines, SIM_CONFIG)
+    _same(lines, TIGHT)
+
+
+def test_routine_lines_of_every_shape_are_applied_natively() -> None:
+    """Numbers and RFC 3339 strings, escapes, upgrades, moves inside the prefix, nodes."""
+    shapes = [
+        _tx(1),
+        _tx(2, ts="2026-11-22T08:00:10.25Z"),
+        _tx(3, ts="2026-11-22T10:00:11+02:00"),
+        _tx(4, ip="10.1.2.77", node="node-b", url="/x.do", extra={"k": [1, 2]}),
+        _tx(5, user_agent=CHROME_NEXT, scheme="https", asn=64500, response_bytes=10),
+        _tx(6, user=None, guest=False, remember_me=False),
+    ]
+    lines = [
+        LOGIN,
+        *map(orjson.dumps, shapes),
+        orjson.dumps(_tx(7)).replace(b"alice", b"\\u0061lice"),
+    ]
+    _, replayer = _same(lines, SIM_CONFIG)
+    assert replayer._fast is not None and replayer._fast.applied == len(lines) - 1
+
+
+def test_a_moved_session_counts_its_deduplicated_ip_change() -> None:
+    """After ip_change alerted, further requests from the new place only count it."""
+    lines = [LOGIN] + [orjson.dumps(_tx(n, ip="203.0.113.9")) for n in range(1, 6)]
+    alerts, replayer = _same(lines, SIM_CONFIG)
+    assert alerts.count(b'"kind":"ip_change"') == 1
+    engine = replayer.engine
+    (s,) = engine.store.sessions.values()  # type: ignore[attr-defined]
+    assert s.raised["ip_change"] == 5
+
+
+def test_fingerprints_and_times_match_python() -> None:
+    from sessionwatch_native import FastPath
+
+    for key in (KEY, b"k" * 200):  # a long secret is hashed down first
+        engine = Engine(policy(SIM_CONFIG), Fingerprinter(key))
+        fast = Replayer(engine, lambda _a: None, lambda _d: None)._fast
+        assert isinstance(fast, FastPath)
+        for sid in (SID, "é-ü-日本", "a" * 500, "x"):
+            assert fast.fingerprint_of(sid) == engine.fingerprint(sid)
+    for text in (
+        "2026-11-22T08:01:00Z",
+        "2026-11-22T08:01:00.657Z",
+        "1999-12-31T23:59:59.999999-13:30",
+    ):
+        assert FastPath.parse_time(text) == _python_time(text)
+    assert FastPath.parse_time("2026-11-22T08:01:00") is None
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_any_plain_rfc3339_time_is_read_as_python_reads_it(when: datetime) -> None:
+    from sessionwatch_native import FastPath
+
+    text = when.isoformat().replace("+00:00", "Z")
+    got = FastPath.parse_time(text)
+    if got is not None:  # the compiled path may decline a shape; never misread one
+        assert got == _python_time(text)
+
+
+def _python_time(text: str) -> float:
+    """What detector.events.decode makes of a time stamp string."""
+    return msgspec.json.decode(orjson.dumps(text), type=datetime).timestamp()
