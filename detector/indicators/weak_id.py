@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from operator import sub
 from typing import Final
 
@@ -49,7 +50,32 @@ def _alphabet(chars: set[str]) -> int:
     return max(size, 2)
 
 
+#: log2 of alphabet sizes (the compiled estimate takes these very values).
+_LOG2: Final = tuple(math.log2(a) if a else 0.0 for a in range(256))
+
+
+def _compiled() -> Callable[[str], float | None] | None:
+    """The compiled estimate (native/), bit-identical by construction and test."""
+    try:
+        from sessionwatch_native import Entropy
+    except ImportError:
+        return None
+    return Entropy(list(_XLOG2X), list(_LOG2), _PREDICTABLE_BITS).bits
+
+
+_COMPILED: Final = _compiled()
+
+
 def estimate_bits(sid: str) -> float:
+    """Estimated bits of guessing work in ``sid`` (compiled when available, ~20x faster)."""
+    if _COMPILED is not None and sid.isascii():  # (a lone surrogate has no UTF-8)
+        bits = _COMPILED(sid)
+        if bits is not None:
+            return bits
+    return estimate_bits_py(sid)
+
+
+def estimate_bits_py(sid: str) -> float:
     n = len(sid)
     if n == 0:
         return 0.0
@@ -63,7 +89,8 @@ def estimate_bits(sid: str) -> float:
     # n * Shannon entropy = n*log2(n) - sum(c*log2(c)) over the character counts.
     counts = map(sid.count, chars)
     if n < len(_XLOG2X):
-        shannon_total = n * math.log2(n) - sum(map(_XLOG2X.__getitem__, counts))
+        # Summed in ascending order: one order, whatever the set's (and the compiled one's).
+        shannon_total = n * math.log2(n) - sum(sorted(map(_XLOG2X.__getitem__, counts)))
     else:
         shannon_total = n * math.log2(n) - sum(c * math.log2(c) for c in counts if c > 1)
     return min(bits, shannon_total)

@@ -7,7 +7,7 @@
 //!
 //! The contract is one-sided: for each line it either applies exactly what the Python
 //! path would (the session's `last`, `last_ip`, `node`, a deduplicated `ip_change` count,
-//! the event and lag counters) or hands the line back untouched. It hands back whenever
+//! the event and lag counters) or hands the line back. It hands back whenever
 //! it is not certain: anything but a strictly valid transaction of a known, filed session
 //! meeting every routine condition, a time stamp string outside the plain RFC 3339 shape,
 //! an address in other than canonical form, the very first event. Event time (the
@@ -18,11 +18,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
-use blake2::digest::consts::U16;
-use blake2::digest::Mac;
-use blake2::Blake2bMac;
+use blake2b_simd::{Params, State};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
@@ -271,13 +269,41 @@ fn packed(ip: &str) -> Option<(usize, [u8; 16])> {
         out = addr.octets();
         Some((16, out))
     } else {
-        let addr: Ipv4Addr = ip.parse().ok()?;
-        if addr.to_string() != ip {
-            return None;
-        }
-        out[..4].copy_from_slice(&addr.octets());
+        out[..4].copy_from_slice(&dotted_quad(ip.as_bytes())?);
         Some((4, out))
     }
+}
+
+/// Canonical dotted decimal: four parts of 0-255 without leading zeros (what an
+/// `Ipv4Addr` prints), without formatting one to compare.
+fn dotted_quad(s: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let (mut part, mut value, mut digits) = (0usize, 0u32, 0u32);
+    for &c in s {
+        match c {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return None; // a leading zero
+                }
+                value = value * 10 + u32::from(c - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && part < 3 => {
+                out[part] = value as u8;
+                part += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || part != 3 {
+        return None;
+    }
+    out[3] = value as u8;
+    Some(out)
 }
 
 /// `IpLadder.network_key` equality: same family and the same first `prefix` bits.
@@ -309,7 +335,8 @@ macro_rules! need {
 /// The routine-request shortcut over one engine's in-memory store (see the module doc).
 #[pyclass(module = "sessionwatch_native")]
 struct FastPath {
-    mac: Blake2bMac<U16>,
+    /// BLAKE2b keyed and personalised as the Python Fingerprinter, key block absorbed.
+    mac: State,
     engine: PyObject,
     sessions: Py<PyDict>,
     users: Py<PyDict>,
@@ -334,19 +361,9 @@ struct FastPath {
 
 impl FastPath {
     fn fingerprint(&self, sid: &str) -> String {
-        let digest = self
-            .mac
-            .clone()
-            .chain_update(sid.as_bytes())
-            .finalize()
-            .into_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(32);
-        for byte in digest.iter() {
-            out.push(HEX[(byte >> 4) as usize] as char);
-            out.push(HEX[(byte & 15) as usize] as char);
-        }
-        out
+        let mut state = self.mac.clone();
+        state.update(sid.as_bytes());
+        state.finalize().to_hex().to_string()
     }
 
     fn line(
@@ -358,7 +375,9 @@ impl FastPath {
         now: f64,
     ) -> PyResult<Outcome> {
         // -- the record: what detector.events.decode would accept, or hand back --------
-        need!(line.len() <= MAX_LINE_BYTES && std::str::from_utf8(line).is_ok());
+        need!(
+            line.len() <= MAX_LINE_BYTES && (line.is_ascii() || std::str::from_utf8(line).is_ok())
+        );
         let Ok(ev) = serde_json::from_slice::<Raw>(line) else {
             return Ok(HandBack);
         };
@@ -376,7 +395,12 @@ impl FastPath {
             return Ok(HandBack);
         };
         let (sid, ip) = (sid.0.as_ref(), ip.0.as_ref());
-        need!(!sid.is_empty() && !ip.is_empty() && !sid.starts_with(FP_PREFIX));
+        need!(!sid.is_empty() && !sid.starts_with(FP_PREFIX));
+        // A valid address (canonical form, which inet_pton accepts): the line is one the
+        // Python path accepts, so event time may move for it.
+        let Some(here) = packed(ip) else {
+            return Ok(HandBack);
+        };
         // -- the engine: event time moves on, and a due sweep runs first, as in
         // Engine.process (whatever becomes of the line, Python would do the same first).
         if ts > *watermark {
@@ -430,9 +454,8 @@ impl FastPath {
                 return Ok(HandBack); // lifespan_exceeded
             }
         }
-        // The address: one this session holds (validated then), or one that parses here
-        // as strictly as inet_pton; the same place as the login's (the prefix rung here,
-        // the allow-list in the engine's own ladder).
+        // The same place as the login's address: the prefix rung here, the allow-list in
+        // the engine's own ladder.
         let login_ip = s.getattr(intern!(py, "login_ip"))?;
         let last_ip = s.getattr(intern!(py, "last_ip"))?;
         let is = |obj: &Bound<'_, PyAny>| -> PyResult<bool> {
@@ -440,41 +463,35 @@ impl FastPath {
         };
         let ip_is_last = is(&last_ip)?;
         let mut moved = None;
-        if !is(&login_ip)? {
-            let here = packed(ip);
-            need!(ip_is_last || here.is_some());
-            if !login_ip.is_none() {
-                let there = packed(login_ip.downcast::<PyString>()?.to_str()?);
-                let same = match (here, there) {
-                    (Some(a), Some(b)) => same_prefix(&a, &b, self.prefix_v4, self.prefix_v6),
-                    _ => false,
+        if !login_ip.is_none() && !is(&login_ip)? {
+            let there = packed(login_ip.downcast::<PyString>()?.to_str()?);
+            let same =
+                there.is_some_and(|b| same_prefix(&here, &b, self.prefix_v4, self.prefix_v6));
+            if !same
+                && !self
+                    .same_place
+                    .bind(py)
+                    .call1((&login_ip, ip))?
+                    .is_truthy()?
+            {
+                // ip_change fires; only deduplicated (counted) is routine.
+                let raised = s
+                    .getattr(intern!(py, "raised"))?
+                    .downcast_into::<PyDict>()?;
+                let Some(count) = raised.get_item(intern!(py, "ip_change"))? else {
+                    return Ok(HandBack);
                 };
-                if !same
-                    && !self
-                        .same_place
-                        .bind(py)
-                        .call1((&login_ip, ip))?
-                        .is_truthy()?
-                {
-                    // ip_change fires; only deduplicated (counted) is routine.
-                    let raised = s
-                        .getattr(intern!(py, "raised"))?
-                        .downcast_into::<PyDict>()?;
-                    let Some(count) = raised.get_item(intern!(py, "ip_change"))? else {
-                        return Ok(HandBack);
+                let same_asn = self.trust_same_asn
+                    && match ev.asn {
+                        Some(asn) => {
+                            let login_asn = s.getattr(intern!(py, "login_asn"))?;
+                            !login_asn.is_none()
+                                && login_asn.extract::<i64>().is_ok_and(|x| x == asn)
+                        }
+                        None => false,
                     };
-                    let same_asn = self.trust_same_asn
-                        && match ev.asn {
-                            Some(asn) => {
-                                let login_asn = s.getattr(intern!(py, "login_asn"))?;
-                                !login_asn.is_none()
-                                    && login_asn.extract::<i64>().is_ok_and(|x| x == asn)
-                            }
-                            None => false,
-                        };
-                    if !same_asn {
-                        moved = Some((raised, count.extract::<i64>()?));
-                    }
+                if !same_asn {
+                    moved = Some((raised, count.extract::<i64>()?));
                 }
             }
         }
@@ -537,8 +554,16 @@ impl FastPath {
         if prefixes.0 > 32 || prefixes.1 > 128 {
             return Err(pyo3::exceptions::PyValueError::new_err("bad prefix length"));
         }
-        let mac = Blake2bMac::<U16>::new_with_salt_and_personal(key, &[], b"sw-session")
-            .map_err(|_| pyo3::exceptions::PyValueError::new_err("bad fingerprint key"))?;
+        if key.is_empty() || key.len() > 64 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "bad fingerprint key",
+            ));
+        }
+        let mac = Params::new()
+            .hash_length(16)
+            .key(key)
+            .personal(b"sw-session")
+            .to_state();
         let buckets = lag_bounds.len() + 1;
         Ok(FastPath {
             mac,
@@ -620,8 +645,80 @@ impl FastPath {
     }
 }
 
+/// `detector.indicators.weak_id.estimate_bits` for ASCII IDs shorter than the tables:
+/// the same table values (handed over from Python), the same operations in the same
+/// order, so the same double, bit for bit.
+#[pyclass(module = "sessionwatch_native", frozen)]
+struct Entropy {
+    /// c * log2(c) for c < len (0 for c <= 1).
+    xlog2x: Vec<f64>,
+    /// log2(a) for alphabet sizes a < len.
+    log2: Vec<f64>,
+    predictable: f64,
+}
+
+#[pymethods]
+impl Entropy {
+    #[new]
+    fn new(xlog2x: Vec<f64>, log2: Vec<f64>, predictable: f64) -> Self {
+        Entropy {
+            xlog2x,
+            log2,
+            predictable,
+        }
+    }
+
+    /// The estimate, or None where the Python code must decide (non-ASCII, long IDs).
+    fn bits(&self, sid: &str) -> Option<f64> {
+        let b = sid.as_bytes();
+        let n = b.len();
+        if n == 0 || !sid.is_ascii() || n >= self.xlog2x.len() {
+            return None;
+        }
+        let mut counts = [0u32; 128];
+        for &c in b {
+            counts[c as usize] += 1;
+        }
+        let has = |lo: u8, hi: u8| (lo..=hi).any(|c| counts[c as usize] > 0);
+        let (digits, lower, upper) = (has(b'0', b'9'), has(b'a', b'z'), has(b'A', b'Z'));
+        let hex_only = !has(b'g', b'z') && !has(b'G', b'Z') && {
+            let other = (0u8..128)
+                .filter(|c| !c.is_ascii_alphanumeric())
+                .any(|c| counts[c as usize] > 0);
+            !other
+        };
+        let alphabet = if hex_only && !(has(b'a', b'f') && has(b'A', b'F')) {
+            16
+        } else {
+            let mut size = (0u8..128)
+                .filter(|c| !c.is_ascii_alphanumeric() && counts[*c as usize] > 0)
+                .count();
+            size += if digits { 10 } else { 0 }
+                + if lower { 26 } else { 0 }
+                + if upper { 26 } else { 0 };
+            size.max(2)
+        };
+        let per_char = *self.log2.get(alphabet)?;
+        let near = b.windows(2).filter(|w| w[1].abs_diff(w[0]) <= 1).count();
+        let bits = per_char * (n - near) as f64 + self.predictable * near as f64;
+        let mut terms: Vec<f64> = counts
+            .iter()
+            .filter(|c| **c > 0)
+            .map(|c| self.xlog2x[*c as usize])
+            .collect();
+        terms.sort_by(f64::total_cmp);
+        let shannon_total = self.xlog2x[n] - terms.iter().fold(0.0, |acc, t| acc + t);
+        Some(if shannon_total < bits {
+            shannon_total
+        } else {
+            bits
+        })
+    }
+}
+
 #[pymodule]
 fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FastPath>()?;
+    m.add_class::<Entropy>()?;
     Ok(())
 }

@@ -268,3 +268,41 @@ def test_any_plain_rfc3339_time_is_read_as_python_reads_it(when: datetime) -> No
 def _python_time(text: str) -> float:
     """What detector.events.decode makes of a time stamp string."""
     return msgspec.json.decode(orjson.dumps(text), type=datetime).timestamp()
+
+
+ID_ALPHABETS = st.sampled_from(
+    ["0123456789ABCDEF", "0123456789abcdef", "0123456789abcdefABCDEF", "0123", "abc-_.~"]
+)
+
+
+@given(
+    st.one_of(
+        st.text(st.characters(max_codepoint=127), max_size=300),
+        ID_ALPHABETS.flatmap(lambda a: st.text(st.sampled_from(a), min_size=1, max_size=64)),
+    )
+)
+def test_compiled_entropy_is_the_python_estimate_bit_for_bit(sid: str) -> None:
+    from detector.indicators.weak_id import _COMPILED, estimate_bits_py
+
+    assert _COMPILED is not None
+    got = _COMPILED(sid)
+    if got is not None:  # None: not ASCII, empty or long; the Python code decides
+        assert got == estimate_bits_py(sid)
+    else:
+        assert not sid or not sid.isascii() or len(sid) >= 256
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.text(st.sampled_from("0123456789."), max_size=16),
+        st.text(st.sampled_from("0123456789abcdefABCDEF:."), max_size=40),
+        st.ip_addresses(v=6).map(str),
+    )
+)
+def test_an_address_is_taken_natively_only_where_python_takes_it(ip: str) -> None:
+    """A new address on a live session: applied natively only if inet_pton accepts it,
+    and then with the ladder's answer (same /24 -> routine, else ip_change)."""
+    lines = [LOGIN, orjson.dumps(_tx(1, ip=ip)), orjson.dumps(_tx(2, ip=ip))]
+    _same(lines, SIM_CONFIG)
