@@ -8,8 +8,9 @@ topic with simulated events, then measures on the same topic and partitions:
    one table entry per event, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
    reach the end of the topic;
-3. event-to-alert latency (p50/p99) while attacks are produced at fixed rates, from
-   the producer's send to the alert's arrival.
+3. event-to-alert latency (p50/p99) at fixed rates of the same simulated traffic, one
+   event in ten a probe (login, logout, reuse of the logged-out session), from the
+   producer's send of the reuse to its alert's arrival.
 
 Usage::
 
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,15 +204,34 @@ def _collect_alerts(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any)
     out.send(asyncio.run(run()))
 
 
-async def latency(
-    s: StreamSettings, rate: float, seconds: float, base: float, tag: str
-) -> tuple[list[float], float]:
-    """Produces reuse-after-logout attacks at ``rate`` events/s; returns send-to-alert
-    delays and the rate actually sent.
+#: One event in this many of the latency phase is a probe (the rest is background).
+PROBE_EVERY = 10
 
-    Event time moves with the wall clock from ``base``, as in production. (Stamping one
-    event-second per event made event time run ~800x faster than real time, so the bulk
-    phase's whole state expired and was swept during the measurement.)"""
+
+def _background(lines: list[bytes], tag: str) -> Iterator[dict[str, Any]]:
+    """The simulated day again as background traffic: its own sessions, users and events
+    (tagged apart from the bulk phase's), in order; times are stamped when sent."""
+    for line in lines:
+        ev = orjson.loads(line)
+        ev["event_id"] = f"bg{tag}-{ev['event_id']}"
+        for field in ("session_id", "previous_session_id", "new_session_id", "user"):
+            if ev.get(field):
+                ev[field] = f"{ev[field]}-{tag}"
+        yield ev
+
+
+async def latency(
+    s: StreamSettings, rate: float, seconds: float, base: float, tag: str, lines: list[bytes]
+) -> tuple[list[float], float]:
+    """Sends the simulated day's traffic at ``rate`` events/s with, every
+    :data:`PROBE_EVERY`-th event, a probe: triples of login, logout and a reuse of the
+    logged-out session, whose alert's delay is measured. Returns the delays and the rate
+    actually sent.
+
+    Probes alone would measure another workload than the throughput phase (a fresh
+    session per three events, every one a table write); the background keeps the mix
+    the sustainable rate was measured on. Event time moves with the wall clock from
+    ``base``, as in production."""
     fp = Fingerprinter(KEY.encode())
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
@@ -223,33 +244,37 @@ async def latency(
         raise SystemExit("alert reader did not start")
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=0)
     await producer.start()
+    background = _background(lines, tag)
     sent_at: dict[str, float] = {}
-    n = 0
+    n = probes = 0
     sid = ""
     start = time.monotonic()
     try:
         while time.monotonic() - start < seconds:
-            # Triples of login, logout, and a reuse of the logged-out session (the alert).
-            kind = ("login", "logout", "transaction")[n % 3]
-            if kind == "login":
-                sid = uuid.uuid4().hex.upper()
-            event_id = f"lat{tag}-{n}"
-            # The reuse comes 5 event-time minutes after the logout: past the policy's
-            # 2-minute logout grace and the clock-skew allowance, so it must alert.
             now = base + time.monotonic() - start
-            line = orjson.dumps(
-                {
+            ev = None if n % PROBE_EVERY == 0 else next(background, None)
+            if ev is not None:
+                ev["ts"] = now
+            else:  # a probe (also once the background runs out)
+                kind = ("login", "logout", "transaction")[probes % 3]
+                if kind == "login":
+                    sid = uuid.uuid4().hex.upper()
+                event_id = f"lat{tag}-{probes}"
+                # The reuse comes 5 event-time minutes after the logout: past the policy's
+                # 2-minute logout grace and the clock-skew allowance, so it must alert.
+                ev = {
                     "event_id": event_id,
                     "ts": now + (300 if kind == "transaction" else 0),
                     "type": kind,
                     "session_id": sid,
-                    "user": f"lat{tag}-{n // 3}",
+                    "user": f"lat{tag}-{probes // 3}",
                     "ip": "10.1.2.3",
                 }
-            )
+                if kind == "transaction":
+                    sent_at[event_id] = time.monotonic()
+                probes += 1
+            line = orjson.dumps(ev)
             key = routing_key(decode(line), fp).encode()  # type: ignore[arg-type]
-            if kind == "transaction":
-                sent_at[event_id] = time.monotonic()
             await producer.send(s.events_topic, value=line, key=key)
             n += 1
             delay = start + n / rate - time.monotonic()
@@ -341,7 +366,7 @@ def main() -> None:
             worker_rate / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
         ]
         for i, rate in enumerate(rates):
-            delays, sent = asyncio.run(latency(s, rate, args.latency_seconds, clock, str(i)))
+            delays, sent = asyncio.run(latency(s, rate, args.latency_seconds, clock, str(i), lines))
             clock += args.latency_seconds + 360  # past the last reuse: event time only grows
             if not delays:
                 print(f"event-to-alert latency at {rate:,.0f} events/s: no alerts arrived")
