@@ -11,15 +11,16 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS := kcat:kcat promtool:prometheus prometheus:prometheus docker-compose:docker-compose
 KAFKA_LIB := deploy/kafka/lib
 
-# The compiled replay path (native/, Rust) needs cargo; without it replay runs on the
-# Python path alone, with the same output, slower.
+# The compiled replay path (native/, Rust) needs cargo (on PATH, or rustup's default
+# place); without it replay runs on the Python path alone, with the same output, slower.
+CARGO ?= $(shell command -v cargo 2>/dev/null || ls $$HOME/.cargo/bin/cargo 2>/dev/null)
 $(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/sessionwatch_native.pyi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,stream]'
-	@if command -v cargo >/dev/null; then \
-		echo "building the compiled replay path (native/)"; \
-		$(BIN)/python -m pip install --quiet ./native; \
+	@if [ -n "$(CARGO)" ]; then \
+		echo "building the compiled replay path (native/) with $(CARGO)"; \
+		PATH="$(dir $(CARGO)):$$PATH" $(BIN)/python -m pip install --quiet ./native; \
 	else \
 		echo "no Rust toolchain (cargo): replay runs on the Python path only"; \
 	fi
