@@ -14,15 +14,13 @@ every request updates the model's features, which only the Python path computes.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Protocol
 
 from detector.engine import Engine
+from detector.native import native_module
 from detector.store import MemoryStore
 from detector.useragent import same_browser
-
-log = logging.getLogger(__name__)
 
 #: Set to ``0`` to run replay on the Python path alone (comparisons, debugging).
 ENV: str = "SESSIONWATCH_NATIVE"
@@ -35,15 +33,6 @@ class FastPath(Protocol):
     def take_counts(self) -> tuple[list[int], float]: ...
 
 
-def native_available() -> bool:
-    """Whether the extension is installed (``make install`` builds it)."""
-    try:
-        import sessionwatch_native  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
     """The compiled path for ``engine``, or None where it does not apply or is missing."""
     store = engine.store
@@ -54,12 +43,10 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         or not isinstance(store, MemoryStore)
     ):
         return None
-    try:
-        from sessionwatch_native import FastPath as Native
-    except ImportError:
-        log.debug("sessionwatch_native is not installed: replay runs on the Python path")
+    native = native_module()
+    if native is None:
         return None
-    return Native(
+    path: FastPath = native.FastPath(
         engine,
         engine.fingerprint.key,
         store.sessions,
@@ -72,3 +59,4 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
     )
+    return path

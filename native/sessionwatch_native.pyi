@@ -1,6 +1,8 @@
 from collections.abc import Callable
 from typing import Any
 
+ABI: int
+
 class FastPath:
     applied: int
     def __init__(

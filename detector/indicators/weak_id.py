@@ -23,6 +23,7 @@ from operator import sub
 from typing import Final
 
 from detector.indicators.base import Context, Evidence, Indicator
+from detector.native import native_module
 
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 _HEX_LOWER: Final = frozenset("abcdef")
@@ -56,11 +57,10 @@ _LOG2: Final = tuple(math.log2(a) if a else 0.0 for a in range(256))
 
 def _compiled() -> Callable[[str], float | None] | None:
     """The compiled estimate (native/), bit-identical by construction and test."""
-    try:
-        from sessionwatch_native import Entropy
-    except ImportError:
+    native = native_module()
+    if native is None:
         return None
-    return Entropy(list(_XLOG2X), list(_LOG2), _PREDICTABLE_BITS).bits
+    return native.Entropy(list(_XLOG2X), list(_LOG2), _PREDICTABLE_BITS).bits  # type: ignore[no-any-return]
 
 
 _COMPILED: Final = _compiled()

@@ -720,5 +720,8 @@ impl Entropy {
 fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FastPath>()?;
     m.add_class::<Entropy>()?;
+    // Bumped with any change of what the Python side may rely on: a stale build (an
+    // older extension left installed) is then refused instead of misapplied.
+    m.add("ABI", 1)?;
     Ok(())
 }

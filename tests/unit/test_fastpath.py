@@ -309,3 +309,14 @@ def test_an_address_is_taken_natively_only_where_python_takes_it(ip: str) -> Non
     and then with the ladder's answer (same /24 -> routine, else ip_change)."""
     lines = [LOGIN, orjson.dumps(_tx(1, ip=ip)), orjson.dumps(_tx(2, ip=ip))]
     _same(lines, SIM_CONFIG)
+
+
+def test_a_stale_build_is_refused_and_replay_runs_on_python(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sessionwatch_native
+
+    monkeypatch.setattr(sessionwatch_native, "ABI", 0)
+    engine = Engine(policy(SIM_CONFIG), Fingerprinter(KEY))
+    assert Replayer(engine, lambda _a: None, lambda _d: None)._fast is None
+    assert "stale build" in caplog.text

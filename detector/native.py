@@ -1,0 +1,33 @@
+"""Loading the compiled extension (``native/``): present, and of this code's interface.
+
+Kept apart from :mod:`detector.fastpath` so that low-level modules (the entropy estimate)
+can use the extension without importing the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+#: The extension's interface version this code is written against (native/src/lib.rs).
+ABI = 1
+
+
+def native_module() -> ModuleType | None:
+    """The extension when it is installed and of this code's interface version."""
+    try:
+        import sessionwatch_native
+    except ImportError:
+        log.debug("sessionwatch_native is not installed: replay runs on the Python path")
+        return None
+    if getattr(sessionwatch_native, "ABI", None) != ABI:
+        log.warning(
+            "sessionwatch_native is a stale build (interface %s, expected %s): replay runs "
+            "on the Python path; run `make install` to rebuild it",
+            getattr(sessionwatch_native, "ABI", "unknown"),
+            ABI,
+        )
+        return None
+    return sessionwatch_native
