@@ -8,8 +8,10 @@ it decodes, fingerprints and checks each line against the engine's own state obj
 applies it when it is routine, and hands every other line back to the Python path.
 Output is byte-identical either way (tested); only speed differs.
 
-It applies to rules-only replay over the in-memory store: with a behaviour model on,
-every request updates the model's features, which only the Python path computes.
+It applies to replay over the in-memory store. With a behaviour model on it also does
+the model's per-request upkeep (counters of the session's window, the user's paths and
+hours) between checkpoints; the checkpoints themselves (a feature row, the models'
+scores) and a session's first request are the Python path's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
+from detector.anomaly import features
 from detector.engine import Engine
 from detector.native import native_module
 from detector.store import MemoryStore
@@ -38,7 +41,6 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
     store = engine.store
     if (
         os.environ.get(ENV, "1") == "0"
-        or engine.behaviour is not None
         or not engine.routine_shortcut
         or not isinstance(store, MemoryStore)
     ):
@@ -55,6 +57,16 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         engine.ladder.same_place,
         same_browser,
         engine.policy.trust_same_asn,
+        None
+        if engine.behaviour is None
+        else (
+            store.filed_users,
+            features.path_shape,
+            features._flush_hours,
+            features.BURST_GAP_S,
+            features.MAX_PATHS,
+            features._THURSDAY_HOUR,
+        ),
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),

@@ -141,6 +141,11 @@ class MemoryStore:
         """Sessions filed for expiry; a write to any other must go through ``put_session``."""
         return self._session_index.filed
 
+    @property
+    def filed_users(self) -> set[str]:
+        """Users filed for expiry; a write to any other must go through ``put_user``."""
+        return self._user_index.filed
+
     def get_session(self, fp: str) -> SessionState | None:
         return self.sessions.get(fp)
 

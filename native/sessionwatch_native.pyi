@@ -15,6 +15,8 @@ class FastPath:
         same_place: Callable[[str, str], bool],
         same_browser: Callable[[str, str], bool],
         trust_same_asn: bool,
+        behaviour: tuple[set[str], Callable[[str], str], Callable[[Any, Any], None], float, int, int]
+        | None,
         timeouts: tuple[float, float, float, float],
         prefixes: tuple[int, int],
         lag_bounds: list[float],
@@ -24,6 +26,8 @@ class FastPath:
     def fingerprint_of(self, session_id: str) -> str: ...
     @staticmethod
     def parse_time(text: str) -> float | None: ...
+    @staticmethod
+    def hour_of_week(ts: float, thursday: int) -> int: ...
 
 class Entropy:
     def __init__(self, xlog2x: list[float], log2: list[float], predictable: float) -> None: ...

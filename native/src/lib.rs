@@ -3,11 +3,13 @@
 //! Most of a recorded log is routine: a transaction on a live session from the place and
 //! browser it logged in with, within its timeouts. The Python engine already takes those
 //! through a shortcut (`Engine._routine`) whose every condition is the negation of one
-//! indicator's trigger; this module is the same shortcut, compiled, applied to raw lines.
+//! indicator's trigger; this module is the same shortcut, compiled, applied to raw lines,
+//! with the behaviour model's per-request upkeep between checkpoints when a model is on.
 //!
 //! The contract is one-sided: for each line it either applies exactly what the Python
 //! path would (the session's `last`, `last_ip`, `node`, a deduplicated `ip_change` count,
-//! the event and lag counters) or hands the line back. It hands back whenever
+//! the behaviour profile's counters and the user's paths and hours, the event and lag
+//! counters) or hands the line back. It hands back whenever
 //! it is not certain: anything but a strictly valid transaction of a known, filed session
 //! meeting every routine condition, a time stamp string outside the plain RFC 3339 shape,
 //! an address in other than canonical form, the very first event. Event time (the
@@ -135,7 +137,6 @@ struct Raw<'a> {
     #[serde(default, deserialize_with = "present")]
     scheme: Option<Scheme>,
     #[serde(default, borrow)]
-    #[allow(dead_code)]
     url: Option<Str<'a>>,
     #[serde(default, borrow)]
     node: Option<Str<'a>>,
@@ -161,7 +162,6 @@ struct Raw<'a> {
     #[serde(default)]
     asn: Option<i64>,
     #[serde(default)]
-    #[allow(dead_code)]
     response_bytes: Option<u64>,
     /// The engine's own epoch field: a record that names it is the Python path's.
     #[serde(rename = "~sessionwatch.epoch", default, deserialize_with = "present")]
@@ -317,6 +317,29 @@ fn same_prefix(a: &(usize, [u8; 16]), b: &(usize, [u8; 16]), v4: u32, v6: u32) -
         && (rest == 0 || a.1[whole] >> (8 - rest) == b.1[whole] >> (8 - rest))
 }
 
+/// What the behaviour model's per-request upkeep needs from Python (features.py).
+struct Upkeep {
+    /// Users filed for expiry (a write to any other is the Python path's).
+    users_filed: Py<PySet>,
+    path_shape: PyObject,
+    flush_hours: PyObject,
+    burst_gap: f64,
+    max_paths: usize,
+    thursday: i64,
+}
+
+/// `features.hour_of_week`: `(int(ts // 3600) + thursday) % 168` with CPython's float
+/// floor division (fmod, then a correction), so the same hour at every boundary.
+fn hour_of_week(ts: f64, thursday: i64) -> i64 {
+    let rem = ts % 3600.0;
+    let div = (ts - rem) / 3600.0;
+    let mut floor = div.floor();
+    if div - floor > 0.5 {
+        floor += 1.0;
+    }
+    (floor as i64 + thursday).rem_euclid(168)
+}
+
 /// What `run` returns for one line: applied here, or the Python path's.
 enum Outcome {
     Applied,
@@ -344,6 +367,7 @@ struct FastPath {
     same_place: PyObject,
     same_browser: PyObject,
     trust_same_asn: bool,
+    behaviour: Option<Upkeep>,
     idle_q: f64,
     guest_idle_q: f64,
     span_q: f64,
@@ -501,15 +525,85 @@ impl FastPath {
         } else {
             ev.user.as_ref().map(|u| PyString::new(py, &u.0).into_any())
         };
-        if let Some(name) = user {
-            if let Some(u) = self.users.bind(py).get_item(&name)? {
+        let mut account = None;
+        if let Some(name) = &user {
+            if let Some(u) = self.users.bind(py).get_item(name)? {
                 need!(u.getattr(intern!(py, "locked_at"))?.is_none());
                 need!(u.getattr(intern!(py, "deactivated_at"))?.is_none());
+                account = Some(u);
             }
+        }
+        // -- the behaviour model's upkeep (Engine._behave, features.observe) ----------
+        // Only between checkpoints, of a session whose profile and user baseline exist:
+        // the first request, a new user and every checkpoint are the Python path's.
+        let mut upkeep = None;
+        if let (Some(b), Some(name), false) = (&self.behaviour, &user, guest) {
+            let Some(u) = account else {
+                return Ok(HandBack);
+            };
+            let base = u.getattr(intern!(py, "baseline"))?;
+            let profile = s.getattr(intern!(py, "profile"))?;
+            need!(!base.is_none() && !profile.is_none());
+            let n = profile.getattr(intern!(py, "n"))?.extract::<i64>()? + 1;
+            need!(!(n == 1 || n == 4 || n % 16 == 0));
+            need!(b.users_filed.bind(py).contains(name)?);
+            let bytes = match ev.response_bytes {
+                Some(size) => {
+                    let before = profile.getattr(intern!(py, "w_bytes"))?.extract::<u64>()?;
+                    match before.checked_add(size) {
+                        Some(total) if total <= i64::MAX as u64 => Some(total),
+                        _ => return Ok(HandBack),
+                    }
+                }
+                None => None,
+            };
+            upkeep = Some((u, base, profile, n, bytes));
         }
         // -- routine: apply what Engine._routine applies -------------------------------
         if let Some((raised, count)) = moved {
             raised.set_item(intern!(py, "ip_change"), count + 1)?;
+        }
+        if let (Some(b), Some((u, base, profile, n, bytes))) = (&self.behaviour, upkeep) {
+            let bump = |name: &Bound<'_, PyString>| -> PyResult<()> {
+                let value = profile.getattr(name)?.extract::<i64>()?;
+                profile.setattr(name, value + 1)
+            };
+            profile.setattr(intern!(py, "n"), n)?;
+            bump(intern!(py, "w_requests"))?;
+            bump(intern!(py, "w_gaps"))?;
+            if ts - last < b.burst_gap {
+                bump(intern!(py, "w_fast"))?;
+            }
+            if let Some(url) = &ev.url {
+                let shape = b.path_shape.bind(py).call1((url.0.as_ref(),))?;
+                let paths = base
+                    .getattr(intern!(py, "paths"))?
+                    .downcast_into::<PyDict>()?;
+                if !paths.contains(&shape)? {
+                    bump(intern!(py, "w_new"))?;
+                    paths.set_item(&shape, py.None())?;
+                    if paths.len() > b.max_paths {
+                        if let Some((oldest, _)) = paths.iter().next() {
+                            paths.del_item(oldest)?; // the oldest: habits change
+                        }
+                    }
+                }
+            }
+            if let Some(total) = bytes {
+                profile.setattr(intern!(py, "w_bytes"), total)?;
+                bump(intern!(py, "w_sized"))?;
+            }
+            let how = hour_of_week(ts, b.thursday);
+            if profile.getattr(intern!(py, "hour"))?.extract::<i64>()? == how {
+                bump(intern!(py, "hour_count"))?;
+            } else {
+                b.flush_hours.bind(py).call1((&base, &profile))?;
+                profile.setattr(intern!(py, "hour"), how)?;
+                profile.setattr(intern!(py, "hour_count"), 1)?;
+            }
+            if ts > u.getattr(intern!(py, "last"))?.extract::<f64>()? {
+                u.setattr(intern!(py, "last"), ts)?;
+            }
         }
         if ts > last {
             s.setattr(intern!(py, "last"), ts)?;
@@ -547,6 +641,7 @@ impl FastPath {
         same_place: PyObject,
         same_browser: PyObject,
         trust_same_asn: bool,
+        behaviour: Option<(Py<PySet>, PyObject, PyObject, f64, usize, i64)>,
         timeouts: (f64, f64, f64, f64),
         prefixes: (u32, u32),
         lag_bounds: Vec<f64>,
@@ -574,6 +669,14 @@ impl FastPath {
             same_place,
             same_browser,
             trust_same_asn,
+            behaviour: behaviour.map(|b| Upkeep {
+                users_filed: b.0,
+                path_shape: b.1,
+                flush_hours: b.2,
+                burst_gap: b.3,
+                max_paths: b.4,
+                thursday: b.5,
+            }),
             idle_q: timeouts.0,
             guest_idle_q: timeouts.1,
             span_q: timeouts.2,
@@ -636,6 +739,13 @@ impl FastPath {
     /// The session fingerprint, as `detector.fingerprint.Fingerprinter` computes it.
     fn fingerprint_of(&self, session_id: &str) -> String {
         self.fingerprint(session_id)
+    }
+
+    /// `features.hour_of_week`, for tests.
+    #[staticmethod]
+    #[pyo3(name = "hour_of_week")]
+    fn hour_of_week_py(ts: f64, thursday: i64) -> i64 {
+        hour_of_week(ts, thursday)
     }
 
     /// Epoch seconds of a plain RFC 3339 time stamp, or None for any other shape.
@@ -722,6 +832,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 1)?;
+    m.add("ABI", 2)?;
     Ok(())
 }

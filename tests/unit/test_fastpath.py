@@ -4,6 +4,7 @@ Python path's, line for line, whatever the input."""
 from __future__ import annotations
 
 import io
+import math
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -320,3 +321,29 @@ def test_a_stale_build_is_refused_and_replay_runs_on_python(
     engine = Engine(policy(SIM_CONFIG), Fingerprinter(KEY))
     assert Replayer(engine, lambda _a: None, lambda _d: None)._fast is None
     assert "stale build" in caplog.text
+
+
+def test_with_the_models_on_the_upkeep_is_the_python_paths() -> None:
+    """Between checkpoints the compiled path also keeps the behaviour model's counters:
+    the same alerts, profiles and baselines (and the online model, which learns in
+    order at each checkpoint, scores the same) as the Python path and the full path."""
+    model = str(Path(__file__).resolve().parents[2] / "models" / "behaviour.skops")
+    cfg = {**SIM_CONFIG, "behaviour": {"model": "both", "path": model, "warmup_steps": 200}}
+    buf = io.BytesIO()
+    Simulation(users=40, hours=120, seed=5, behaviour_attacks=1).write(buf)
+    lines = buf.getvalue().splitlines(keepends=True)
+    alerts, replayer = _same(lines, cfg)
+    assert b"behaviour_anomaly" in alerts
+    assert replayer._fast is not None and replayer._fast.applied > len(lines) // 3
+
+
+@given(st.floats(0, 4_102_444_800))
+def test_hour_of_week_is_pythons_at_every_boundary(ts: float) -> None:
+    from sessionwatch_native import FastPath
+
+    from detector.anomaly.features import _THURSDAY_HOUR, hour_of_week
+
+    assert FastPath.hour_of_week(ts, _THURSDAY_HOUR) == hour_of_week(ts)
+    edge = round(ts / 3600) * 3600.0
+    for t in (edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)):
+        assert FastPath.hour_of_week(t, _THURSDAY_HOUR) == hour_of_week(t)
