@@ -32,3 +32,16 @@ class FastPath:
 class Entropy:
     def __init__(self, xlog2x: list[float], log2: list[float], predictable: float) -> None: ...
     def bits(self, sid: str) -> float | None: ...
+
+class Forest:
+    def __init__(
+        self,
+        feature: list[int],
+        threshold: list[float],
+        left: list[int],
+        right: list[int],
+        value: list[float],
+        roots: list[int],
+        depth: int,
+    ) -> None: ...
+    def path_sum(self, row: list[float]) -> float: ...

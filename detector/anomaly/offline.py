@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +28,7 @@ from sklearn.ensemble import IsolationForest
 
 from detector.anomaly.base import Contribution, ModelError, contributions
 from detector.anomaly.features import FEATURES
+from detector.native import native_module
 
 #: What a model file says it is; bump when features or their meaning change.
 FORMAT: Final = "sessionwatch-behaviour/2"
@@ -75,17 +76,38 @@ class CompiledForest:
         self._roots = np.asarray(roots)
         self._depth = depth
         self._denominator = len(roots) * _average_path_length(int(forest._max_samples))
+        native = native_module()
+        self._native_sum: Callable[[list[float]], float] | None = (
+            None
+            if native is None
+            else native.Forest(
+                self._feature.tolist(),
+                self._threshold.tolist(),
+                self._left.tolist(),
+                self._right.tolist(),
+                self._value.tolist(),
+                self._roots.tolist(),
+                self._depth,
+            ).path_sum
+        )
 
-    def score(self, row: Sequence[float]) -> float:
-        """The anomaly score of the original paper, in (0, 1): 0.5 ordinary, near 1 odd."""
+    def path_sum(self, row: Sequence[float]) -> float:
+        """The row's path lengths over all trees, added in tree order (one order for the
+        numpy walk and the compiled one, ~15x faster, so the same double)."""
+        if self._native_sum is not None:
+            return self._native_sum(list(row))
         x = np.asarray(row, dtype=np.float32).astype(np.float64)
         feature, threshold, left, right = self._feature, self._threshold, self._left, self._right
         node = self._roots
         for _ in range(self._depth):
             node = np.where(x[feature[node]] <= threshold[node], left[node], right[node])
+        return float(np.cumsum(self._value[node])[-1])
+
+    def score(self, row: Sequence[float]) -> float:
+        """The anomaly score of the original paper, in (0, 1): 0.5 ordinary, near 1 odd."""
         if not self._denominator:
             return 1.0
-        return float(2.0 ** (-float(self._value[node].sum()) / self._denominator))
+        return float(2.0 ** (-self.path_sum(row) / self._denominator))
 
 
 def _raised(forest: float, excess: float) -> float:

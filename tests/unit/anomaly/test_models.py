@@ -56,6 +56,21 @@ def test_the_committed_model_walk_matches_scikit_learn() -> None:
     assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
 
 
+def test_the_compiled_walk_is_the_numpy_walk_bit_for_bit(small: tuple[OfflineModel, Path]) -> None:
+    """native/ walks the same flat arrays and adds in the same order: the same double."""
+    for model in (small[0], load(COMMITTED)):
+        forest = model._compiled
+        if forest._native_sum is None:
+            pytest.skip("sessionwatch_native is not built here")
+        probe = [*rows(300, seed=11), [5.0] * len(FEATURES), [0.0] * len(FEATURES)]
+        compiled = [forest.path_sum(r) for r in probe]
+        forest._native_sum, native = None, forest._native_sum
+        try:
+            assert [forest.path_sum(r) for r in probe] == compiled
+        finally:
+            forest._native_sum = native
+
+
 def test_scores_beyond_the_training_range_rise_towards_one(
     small: tuple[OfflineModel, Path],
 ) -> None:
