@@ -62,10 +62,10 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         else (
             store.filed_users,
             features.path_shape,
-            features._flush_hours,
+            features.flush_hours,
             features.BURST_GAP_S,
             features.MAX_PATHS,
-            features._THURSDAY_HOUR,
+            features.THURSDAY_HOUR,
         ),
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),

@@ -20,12 +20,12 @@ def native_module() -> ModuleType | None:
     try:
         import sessionwatch_native
     except ImportError:
-        log.debug("sessionwatch_native is not installed: replay runs on the Python path")
+        log.debug("sessionwatch_native is not installed: the Python code runs instead")
         return None
     if getattr(sessionwatch_native, "ABI", None) != ABI:
         log.warning(
-            "sessionwatch_native is a stale build (interface %s, expected %s): replay runs "
-            "on the Python path; run `make install` to rebuild it",
+            "sessionwatch_native is a stale build (interface %s, expected %s): the Python "
+            "code runs instead (same results, slower); run `make install` to rebuild it",
             getattr(sessionwatch_native, "ABI", "unknown"),
             ABI,
         )

@@ -86,7 +86,7 @@ _PRIOR_LOG_GAP: Final = math.log(120.0)
 # Hour-of-week smoothing: weights by distance in hours; 1970-01-01 was a Thursday.
 _KERNEL: Final = ((0, 1.0), (1, 0.5), (-1, 0.5), (2, 0.25), (-2, 0.25), (3, 0.125), (-3, 0.125))
 _KERNEL_SUM: Final = sum(w for _, w in _KERNEL)
-_THURSDAY_HOUR: Final = 72
+THURSDAY_HOUR: Final = 72
 
 
 class Baseline(msgspec.Struct, gc=False):
@@ -155,7 +155,7 @@ def _path_shape(url: str) -> str:
 
 def hour_of_week(ts: float) -> int:
     """Hours since Monday 00:00 UTC, 0..167."""
-    return (int(ts // 3600) + _THURSDAY_HOUR) % 168
+    return (int(ts // 3600) + THURSDAY_HOUR) % 168
 
 
 def hour_rarity(
@@ -225,7 +225,9 @@ def open_profile(
     return profile
 
 
-def _flush_hours(base: Baseline, profile: Profile) -> None:
+def flush_hours(base: Baseline, profile: Profile) -> None:
+    """Adds the requests counted for the current hour to the user's and session's hours
+    (also called by the compiled path, native/, when a request starts a new hour)."""
     count = profile.hour_count
     if count:
         how = profile.hour
@@ -267,14 +269,14 @@ def observe(
     if how == profile.hour:
         profile.hour_count += 1
     else:
-        _flush_hours(base, profile)
+        flush_hours(base, profile)
         profile.hour, profile.hour_count = how, 1
     return _checkpoint(base, profile, ts, age_s) if is_checkpoint(profile.n) else None
 
 
 def _checkpoint(base: Baseline, profile: Profile, ts: float, age_s: float) -> list[float] | None:
     """Closes the window: updates the user's baseline, returns the row if scored."""
-    _flush_hours(base, profile)
+    flush_hours(base, profile)
     pace = burst = volume = 0.0
     gaps = profile.w_gaps
     if gaps:

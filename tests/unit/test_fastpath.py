@@ -341,9 +341,9 @@ def test_with_the_models_on_the_upkeep_is_the_python_paths() -> None:
 def test_hour_of_week_is_pythons_at_every_boundary(ts: float) -> None:
     from sessionwatch_native import FastPath
 
-    from detector.anomaly.features import _THURSDAY_HOUR, hour_of_week
+    from detector.anomaly.features import THURSDAY_HOUR, hour_of_week
 
-    assert FastPath.hour_of_week(ts, _THURSDAY_HOUR) == hour_of_week(ts)
+    assert FastPath.hour_of_week(ts, THURSDAY_HOUR) == hour_of_week(ts)
     edge = round(ts / 3600) * 3600.0
     for t in (edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)):
-        assert FastPath.hour_of_week(t, _THURSDAY_HOUR) == hour_of_week(t)
+        assert FastPath.hour_of_week(t, THURSDAY_HOUR) == hour_of_week(t)
