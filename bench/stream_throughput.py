@@ -222,11 +222,11 @@ def _background(lines: list[bytes], tag: str) -> Iterator[dict[str, Any]]:
 
 async def latency(
     s: StreamSettings, rate: float, seconds: float, base: float, tag: str, lines: list[bytes]
-) -> tuple[list[float], float]:
+) -> tuple[list[float], float, int]:
     """Sends the simulated day's traffic at ``rate`` events/s with, every
     :data:`PROBE_EVERY`-th event, a probe: triples of login, logout and a reuse of the
-    logged-out session, whose alert's delay is measured. Returns the delays and the rate
-    actually sent.
+    logged-out session, whose alert's delay is measured. Returns the delays, the rate
+    actually sent and the number of events sent.
 
     Probes alone would measure another workload than the throughput phase (a fresh
     session per three events, every one a table write); the background keeps the mix
@@ -289,7 +289,7 @@ async def latency(
     arrived: list[tuple[str, float]] = receive.recv()
     reader.join(30)
     delays = sorted(t - sent_at[eid] for eid, t in arrived if eid in sent_at)
-    return delays, sent_rate
+    return delays, sent_rate, n
 
 
 def main() -> None:
@@ -365,9 +365,16 @@ def main() -> None:
         rates = [
             worker_rate / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
         ]
+        in_topic = len(lines)
         for i, rate in enumerate(rates):
-            delays, sent = asyncio.run(latency(s, rate, args.latency_seconds, clock, str(i), lines))
+            delays, sent, n = asyncio.run(
+                latency(s, rate, args.latency_seconds, clock, str(i), lines)
+            )
             clock += args.latency_seconds + 360  # past the last reuse: event time only grows
+            # A rate above capacity leaves a backlog: let the worker catch up first, or
+            # the next (lower) rate would measure this one's queue.
+            in_topic += n
+            asyncio.run(wait_committed(s, in_topic, timeout=900))
             if not delays:
                 print(f"event-to-alert latency at {rate:,.0f} events/s: no alerts arrived")
                 continue
