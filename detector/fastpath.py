@@ -12,6 +12,10 @@ It applies to replay over the in-memory store. With a behaviour model on it also
 the model's per-request upkeep (counters of the session's window, the user's paths and
 hours) between checkpoints; the checkpoints themselves (a feature row, the models'
 scores) and a session's first request are the Python path's.
+
+The extension copies what it reads of a session once and writes its updates back
+before any Python code runs; the store tells it what the Python side wrote
+(:meth:`MemoryStore.watch`), whose copies it then forgets.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         store.sessions,
         store.users,
         store.filed_sessions,
+        store.watch(),
         engine.ladder.same_place,
         same_browser,
+        list(engine.ladder.allow_ranges),
         engine.policy.trust_same_asn,
         None
         if engine.behaviour is None

@@ -59,6 +59,11 @@ class IpLadder:
             (net.max_prefixlen // 8, int(net.netmask), int(net.network_address)) for net in allow
         )
 
+    @property
+    def allow_ranges(self) -> tuple[tuple[int, int, int], ...]:
+        """The allow-list as (address length in bytes, mask, network), integers."""
+        return self._allow
+
     def network_key(self, ip: str) -> bytes:
         """Bytes equal for two addresses exactly when they share the policy prefix."""
         key = self._keys.get(ip)

@@ -135,6 +135,17 @@ class MemoryStore:
         self._user_expiry = user_expiry
         self._session_index: ExpiryIndex[str] = ExpiryIndex()
         self._user_index: ExpiryIndex[str] = ExpiryIndex()
+        self._written: tuple[set[str], set[str]] | None = None
+
+    def watch(self) -> tuple[set[str], set[str]]:
+        """Starts recording the sessions and users written or dropped from here on.
+
+        The compiled replay path keeps copies of the state it reads; it drops the copy
+        of anything recorded here (and empties the sets) before it runs again.
+        """
+        if self._written is None:
+            self._written = (set(), set())
+        return self._written
 
     @property
     def filed_sessions(self) -> set[str]:
@@ -153,6 +164,8 @@ class MemoryStore:
         if fp not in self._session_index:  # filed already: expiry only moves later
             self._session_index.touch(fp, lambda: self._session_expiry(state))
         self.sessions[fp] = state
+        if self._written is not None:
+            self._written[0].add(fp)
 
     def get_user(self, name: str) -> UserState | None:
         return self.users.get(name)
@@ -160,6 +173,8 @@ class MemoryStore:
     def put_user(self, name: str, state: UserState) -> None:
         self._user_index.touch(name, lambda: self._user_expiry(state))
         self.users[name] = state
+        if self._written is not None:
+            self._written[1].add(name)
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:
         # list() snapshots in one C call: safe while the engine thread adds keys.
@@ -168,15 +183,32 @@ class MemoryStore:
         return Census(users, guests, {"sessions": len(sessions), "users": len(self.users)})
 
     def sweep(self, now: float) -> int:
-        dropped = _sweep(self.sessions, self._session_index, self._session_expiry, now)
-        return dropped + _sweep(self.users, self._user_index, self._user_expiry, now)
+        written = self._written
+        dropped = _sweep(
+            self.sessions,
+            self._session_index,
+            self._session_expiry,
+            now,
+            None if written is None else written[0],
+        )
+        return dropped + _sweep(
+            self.users,
+            self._user_index,
+            self._user_expiry,
+            now,
+            None if written is None else written[1],
+        )
 
 
 S = TypeVar("S")
 
 
 def _sweep(
-    table: dict[str, S], index: ExpiryIndex[str], expiry: Callable[[S], float], now: float
+    table: dict[str, S],
+    index: ExpiryIndex[str],
+    expiry: Callable[[S], float],
+    now: float,
+    dropped_keys: set[str] | None,
 ) -> int:
     dropped = 0
     for key in index.due(now):
@@ -186,6 +218,8 @@ def _sweep(
         if expiry(state) <= now:
             del table[key]
             dropped += 1
+            if dropped_keys is not None:
+                dropped_keys.add(key)
         else:
             index.touch(key, partial(expiry, state))
     return dropped

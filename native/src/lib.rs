@@ -14,11 +14,18 @@
 //! meeting every routine condition, a time stamp string outside the plain RFC 3339 shape,
 //! an address in other than canonical form, the very first event. Event time (the
 //! watermark, and a due sweep of expired state, through the engine itself) moves first,
-//! for any valid line, as `Engine.process` moves it before looking at the event. State
-//! stays in the Python objects; nothing here keeps a session ID, raw or hashed.
+//! for any valid line, as `Engine.process` moves it before looking at the event.
+//!
+//! The Python objects stay the state. What a routine line reads of a session is copied
+//! here the first time it is needed and kept, keyed by the fingerprint's digest as the
+//! store keys it (never a raw session ID); updates are written back before any Python
+//! code runs (a due sweep, a line handed back, the end of a block), and the copy of
+//! anything the Python side writes or drops is forgotten (`MemoryStore.watch`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::marker::PhantomData;
 use std::net::Ipv6Addr;
 
@@ -355,6 +362,118 @@ macro_rules! need {
     };
 }
 
+/// A session's login address, parsed once.
+struct Place {
+    text: String,
+    /// Its bytes when in canonical form (else the Python ladder decides).
+    packed: Option<(usize, [u8; 16])>,
+    /// Inside an allow-listed range.
+    allowed: bool,
+}
+
+/// Bits of `Shadow::dirty`: fields changed here and not yet written to the Python object.
+const D_LAST: u8 = 1;
+const D_LAST_IP: u8 = 2;
+const D_NODE: u8 = 4;
+const D_RAISED: u8 = 8;
+
+/// What the routine conditions read of one session, copied from its `SessionState` the
+/// first time a line needs it. Routine updates land here and are written to the object
+/// (`FastPath::flush`) before any Python code runs; a session the Python side writes
+/// (the store records it) is dropped here and read again when next needed. Reading
+/// a dozen attributes of a cold Python object per line (each value another object,
+/// another cache miss) was most of a routine line's cost.
+struct Shadow {
+    obj: Py<PyAny>,
+    guest: bool,
+    remember_me: bool,
+    start: f64,
+    last: f64,
+    /// `user` when truthy (otherwise the line's own user field counts).
+    user: Option<String>,
+    /// `login_ua` when truthy, with the object for `same_browser`.
+    login_ua: Option<(Py<PyAny>, String)>,
+    /// The last user agent `same_browser` tolerated against `login_ua` (a pure function).
+    tolerated_ua: Option<String>,
+    login_ip: Option<Place>,
+    last_ip: Option<String>,
+    login_asn: Option<i64>,
+    node: Option<String>,
+    /// `raised["ip_change"]`, when present.
+    ip_change: Option<i64>,
+    dirty: u8,
+}
+
+/// A user's entry, copied on first need like a session's; `open` means never locked out
+/// or deactivated (`locked_at` and `deactivated_at` both None).
+struct Account {
+    obj: Py<PyAny>,
+    open: bool,
+}
+
+/// Hashes a fingerprint by its first 8 bytes: it is already a keyed digest.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+}
+
+type Digest = [u8; 16];
+type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+
+/// The fingerprint's text: 32 lowercase hex digits, as `hexdigest()` writes them.
+fn hex(d: &Digest) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+    out
+}
+
+/// The digest behind a fingerprint's text, or None for any other key (never one of ours).
+fn unhex(text: &str) -> Option<Digest> {
+    let b = text.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// A Python `str` attribute that is truthy, as Rust text; None for None or "".
+fn truthy_text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let text = obj.downcast::<PyString>()?.to_str()?;
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+fn text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(obj.downcast::<PyString>()?.to_str()?.to_owned()))
+}
+
 /// The routine-request shortcut over one engine's in-memory store (see the module doc).
 #[pyclass(module = "sessionwatch_native")]
 struct FastPath {
@@ -364,8 +483,18 @@ struct FastPath {
     sessions: Py<PyDict>,
     users: Py<PyDict>,
     filed: Py<PySet>,
+    /// Sessions and users the Python side wrote or dropped since this path last looked
+    /// (`MemoryStore.watch`): their copies here are stale.
+    written_sessions: Py<PySet>,
+    written_users: Py<PySet>,
+    shadows: DigestMap<Shadow>,
+    accounts: HashMap<String, Option<Account>>,
+    /// Shadows with changes not yet written to their objects.
+    dirty: Vec<Digest>,
     same_place: PyObject,
     same_browser: PyObject,
+    /// The ladder's allow-listed ranges: (address length, mask, network).
+    allow: Vec<(usize, u128, u128)>,
     trust_same_asn: bool,
     behaviour: Option<Upkeep>,
     idle_q: f64,
@@ -384,10 +513,153 @@ struct FastPath {
 }
 
 impl FastPath {
-    fn fingerprint(&self, sid: &str) -> String {
+    fn digest(&self, sid: &str) -> Digest {
         let mut state = self.mac.clone();
         state.update(sid.as_bytes());
-        state.finalize().to_hex().to_string()
+        let mut out = [0u8; 16];
+        out.copy_from_slice(state.finalize().as_bytes());
+        out
+    }
+
+    /// `IpLadder.allowed` for an address's bytes.
+    fn allowed(&self, addr: &(usize, [u8; 16])) -> bool {
+        let (size, bytes) = addr;
+        let value = bytes[..*size]
+            .iter()
+            .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+        self.allow
+            .iter()
+            .any(|&(n, mask, net)| n == *size && value & mask == net)
+    }
+
+    /// Writes every shadow's pending changes to its Python object.
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        for key in self.dirty.drain(..) {
+            let Some(sh) = self.shadows.get_mut(&key) else {
+                continue;
+            };
+            let obj = sh.obj.bind(py);
+            let dirty = std::mem::take(&mut sh.dirty);
+            if dirty & D_LAST != 0 {
+                obj.setattr(intern!(py, "last"), sh.last)?;
+            }
+            if dirty & D_LAST_IP != 0 {
+                if let Some(ip) = &sh.last_ip {
+                    obj.setattr(intern!(py, "last_ip"), PyString::new(py, ip))?;
+                }
+            }
+            if dirty & D_NODE != 0 {
+                if let Some(node) = &sh.node {
+                    obj.setattr(intern!(py, "node"), PyString::new(py, node))?;
+                }
+            }
+            if dirty & D_RAISED != 0 {
+                if let Some(count) = sh.ip_change {
+                    obj.getattr(intern!(py, "raised"))?
+                        .downcast_into::<PyDict>()?
+                        .set_item(intern!(py, "ip_change"), count)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the copies of whatever the Python side wrote since the last look.
+    fn forget_written(&mut self, py: Python<'_>) -> PyResult<()> {
+        let sessions = self.written_sessions.bind(py);
+        if !sessions.is_empty() {
+            for fp in sessions.iter() {
+                if let Some(key) = unhex(fp.downcast::<PyString>()?.to_str()?) {
+                    self.shadows.remove(&key);
+                }
+            }
+            sessions.clear();
+        }
+        let users = self.written_users.bind(py);
+        if !users.is_empty() {
+            for name in users.iter() {
+                self.accounts
+                    .remove(name.downcast::<PyString>()?.to_str()?);
+            }
+            users.clear();
+        }
+        Ok(())
+    }
+
+    /// The session's shadow, read from its object when there is none yet: None when the
+    /// store has no such session, or it is not filed for expiry, or it has ended.
+    fn load(&mut self, py: Python<'_>, key: Digest) -> PyResult<Option<&mut Shadow>> {
+        if !self.shadows.contains_key(&key) {
+            let fp = hex(&key);
+            let fp = PyString::new(py, std::str::from_utf8(&fp).unwrap_or_default());
+            let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
+                return Ok(None);
+            };
+            if !self.filed.bind(py).contains(&fp)? || !s.getattr(intern!(py, "ended"))?.is_none()
+            {
+                return Ok(None);
+            }
+            let login_ua = s.getattr(intern!(py, "login_ua"))?;
+            let login_ua = truthy_text(&login_ua)?.map(|t| (login_ua.unbind(), t));
+            let login_ip = match text(&s.getattr(intern!(py, "login_ip"))?)? {
+                Some(t) => {
+                    let packed = packed(&t);
+                    let allowed = packed.as_ref().is_some_and(|p| self.allowed(p));
+                    Some(Place {
+                        text: t,
+                        packed,
+                        allowed,
+                    })
+                }
+                None => None,
+            };
+            let login_asn = s.getattr(intern!(py, "login_asn"))?;
+            let raised = s
+                .getattr(intern!(py, "raised"))?
+                .downcast_into::<PyDict>()?;
+            let ip_change = match raised.get_item(intern!(py, "ip_change"))? {
+                Some(count) => count.extract::<i64>().ok(),
+                None => None,
+            };
+            let shadow = Shadow {
+                guest: s.getattr(intern!(py, "guest"))?.extract()?,
+                remember_me: s.getattr(intern!(py, "remember_me"))?.extract()?,
+                start: s.getattr(intern!(py, "start"))?.extract()?,
+                last: s.getattr(intern!(py, "last"))?.extract()?,
+                user: truthy_text(&s.getattr(intern!(py, "user"))?)?,
+                login_ua,
+                tolerated_ua: None,
+                login_ip,
+                last_ip: text(&s.getattr(intern!(py, "last_ip"))?)?,
+                login_asn: if login_asn.is_none() {
+                    None
+                } else {
+                    login_asn.extract::<i64>().ok()
+                },
+                node: text(&s.getattr(intern!(py, "node"))?)?,
+                ip_change,
+                dirty: 0,
+                obj: s.unbind(),
+            };
+            self.shadows.insert(key, shadow);
+        }
+        Ok(self.shadows.get_mut(&key))
+    }
+
+    /// The user's entry (None: no such user in the store).
+    fn account(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<&Account>> {
+        if !self.accounts.contains_key(name) {
+            let entry = match self.users.bind(py).get_item(name)? {
+                Some(u) => Some(Account {
+                    open: u.getattr(intern!(py, "locked_at"))?.is_none()
+                        && u.getattr(intern!(py, "deactivated_at"))?.is_none(),
+                    obj: u.unbind(),
+                }),
+                None => None,
+            };
+            self.accounts.insert(name.to_owned(), entry);
+        }
+        Ok(self.accounts.get(name).and_then(Option::as_ref))
     }
 
     fn line(
@@ -399,10 +671,17 @@ impl FastPath {
         now: f64,
     ) -> PyResult<Outcome> {
         // -- the record: what detector.events.decode would accept, or hand back --------
-        need!(
-            line.len() <= MAX_LINE_BYTES && (line.is_ascii() || std::str::from_utf8(line).is_ok())
-        );
-        let Ok(ev) = serde_json::from_slice::<Raw>(line) else {
+        need!(line.len() <= MAX_LINE_BYTES);
+        let text = if line.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(line) }
+        } else {
+            match std::str::from_utf8(line) {
+                Ok(text) => text,
+                Err(_) => return Ok(HandBack),
+            }
+        };
+        let Ok(ev) = serde_json::from_str::<Raw>(text) else {
             return Ok(HandBack);
         };
         need!(ev.kind.0 == "transaction" && !ev.event_id.0.is_empty());
@@ -430,123 +709,102 @@ impl FastPath {
         if ts > *watermark {
             *watermark = ts;
             if ts >= *next_sweep {
+                self.flush(py)?; // the sweep reads `last`
                 let engine = self.engine.bind(py);
                 engine.setattr(intern!(py, "watermark"), ts)?;
                 engine.call_method1(intern!(py, "sweep_to"), (ts,))?;
                 *next_sweep = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+                self.forget_written(py)?;
             }
         }
-        // -- the session: known, filed for expiry, and every routine condition ---------
-        let fp = PyString::new(py, &self.fingerprint(sid));
-        let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
+        // -- the session: known, filed for expiry, live, and every routine condition ----
+        let key = self.digest(sid);
+        let allowed_here = !self.allow.is_empty() && self.allowed(&here);
+        let (prefix_v4, prefix_v6) = (self.prefix_v4, self.prefix_v6);
+        let (idle_q, guest_idle_q, span_q, guest_span_q) =
+            (self.idle_q, self.guest_idle_q, self.span_q, self.guest_span_q);
+        let trust_same_asn = self.trust_same_asn;
+        let same_browser = self.same_browser.clone_ref(py);
+        let same_place = self.same_place.clone_ref(py);
+        let Some(sh) = self.load(py, key)? else {
             return Ok(HandBack);
         };
-        need!(self.filed.bind(py).contains(&fp)?);
-        need!(s.getattr(intern!(py, "ended"))?.is_none());
-        let guest: bool = s.getattr(intern!(py, "guest"))?.extract()?;
+        let guest = sh.guest;
         need!(guest || ev.scheme.as_ref().is_none_or(|sc| *sc == Scheme::Https));
         if let Some(ua) = ev.user_agent.as_ref().filter(|ua| !ua.0.is_empty()) {
-            let login_ua = s.getattr(intern!(py, "login_ua"))?;
-            if login_ua.is_truthy()? && login_ua.downcast::<PyString>()?.to_str()? != ua.0 {
-                need!(self
-                    .same_browser
-                    .bind(py)
-                    .call1((&login_ua, ua.0.as_ref()))?
-                    .is_truthy()?);
+            let ua = ua.0.as_ref();
+            if let Some((login_ua, login_text)) = &sh.login_ua {
+                if login_text != ua && sh.tolerated_ua.as_deref() != Some(ua) {
+                    need!(same_browser
+                        .bind(py)
+                        .call1((login_ua.bind(py), ua))?
+                        .is_truthy()?);
+                    sh.tolerated_ua = Some(ua.to_owned());
+                }
             }
         }
-        let remember_me: bool = s.getattr(intern!(py, "remember_me"))?.extract()?;
-        let last: f64 = s.getattr(intern!(py, "last"))?.extract()?;
-        if !remember_me
-            && ts - last
-                > if guest {
-                    self.guest_idle_q
-                } else {
-                    self.idle_q
-                }
-        {
+        let last = sh.last;
+        if !sh.remember_me && ts - last > if guest { guest_idle_q } else { idle_q } {
             return Ok(HandBack); // idle_timeout_exceeded
         }
-        let span = if guest {
-            self.guest_span_q
-        } else {
-            self.span_q
-        };
-        if span != 0.0 {
-            let start: f64 = s.getattr(intern!(py, "start"))?.extract()?;
-            if ts - start > span {
-                return Ok(HandBack); // lifespan_exceeded
-            }
+        let span = if guest { guest_span_q } else { span_q };
+        if span != 0.0 && ts - sh.start > span {
+            return Ok(HandBack); // lifespan_exceeded
         }
-        // The same place as the login's address: the prefix rung here, the allow-list in
-        // the engine's own ladder.
-        let login_ip = s.getattr(intern!(py, "login_ip"))?;
-        let last_ip = s.getattr(intern!(py, "last_ip"))?;
-        let is = |obj: &Bound<'_, PyAny>| -> PyResult<bool> {
-            Ok(!obj.is_none() && obj.downcast::<PyString>()?.to_str()? == ip)
-        };
-        let ip_is_last = is(&last_ip)?;
-        let mut moved = None;
-        if !login_ip.is_none() && !is(&login_ip)? {
-            let there = packed(login_ip.downcast::<PyString>()?.to_str()?);
-            let same =
-                there.is_some_and(|b| same_prefix(&here, &b, self.prefix_v4, self.prefix_v6));
-            if !same
-                && !self
-                    .same_place
-                    .bind(py)
-                    .call1((&login_ip, ip))?
-                    .is_truthy()?
-            {
-                // ip_change fires; only deduplicated (counted) is routine.
-                let raised = s
-                    .getattr(intern!(py, "raised"))?
-                    .downcast_into::<PyDict>()?;
-                let Some(count) = raised.get_item(intern!(py, "ip_change"))? else {
-                    return Ok(HandBack);
-                };
-                let same_asn = self.trust_same_asn
-                    && match ev.asn {
-                        Some(asn) => {
-                            let login_asn = s.getattr(intern!(py, "login_asn"))?;
-                            !login_asn.is_none()
-                                && login_asn.extract::<i64>().is_ok_and(|x| x == asn)
-                        }
-                        None => false,
-                    };
-                if !same_asn {
-                    moved = Some((raised, count.extract::<i64>()?));
+        // The same place as the login's address: the prefix and allow-list rungs here
+        // for canonical addresses, the engine's own ladder for any other spelling.
+        let ip_is_last = sh.last_ip.as_deref() == Some(ip);
+        let mut moved = false;
+        if let Some(place) = sh.login_ip.as_ref().filter(|p| p.text != ip) {
+            let same = match &place.packed {
+                Some(there) => {
+                    same_prefix(&here, there, prefix_v4, prefix_v6)
+                        || allowed_here
+                        || place.allowed
                 }
+                None => same_place
+                    .bind(py)
+                    .call1((place.text.as_str(), ip))?
+                    .is_truthy()?,
+            };
+            if !same {
+                // ip_change fires; only deduplicated (counted) is routine.
+                if sh.ip_change.is_none() {
+                    return Ok(HandBack);
+                }
+                let same_asn =
+                    trust_same_asn && ev.asn.is_some_and(|asn| sh.login_asn == Some(asn));
+                moved = !same_asn;
             }
         }
-        let su = s.getattr(intern!(py, "user"))?;
-        let user = if su.is_truthy()? {
-            Some(su)
-        } else {
-            ev.user.as_ref().map(|u| PyString::new(py, &u.0).into_any())
+        let name: Option<String> = match &sh.user {
+            Some(user) => Some(user.clone()),
+            None => ev.user.as_ref().map(|u| u.0.to_string()),
         };
         let mut account = None;
-        if let Some(name) = &user {
-            if let Some(u) = self.users.bind(py).get_item(name)? {
-                need!(u.getattr(intern!(py, "locked_at"))?.is_none());
-                need!(u.getattr(intern!(py, "deactivated_at"))?.is_none());
-                account = Some(u);
+        if let Some(name) = &name {
+            if let Some(acc) = self.account(py, name)? {
+                need!(acc.open);
+                account = Some(acc.obj.clone_ref(py));
             }
         }
         // -- the behaviour model's upkeep (Engine._behave, features.observe) ----------
         // Only between checkpoints, of a session whose profile and user baseline exist:
         // the first request, a new user and every checkpoint are the Python path's.
+        let Some(sh) = self.shadows.get_mut(&key) else {
+            return Ok(HandBack);
+        };
         let mut upkeep = None;
-        if let (Some(b), Some(name), false) = (&self.behaviour, &user, guest) {
-            let Some(u) = account else {
+        if let (Some(b), Some(name), false) = (&self.behaviour, &name, guest) {
+            let Some(u) = account.map(|u| u.into_bound(py)) else {
                 return Ok(HandBack);
             };
             let base = u.getattr(intern!(py, "baseline"))?;
-            let profile = s.getattr(intern!(py, "profile"))?;
+            let profile = sh.obj.bind(py).getattr(intern!(py, "profile"))?;
             need!(!base.is_none() && !profile.is_none());
             let n = profile.getattr(intern!(py, "n"))?.extract::<i64>()? + 1;
             need!(!(n == 1 || n == 4 || n % 16 == 0));
-            need!(b.users_filed.bind(py).contains(name)?);
+            need!(b.users_filed.bind(py).contains(name.as_str())?);
             let bytes = match ev.response_bytes {
                 Some(size) => {
                     let before = profile.getattr(intern!(py, "w_bytes"))?.extract::<u64>()?;
@@ -560,8 +818,10 @@ impl FastPath {
             upkeep = Some((u, base, profile, n, bytes));
         }
         // -- routine: apply what Engine._routine applies -------------------------------
-        if let Some((raised, count)) = moved {
-            raised.set_item(intern!(py, "ip_change"), count + 1)?;
+        let was_dirty = sh.dirty != 0;
+        if moved {
+            sh.ip_change = sh.ip_change.map(|c| c + 1);
+            sh.dirty |= D_RAISED;
         }
         if let (Some(b), Some((u, base, profile, n, bytes))) = (&self.behaviour, upkeep) {
             let bump = |name: &Bound<'_, PyString>| -> PyResult<()> {
@@ -606,17 +866,21 @@ impl FastPath {
             }
         }
         if ts > last {
-            s.setattr(intern!(py, "last"), ts)?;
+            sh.last = ts;
+            sh.dirty |= D_LAST;
         }
         if !ip_is_last {
-            s.setattr(intern!(py, "last_ip"), PyString::new(py, ip))?;
+            sh.last_ip = Some(ip.to_owned());
+            sh.dirty |= D_LAST_IP;
         }
         if let Some(node) = &ev.node {
-            let current = s.getattr(intern!(py, "node"))?;
-            let same = !current.is_none() && current.downcast::<PyString>()?.to_str()? == node.0;
-            if !same {
-                s.setattr(intern!(py, "node"), PyString::new(py, &node.0))?;
+            if sh.node.as_deref() != Some(node.0.as_ref()) {
+                sh.node = Some(node.0.to_string());
+                sh.dirty |= D_NODE;
             }
+        }
+        if !was_dirty && sh.dirty != 0 {
+            self.dirty.push(key);
         }
         let late = now - ts;
         self.counts[self.bounds.partition_point(|b| *b < late)] += 1;
@@ -629,7 +893,9 @@ impl FastPath {
 #[pymethods]
 impl FastPath {
     /// `engine` is a `detector.engine.Engine` over a `MemoryStore`, rules only; `key` is
-    /// its fingerprint key (at most 64 bytes); `lag_bounds` the lag histogram's bounds.
+    /// its fingerprint key (at most 64 bytes); `written` the store's record of what the
+    /// Python side writes (`MemoryStore.watch`); `allow` the ladder's allow-listed
+    /// ranges; `lag_bounds` the lag histogram's bounds.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -638,8 +904,10 @@ impl FastPath {
         sessions: Py<PyDict>,
         users: Py<PyDict>,
         filed: Py<PySet>,
+        written: (Py<PySet>, Py<PySet>),
         same_place: PyObject,
         same_browser: PyObject,
+        allow: Vec<(usize, u128, u128)>,
         trust_same_asn: bool,
         behaviour: Option<(Py<PySet>, PyObject, PyObject, f64, usize, i64)>,
         timeouts: (f64, f64, f64, f64),
@@ -654,6 +922,9 @@ impl FastPath {
                 "bad fingerprint key",
             ));
         }
+        if allow.iter().any(|&(n, _, _)| n != 4 && n != 16) {
+            return Err(pyo3::exceptions::PyValueError::new_err("bad allow-list range"));
+        }
         let mac = Params::new()
             .hash_length(16)
             .key(key)
@@ -666,8 +937,14 @@ impl FastPath {
             sessions,
             users,
             filed,
+            written_sessions: written.0,
+            written_users: written.1,
+            shadows: DigestMap::default(),
+            accounts: HashMap::new(),
+            dirty: Vec::new(),
             same_place,
             same_browser,
+            allow,
             trust_same_asn,
             behaviour: behaviour.map(|b| Upkeep {
                 users_filed: b.0,
@@ -692,7 +969,7 @@ impl FastPath {
 
     /// Applies `lines[start:]` until the first line that is the Python path's; returns
     /// its index (`len(lines)` when all were applied here). `now` is the wall clock
-    /// for the lag histogram.
+    /// for the lag histogram. Every change is in the Python objects when it returns.
     fn run(
         &mut self,
         py: Python<'_>,
@@ -700,6 +977,7 @@ impl FastPath {
         start: usize,
         now: f64,
     ) -> PyResult<usize> {
+        self.forget_written(py)?;
         let engine = self.engine.clone_ref(py).into_bound(py);
         if engine.getattr(intern!(py, "started_at"))?.is_none() {
             return Ok(start);
@@ -723,9 +1001,11 @@ impl FastPath {
                 Err(err) => break Err(err),
             }
         };
+        let flushed = self.flush(py);
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
         }
+        flushed?;
         result
     }
 
@@ -736,9 +1016,14 @@ impl FastPath {
         (counts, std::mem::take(&mut self.lag_sum))
     }
 
+    /// Sessions whose copies are held here now (tests: the cache is bounded by the store).
+    fn cached(&self) -> usize {
+        self.shadows.len()
+    }
+
     /// The session fingerprint, as `detector.fingerprint.Fingerprinter` computes it.
     fn fingerprint_of(&self, session_id: &str) -> String {
-        self.fingerprint(session_id)
+        String::from_utf8_lossy(&hex(&self.digest(session_id))).into_owned()
     }
 
     /// `features.hour_of_week`, for tests.
@@ -936,6 +1221,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 3)?;
+    m.add("ABI", 4)?;
     Ok(())
 }

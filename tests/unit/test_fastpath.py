@@ -20,7 +20,7 @@ from detector.engine import Engine
 from detector.fingerprint import Fingerprinter
 from detector.replay import JsonLinesWriter, Replayer
 from detector.simulate import SIM_CONFIG, Simulation
-from tests.helpers import CHROME, CHROME_NEXT, KEY, SID, T0, policy
+from tests.helpers import CHROME, CHROME_NEXT, KEY, SID, SID2, T0, policy
 
 #: Where `make install` finds cargo (the Makefile's CARGO): there it builds native/.
 HAS_RUST = bool(shutil.which("cargo")) or (Path.home() / ".cargo" / "bin" / "cargo").exists()
@@ -239,6 +239,66 @@ def test_a_moved_session_counts_its_deduplicated_ip_change() -> None:
     engine = replayer.engine
     (s,) = engine.store.sessions.values()  # type: ignore[attr-defined]
     assert s.raised["ip_change"] == 5
+
+
+def _at(minutes: float, sid: str, n: int, kind: str = "transaction") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"{sid[:2]}{n}",
+            "ts": T0 + minutes * 60,
+            "type": kind,
+            "session_id": sid,
+            "user": "alice" if sid == SID else "bob",
+            "ip": "10.1.2.3",
+            "user_agent": CHROME,
+        }
+    )
+
+
+#: Idle timeout 30 min, state kept 6 min past it: expiry is filed at login + 36 min.
+SHORT_RETENTION = {
+    **SIM_CONFIG,
+    "detector": {**SIM_CONFIG["detector"], "state_retention_hours": 0.1},
+}
+
+
+def test_a_sweep_inside_a_compiled_run_sees_the_requests_before_it() -> None:
+    """The compiled path keeps its own copy of what it reads of a session and writes
+    its updates back before any Python code runs. Here a sweep (Python code) comes due in
+    the middle of a run of routine lines: it must see every session's latest request,
+    or it drops live sessions whose filed expiry has passed (A and B at 36 min)."""
+    lines = [
+        _at(0, SID, 0, "login"),
+        _at(0, SID2, 0, "login"),
+        _at(20, SID2, 1),
+        _at(29, SID, 1),
+        _at(37.5, SID2, 2),  # a sweep comes due: A and B were filed to expire at 36 min
+        _at(39, SID, 2),
+        _at(45, SID2, 3),
+    ]
+    alerts, replayer = _same(lines, SHORT_RETENTION)
+    assert alerts == b""
+    assert replayer._fast is not None and replayer._fast.applied == 5
+    assert len(replayer.engine.store.sessions) == 2  # type: ignore[attr-defined]
+
+
+def test_what_the_python_path_writes_replaces_the_compiled_copy() -> None:
+    """A logout, a lock-out and an unlock run on the Python path between compiled
+    requests: the next requests must see them (reuse and lock-out alerts)."""
+    lines = [
+        _at(0, SID, 0, "login"),
+        _at(0, SID2, 0, "login"),
+        _at(1, SID, 1),
+        _at(1, SID2, 1),
+        _at(2, SID, 2, "logout"),
+        _at(3, SID2, 2),
+        orjson.dumps({"event_id": "k1", "ts": T0 + 240, "type": "lockout", "user": "bob"}),
+        _at(5, SID2, 3),  # locked_out_activity
+        _at(6, SID, 3),  # reuse_after_logout (past the 2-minute grace)
+    ]
+    alerts, _ = _same(lines, SIM_CONFIG)
+    kinds = [orjson.loads(a)["kind"] for a in alerts.splitlines()]
+    assert "reuse_after_logout" in kinds and "locked_out_activity" in kinds
 
 
 def test_fingerprints_and_times_match_python() -> None:
