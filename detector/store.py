@@ -97,9 +97,13 @@ class ExpiryIndex(Generic[K]):
         self._filed: set[K] = set()
 
     def touch(self, key: K, expiry: Callable[[], float]) -> None:
-        if key in self._filed:
-            return
-        expires = max(expiry(), 0.0)  # -inf (nothing left to expire): due at once
+        if key not in self._filed:
+            self.file(key, expiry())
+
+    def file(self, key: K, expires: float) -> None:
+        """Files an unfiled ``key`` to expire at ``expires`` (``touch`` without the check)."""
+        if expires < 0.0:
+            expires = 0.0  # -inf (nothing left to expire): due at once
         if expires != math.inf:
             self._wheel.arm(key, expires)
             self._filed.add(key)
@@ -135,6 +139,8 @@ class MemoryStore:
         self._user_expiry = user_expiry
         self._session_index: ExpiryIndex[str] = ExpiryIndex()
         self._user_index: ExpiryIndex[str] = ExpiryIndex()
+        self._sessions_filed = self._session_index.filed
+        self._users_filed = self._user_index.filed
         self._written: tuple[set[str], set[str]] | None = None
 
     def watch(self) -> tuple[set[str], set[str]]:
@@ -161,8 +167,8 @@ class MemoryStore:
         return self.sessions.get(fp)
 
     def put_session(self, fp: str, state: SessionState) -> None:
-        if fp not in self._session_index:  # filed already: expiry only moves later
-            self._session_index.touch(fp, lambda: self._session_expiry(state))
+        if fp not in self._sessions_filed:  # filed already: expiry only moves later
+            self._session_index.file(fp, self._session_expiry(state))
         self.sessions[fp] = state
         if self._written is not None:
             self._written[0].add(fp)
@@ -171,7 +177,8 @@ class MemoryStore:
         return self.users.get(name)
 
     def put_user(self, name: str, state: UserState) -> None:
-        self._user_index.touch(name, lambda: self._user_expiry(state))
+        if name not in self._users_filed:
+            self._user_index.file(name, self._user_expiry(state))
         self.users[name] = state
         if self._written is not None:
             self._written[1].add(name)

@@ -474,6 +474,18 @@ fn text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     Ok(Some(obj.downcast::<PyString>()?.to_str()?.to_owned()))
 }
 
+/// A user's entry as the store holds it (None: no such user).
+fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
+    Ok(match users.bind(py).get_item(name)? {
+        Some(u) => Some(Account {
+            open: u.getattr(intern!(py, "locked_at"))?.is_none()
+                && u.getattr(intern!(py, "deactivated_at"))?.is_none(),
+            obj: u.unbind(),
+        }),
+        None => None,
+    })
+}
+
 /// The routine-request shortcut over one engine's in-memory store (see the module doc).
 #[pyclass(module = "sessionwatch_native")]
 struct FastPath {
@@ -586,18 +598,19 @@ impl FastPath {
         Ok(())
     }
 
-    /// The session's shadow, read from its object when there is none yet: None when the
-    /// store has no such session, or it is not filed for expiry, or it has ended.
-    fn load(&mut self, py: Python<'_>, key: Digest) -> PyResult<Option<&mut Shadow>> {
+    /// Makes sure the session has a shadow, read from its object if there is none yet:
+    /// false when the store has no such session, or it is not filed for expiry, or it
+    /// has ended (a line of any of those is the Python path's).
+    fn ensure(&mut self, py: Python<'_>, key: Digest) -> PyResult<bool> {
         if !self.shadows.contains_key(&key) {
             let fp = hex(&key);
             let fp = PyString::new(py, std::str::from_utf8(&fp).unwrap_or_default());
             let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
-                return Ok(None);
+                return Ok(false);
             };
             if !self.filed.bind(py).contains(&fp)? || !s.getattr(intern!(py, "ended"))?.is_none()
             {
-                return Ok(None);
+                return Ok(false);
             }
             let login_ua = s.getattr(intern!(py, "login_ua"))?;
             let login_ua = truthy_text(&login_ua)?.map(|t| (login_ua.unbind(), t));
@@ -643,24 +656,9 @@ impl FastPath {
             };
             self.shadows.insert(key, shadow);
         }
-        Ok(self.shadows.get_mut(&key))
+        Ok(true)
     }
 
-    /// The user's entry (None: no such user in the store).
-    fn account(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<&Account>> {
-        if !self.accounts.contains_key(name) {
-            let entry = match self.users.bind(py).get_item(name)? {
-                Some(u) => Some(Account {
-                    open: u.getattr(intern!(py, "locked_at"))?.is_none()
-                        && u.getattr(intern!(py, "deactivated_at"))?.is_none(),
-                    obj: u.unbind(),
-                }),
-                None => None,
-            };
-            self.accounts.insert(name.to_owned(), entry);
-        }
-        Ok(self.accounts.get(name).and_then(Option::as_ref))
-    }
 
     fn line(
         &mut self,
@@ -720,13 +718,8 @@ impl FastPath {
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
         let allowed_here = !self.allow.is_empty() && self.allowed(&here);
-        let (prefix_v4, prefix_v6) = (self.prefix_v4, self.prefix_v6);
-        let (idle_q, guest_idle_q, span_q, guest_span_q) =
-            (self.idle_q, self.guest_idle_q, self.span_q, self.guest_span_q);
-        let trust_same_asn = self.trust_same_asn;
-        let same_browser = self.same_browser.clone_ref(py);
-        let same_place = self.same_place.clone_ref(py);
-        let Some(sh) = self.load(py, key)? else {
+        need!(self.ensure(py, key)?);
+        let Some(sh) = self.shadows.get_mut(&key) else {
             return Ok(HandBack);
         };
         let guest = sh.guest;
@@ -735,7 +728,8 @@ impl FastPath {
             let ua = ua.0.as_ref();
             if let Some((login_ua, login_text)) = &sh.login_ua {
                 if login_text != ua && sh.tolerated_ua.as_deref() != Some(ua) {
-                    need!(same_browser
+                    need!(self
+                        .same_browser
                         .bind(py)
                         .call1((login_ua.bind(py), ua))?
                         .is_truthy()?);
@@ -744,10 +738,11 @@ impl FastPath {
             }
         }
         let last = sh.last;
-        if !sh.remember_me && ts - last > if guest { guest_idle_q } else { idle_q } {
+        let idle = if guest { self.guest_idle_q } else { self.idle_q };
+        if !sh.remember_me && ts - last > idle {
             return Ok(HandBack); // idle_timeout_exceeded
         }
-        let span = if guest { guest_span_q } else { span_q };
+        let span = if guest { self.guest_span_q } else { self.span_q };
         if span != 0.0 && ts - sh.start > span {
             return Ok(HandBack); // lifespan_exceeded
         }
@@ -758,11 +753,12 @@ impl FastPath {
         if let Some(place) = sh.login_ip.as_ref().filter(|p| p.text != ip) {
             let same = match &place.packed {
                 Some(there) => {
-                    same_prefix(&here, there, prefix_v4, prefix_v6)
+                    same_prefix(&here, there, self.prefix_v4, self.prefix_v6)
                         || allowed_here
                         || place.allowed
                 }
-                None => same_place
+                None => self
+                    .same_place
                     .bind(py)
                     .call1((place.text.as_str(), ip))?
                     .is_truthy()?,
@@ -773,30 +769,31 @@ impl FastPath {
                     return Ok(HandBack);
                 }
                 let same_asn =
-                    trust_same_asn && ev.asn.is_some_and(|asn| sh.login_asn == Some(asn));
+                    self.trust_same_asn && ev.asn.is_some_and(|asn| sh.login_asn == Some(asn));
                 moved = !same_asn;
             }
         }
-        let name: Option<String> = match &sh.user {
-            Some(user) => Some(user.clone()),
-            None => ev.user.as_ref().map(|u| u.0.to_string()),
+        let name: Option<&str> = match &sh.user {
+            Some(user) => Some(user),
+            None => ev.user.as_ref().map(|u| u.0.as_ref()),
         };
         let mut account = None;
-        if let Some(name) = &name {
-            if let Some(acc) = self.account(py, name)? {
+        if let Some(name) = name {
+            if !self.accounts.contains_key(name) {
+                let entry = account_of(py, &self.users, name)?;
+                self.accounts.insert(name.to_owned(), entry);
+            }
+            if let Some(acc) = self.accounts.get(name).and_then(Option::as_ref) {
                 need!(acc.open);
-                account = Some(acc.obj.clone_ref(py));
+                account = Some(acc.obj.bind(py));
             }
         }
         // -- the behaviour model's upkeep (Engine._behave, features.observe) ----------
         // Only between checkpoints, of a session whose profile and user baseline exist:
         // the first request, a new user and every checkpoint are the Python path's.
-        let Some(sh) = self.shadows.get_mut(&key) else {
-            return Ok(HandBack);
-        };
         let mut upkeep = None;
-        if let (Some(b), Some(name), false) = (&self.behaviour, &name, guest) {
-            let Some(u) = account.map(|u| u.into_bound(py)) else {
+        if let (Some(b), Some(name), false) = (&self.behaviour, name, guest) {
+            let Some(u) = account else {
                 return Ok(HandBack);
             };
             let base = u.getattr(intern!(py, "baseline"))?;
@@ -804,7 +801,7 @@ impl FastPath {
             need!(!base.is_none() && !profile.is_none());
             let n = profile.getattr(intern!(py, "n"))?.extract::<i64>()? + 1;
             need!(!(n == 1 || n == 4 || n % 16 == 0));
-            need!(b.users_filed.bind(py).contains(name.as_str())?);
+            need!(b.users_filed.bind(py).contains(name)?);
             let bytes = match ev.response_bytes {
                 Some(size) => {
                     let before = profile.getattr(intern!(py, "w_bytes"))?.extract::<u64>()?;
