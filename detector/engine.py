@@ -35,6 +35,25 @@ from detector.useragent import same_browser
 #: How often (event-time seconds) expired state is swept.
 SWEEP_EVERY_S = 60.0
 
+#: The checks of a plain login the compiled path decides (``Engine.login_shortcut``):
+#: it checks the first three and hands the login back if one could fire; the others
+#: cannot fire on an ID seen for the first time (its login address, browser and time
+#: are the event's own) except fixation by a kept ID, which it also hands back.
+LOGIN_CHECKS = frozenset(
+    {
+        "insecure_transport",
+        "weak_session_id",
+        "concurrent_sessions",
+        "session_fixation",
+        "ip_change",
+        "user_agent_change",
+        "idle_timeout_exceeded",
+        "lifespan_exceeded",
+    }
+)
+#: (minimum session-ID bits, (concurrency limit, idle timeout, life span, clock skew)).
+LoginShortcut = tuple[float | None, tuple[int, float, float, float] | None]
+
 #: The checks a transaction on a live, known, unlocated session of a never-locked,
 #: never-deactivated user can trigger (the plan for that case); see Engine._routine.
 ROUTINE_CHECKS = frozenset(
@@ -105,6 +124,26 @@ class Engine:
         if isinstance(behaviour, _FromPolicy):
             behaviour = build(policy.behaviour) if self._rules[_BEHAVIOUR].enabled else None
         self.behaviour: Scorer | None = behaviour
+
+    @property
+    def login_shortcut(self) -> LoginShortcut | None:
+        """What a plain login (an ID seen for the first time, no account history, no
+        location) is checked for, for the compiled replay path: the minimum session-ID
+        bits (None: rule off) and the concurrency limit with the user timeouts it counts
+        live sessions by (None: off). None when the behaviour model is on or the plan
+        holds an indicator outside :data:`LOGIN_CHECKS`; then every login is Python's."""
+        if self.behaviour is not None:
+            return None
+        plan = self._plan[("login", False, False, True, False)]
+        if not {i.name for i in plan} <= LOGIN_CHECKS:
+            return None
+        p = self.policy
+        return (
+            float(p.min_session_id_bits) if self._weak_enabled else None,
+            (p.max_concurrent_sessions, p.idle_timeout_s, p.life_span_s, p.clock_skew_s)
+            if self._concurrency_on
+            else None,
+        )
 
     @property
     def routine_limits(self) -> tuple[float, float, float, float]:

@@ -21,11 +21,13 @@ before any Python code runs; the store tells it what the Python side wrote
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 from detector.anomaly import features
 from detector.engine import Engine
+from detector.indicators.weak_id import ENTROPY
 from detector.native import native_module
+from detector.state import SessionState, UserState
 from detector.store import MemoryStore
 from detector.useragent import same_browser
 
@@ -37,7 +39,7 @@ class FastPath(Protocol):
     applied: int
 
     def run(self, lines: list[bytes], start: int, now: float) -> int: ...
-    def take_counts(self) -> tuple[list[int], float]: ...
+    def take_counts(self) -> tuple[list[int], float, int]: ...
 
 
 def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
@@ -73,8 +75,24 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
             features.MAX_PATHS,
             features.THURSDAY_HOUR,
         ),
+        _login_args(engine, store),
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
     )
     return path
+
+
+def _login_args(engine: Engine, store: MemoryStore) -> tuple[Any, ...] | None:
+    """What the compiled path needs to apply plain logins itself (None: it leaves them)."""
+    rules = engine.login_shortcut
+    if rules is None:
+        return None
+    min_bits, concurrency = rules
+    if min_bits is not None and ENTROPY is None:
+        return None
+    return (
+        (SessionState, UserState, store.put_session, store.put_user),
+        None if min_bits is None else (ENTROPY, min_bits),
+        concurrency,
+    )

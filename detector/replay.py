@@ -165,10 +165,11 @@ class Replayer:
                         dead_letter(ev, line.strip(), source, base + i, self.engine.fingerprint)
                     )
             if fast is not None:
-                counts, fast_lag = fast.take_counts()
+                counts, fast_lag, logins = fast.take_counts()
                 applied = sum(counts)
                 if applied:
-                    by_type["transaction"] += applied
+                    by_type["transaction"] += applied - logins
+                    by_type["login"] += logins
                     for bucket, k in enumerate(counts):
                         lag_counts[bucket] += k
                     lag_sum += fast_lag

@@ -12,17 +12,26 @@ class FastPath:
         sessions: dict[str, Any],
         users: dict[str, Any],
         filed: set[str],
+        written: tuple[set[str], set[str]],
         same_place: Callable[[str, str], bool],
         same_browser: Callable[[str, str], bool],
+        allow: list[tuple[int, int, int]],
         trust_same_asn: bool,
         behaviour: tuple[set[str], Callable[[str], str], Callable[[Any, Any], None], float, int, int]
+        | None,
+        login: tuple[
+            tuple[Any, Any, Callable[[str, Any], None], Callable[[str, Any], None]],
+            tuple[Entropy, float] | None,
+            tuple[int, float, float, float] | None,
+        ]
         | None,
         timeouts: tuple[float, float, float, float],
         prefixes: tuple[int, int],
         lag_bounds: list[float],
     ) -> None: ...
     def run(self, lines: list[bytes], start: int, now: float) -> int: ...
-    def take_counts(self) -> tuple[list[int], float]: ...
+    def take_counts(self) -> tuple[list[int], float, int]: ...
+    def cached(self) -> int: ...
     def fingerprint_of(self, session_id: str) -> str: ...
     @staticmethod
     def parse_time(text: str) -> float | None: ...

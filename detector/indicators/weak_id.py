@@ -20,7 +20,7 @@ import math
 import string
 from collections.abc import Callable
 from operator import sub
-from typing import Final
+from typing import Any, Final
 
 from detector.indicators.base import Context, Evidence, Indicator
 from detector.native import native_module
@@ -55,15 +55,17 @@ def _alphabet(chars: set[str]) -> int:
 _LOG2: Final = tuple(math.log2(a) if a else 0.0 for a in range(256))
 
 
-def _compiled() -> Callable[[str], float | None] | None:
+def _entropy() -> Any:
     """The compiled estimate (native/), bit-identical by construction and test."""
     native = native_module()
     if native is None:
         return None
-    return native.Entropy(list(_XLOG2X), list(_LOG2), _PREDICTABLE_BITS).bits  # type: ignore[no-any-return]
+    return native.Entropy(list(_XLOG2X), list(_LOG2), _PREDICTABLE_BITS)
 
 
-_COMPILED: Final = _compiled()
+#: The compiled estimator (``sessionwatch_native.Entropy``), or None without native/.
+ENTROPY: Final = _entropy()
+_COMPILED: Final[Callable[[str], float | None] | None] = None if ENTROPY is None else ENTROPY.bits
 
 
 def estimate_bits(sid: str) -> float:

@@ -474,6 +474,27 @@ fn text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     Ok(Some(obj.downcast::<PyString>()?.to_str()?.to_owned()))
 }
 
+/// What a plain login is checked for, and how its state is made (`Engine.login_shortcut`).
+struct LoginRules {
+    session_cls: PyObject,
+    user_cls: PyObject,
+    put_session: PyObject,
+    put_user: PyObject,
+    /// `weak_session_id`: the estimate and the minimum bits (None: rule off).
+    weak: Option<(Py<Entropy>, f64)>,
+    /// `concurrent_sessions`: the limit, the user idle timeout, life span and clock skew
+    /// (`Engine._live_sessions`); None: rule off.
+    concurrency: Option<(usize, f64, f64, f64)>,
+}
+
+/// `LoginRules` as Python hands them over: (SessionState, UserState, store.put_session,
+/// store.put_user), the weak-ID rule, the concurrency rule.
+type LoginArgs = (
+    (PyObject, PyObject, PyObject, PyObject),
+    Option<(Py<Entropy>, f64)>,
+    Option<(usize, f64, f64, f64)>,
+);
+
 /// A user's entry as the store holds it (None: no such user).
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
     Ok(match users.bind(py).get_item(name)? {
@@ -509,6 +530,7 @@ struct FastPath {
     allow: Vec<(usize, u128, u128)>,
     trust_same_asn: bool,
     behaviour: Option<Upkeep>,
+    login: Option<LoginRules>,
     idle_q: f64,
     guest_idle_q: f64,
     span_q: f64,
@@ -519,6 +541,8 @@ struct FastPath {
     /// Events applied here since the last `take_counts`, per lag bucket.
     counts: Vec<u64>,
     lag_sum: f64,
+    /// Logins among the events applied since the last `take_counts`.
+    logins: u64,
     /// Lines applied here in all.
     #[pyo3(get)]
     applied: u64,
@@ -682,7 +706,15 @@ impl FastPath {
         let Ok(ev) = serde_json::from_str::<Raw>(text) else {
             return Ok(HandBack);
         };
-        need!(ev.kind.0 == "transaction" && !ev.event_id.0.is_empty());
+        let login = match ev.kind.0.as_ref() {
+            "transaction" => false,
+            "login" if self.login.is_some() => true,
+            _ => return Ok(HandBack),
+        };
+        need!(!ev.event_id.0.is_empty());
+        // A login needs a user (`detector.events.validate`): without one it is invalid,
+        // and event time must not move for it here.
+        need!(!login || ev.user.as_ref().is_some_and(|u| !u.0.is_empty()));
         need!(ev.own_epoch.is_none() && ev.geo_lat.is_none() && ev.geo_lon.is_none());
         let ts = match &ev.ts {
             Ts::Num(x) => *x,
@@ -714,6 +746,9 @@ impl FastPath {
                 *next_sweep = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
                 self.forget_written(py)?;
             }
+        }
+        if login {
+            return self.login(py, &ev, ts, sid, ip, now);
         }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
@@ -879,10 +914,196 @@ impl FastPath {
         if !was_dirty && sh.dirty != 0 {
             self.dirty.push(key);
         }
-        let late = now - ts;
+        self.count(now - ts);
+        Ok(Applied)
+    }
+
+    fn count(&mut self, late: f64) {
         self.counts[self.bounds.partition_point(|b| *b < late)] += 1;
         self.lag_sum += late;
         self.applied += 1;
+    }
+
+    /// Writes back and forgets one session's copy (before Python code changes it).
+    fn evict(&mut self, py: Python<'_>, key: &Digest) -> PyResult<()> {
+        if self.shadows.get(key).is_some_and(|sh| sh.dirty != 0) {
+            self.flush(py)?;
+        }
+        self.shadows.remove(key);
+        Ok(())
+    }
+
+    /// A plain login: a session ID seen for the first time, of a user with no lock-out
+    /// or deactivation history, over https, no location, a strong ID, within the
+    /// concurrency limit (a rotation away from a guest ID allowed). That is the
+    /// `("login", not ended, no account history, first sight, not located)` plan of the
+    /// engine with no indicator firing, applied as `Engine._activity` and
+    /// `Engine._after_login` apply it, in the same order; any other login is handed back.
+    fn login(
+        &mut self,
+        py: Python<'_>,
+        ev: &Raw<'_>,
+        ts: f64,
+        sid: &str,
+        ip: &str,
+        now: f64,
+    ) -> PyResult<Outcome> {
+        let Some(rules) = &self.login else {
+            return Ok(HandBack);
+        };
+        let key = self.digest(sid);
+        need!(!self.shadows.contains_key(&key));
+        let fp_text = hex(&key);
+        let fp = PyString::new(py, std::str::from_utf8(&fp_text).unwrap_or_default());
+        let sessions = self.sessions.clone_ref(py).into_bound(py);
+        need!(!sessions.contains(&fp)?); // an ID seen before: fixation, a repeated login
+        need!(ev.scheme.as_ref().is_none_or(|sc| *sc == Scheme::Https)); // insecure_transport
+        let prev = match &ev.previous_session_id {
+            Some(p) => {
+                let p = p.0.as_ref();
+                // The same ID kept (fixation), or one that is not a plain raw ID.
+                need!(!p.is_empty() && p != sid && !p.starts_with(FP_PREFIX));
+                Some(self.digest(p))
+            }
+            None => None,
+        };
+        if let Some((entropy, min_bits)) = &rules.weak {
+            let Some(bits) = entropy.get().bits(sid) else {
+                return Ok(HandBack); // the Python estimate decides
+            };
+            // weak_session_id (a NaN estimate alerts in Python: handed back too)
+            need!(matches!(
+                bits.partial_cmp(min_bits),
+                Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+            ));
+        }
+        let Some(name) = ev.user.as_ref().map(|u| u.0.as_ref()) else {
+            return Ok(HandBack);
+        };
+        if !self.accounts.contains_key(name) {
+            let entry = account_of(py, &self.users, name)?;
+            self.accounts.insert(name.to_owned(), entry);
+        }
+        let user = match self.accounts.get(name).and_then(Option::as_ref) {
+            Some(acc) => {
+                need!(acc.open); // locked_out_activity, inactive_user_activity
+                Some(acc.obj.clone_ref(py).into_bound(py))
+            }
+            None => None,
+        };
+        // concurrent_sessions: the user's other live sessions (Engine._live_sessions).
+        let mut live = None;
+        if let Some((limit, idle_s, life_s, skew_s)) = rules.concurrency {
+            let mut kept: Vec<Bound<'_, PyAny>> = Vec::new();
+            if let Some(u) = &user {
+                let listed = u.getattr(intern!(py, "sessions"))?;
+                for other in listed.downcast::<PyList>()?.iter() {
+                    let text = other.downcast::<PyString>()?.to_str()?;
+                    if text.as_bytes() == fp_text {
+                        continue;
+                    }
+                    let copy = unhex(text).and_then(|k| self.shadows.get(&k));
+                    let (remember_me, last, start) = match copy {
+                        Some(sh) => (sh.remember_me, sh.last, sh.start),
+                        None => {
+                            let Some(st) = sessions.get_item(&other)? else {
+                                continue;
+                            };
+                            if !st.getattr(intern!(py, "ended"))?.is_none() {
+                                continue;
+                            }
+                            (
+                                st.getattr(intern!(py, "remember_me"))?.extract::<bool>()?,
+                                st.getattr(intern!(py, "last"))?.extract::<f64>()?,
+                                st.getattr(intern!(py, "start"))?.extract::<f64>()?,
+                            )
+                        }
+                    };
+                    if !remember_me && ts - last > idle_s + skew_s {
+                        continue;
+                    }
+                    if life_s != 0.0 && ts - start > life_s + skew_s {
+                        continue;
+                    }
+                    kept.push(other);
+                }
+            }
+            need!(kept.len() < limit); // alerts when live + 1 > limit
+            live = Some(kept);
+        }
+        // -- applied: the new session, the user, then the store, in the Python order ----
+        let kw = PyDict::new(py);
+        kw.set_item(intern!(py, "start"), ts)?;
+        kw.set_item(intern!(py, "last"), ts)?;
+        kw.set_item(intern!(py, "user"), name)?;
+        kw.set_item(intern!(py, "remember_me"), ev.remember_me.unwrap_or(false))?;
+        kw.set_item(intern!(py, "login_ip"), ip)?;
+        kw.set_item(intern!(py, "last_ip"), ip)?;
+        kw.set_item(
+            intern!(py, "login_ua"),
+            ev.user_agent.as_ref().map(|ua| ua.0.as_ref()),
+        )?;
+        kw.set_item(intern!(py, "login_asn"), ev.asn)?;
+        if let Some(node) = &ev.node {
+            kw.set_item(intern!(py, "node"), node.0.as_ref())?;
+        }
+        let state = rules.session_cls.bind(py).call((), Some(&kw))?;
+        let u = match user {
+            Some(u) => u,
+            None => {
+                let kw = PyDict::new(py);
+                kw.set_item(intern!(py, "last"), ts)?;
+                rules.user_cls.bind(py).call((), Some(&kw))?
+            }
+        };
+        if let Some(kept) = live {
+            u.setattr(intern!(py, "sessions"), PyList::new(py, kept)?)?;
+        }
+        let session_cls = rules.session_cls.clone_ref(py);
+        let put_session = rules.put_session.clone_ref(py);
+        let put_user = rules.put_user.clone_ref(py);
+        if let Some(prev) = prev {
+            // Engine._rotate_away(guest=True): the pre-authentication ID is over.
+            self.evict(py, &prev)?;
+            let prev_fp = hex(&prev);
+            let prev_fp = PyString::new(py, std::str::from_utf8(&prev_fp).unwrap_or_default());
+            let old = match sessions.get_item(&prev_fp)? {
+                Some(old) => old,
+                None => {
+                    let kw = PyDict::new(py);
+                    kw.set_item(intern!(py, "start"), ts)?;
+                    kw.set_item(intern!(py, "last"), ts)?;
+                    kw.set_item(intern!(py, "guest"), true)?;
+                    kw.set_item(intern!(py, "known"), false)?;
+                    session_cls.bind(py).call((), Some(&kw))?
+                }
+            };
+            if old.getattr(intern!(py, "ended"))?.is_none() {
+                old.setattr(intern!(py, "ended"), intern!(py, "rotation"))?;
+                old.setattr(intern!(py, "ended_at"), ts)?;
+            }
+            put_session.call1(py, (&prev_fp, &old))?;
+        }
+        let listed = u
+            .getattr(intern!(py, "sessions"))?
+            .downcast_into::<PyList>()?;
+        if !listed.contains(&fp)? {
+            listed.append(&fp)?;
+        }
+        if ts > u.getattr(intern!(py, "last"))?.extract::<f64>()? {
+            u.setattr(intern!(py, "last"), ts)?;
+        }
+        put_user.call1(py, (name, &u))?;
+        put_session.call1(py, (&fp, &state))?;
+        self.accounts.insert(
+            name.to_owned(),
+            Some(Account {
+                obj: u.unbind(),
+                open: true,
+            }),
+        );
+        self.logins += 1;
+        self.count(now - ts);
         Ok(Applied)
     }
 }
@@ -907,6 +1128,7 @@ impl FastPath {
         allow: Vec<(usize, u128, u128)>,
         trust_same_asn: bool,
         behaviour: Option<(Py<PySet>, PyObject, PyObject, f64, usize, i64)>,
+        login: Option<LoginArgs>,
         timeouts: (f64, f64, f64, f64),
         prefixes: (u32, u32),
         lag_bounds: Vec<f64>,
@@ -951,6 +1173,16 @@ impl FastPath {
                 max_paths: b.4,
                 thursday: b.5,
             }),
+            login: login.map(|((session_cls, user_cls, put_session, put_user), weak, concurrency)| {
+                LoginRules {
+                    session_cls,
+                    user_cls,
+                    put_session,
+                    put_user,
+                    weak,
+                    concurrency,
+                }
+            }),
             idle_q: timeouts.0,
             guest_idle_q: timeouts.1,
             span_q: timeouts.2,
@@ -960,6 +1192,7 @@ impl FastPath {
             bounds: lag_bounds,
             counts: vec![0; buckets],
             lag_sum: 0.0,
+            logins: 0,
             applied: 0,
         })
     }
@@ -1006,11 +1239,16 @@ impl FastPath {
         result
     }
 
-    /// The events applied here since the last call, per lag bucket, and their lag sum;
-    /// resets both (the caller adds them to its metrics).
-    fn take_counts(&mut self) -> (Vec<u64>, f64) {
+    /// The events applied here since the last call, per lag bucket, their lag sum, and
+    /// how many of them were logins (the rest are transactions); resets all three (the
+    /// caller adds them to its metrics).
+    fn take_counts(&mut self) -> (Vec<u64>, f64, u64) {
         let counts = std::mem::replace(&mut self.counts, vec![0; self.bounds.len() + 1]);
-        (counts, std::mem::take(&mut self.lag_sum))
+        (
+            counts,
+            std::mem::take(&mut self.lag_sum),
+            std::mem::take(&mut self.logins),
+        )
     }
 
     /// Sessions whose copies are held here now (tests: the cache is bounded by the store).
@@ -1218,6 +1456,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 4)?;
+    m.add("ABI", 5)?;
     Ok(())
 }

@@ -212,6 +212,105 @@ def test_any_line_is_applied_exactly_as_the_python_path_would(body: list[bytes])
     _same(lines, TIGHT)
 
 
+SIDS = [SID, SID2, "5D8E2F1A9C3B7E4D6A0F2C8B1E9D3A7F", "AB12CD34EF56AB78CD90EF12AB34CD56", "aaaa"]
+
+
+@st.composite
+def logins(draw: st.DrawFn) -> bytes:
+    """A login, often plain, sometimes not: a seen or weak ID, a rotation away from
+    another (or the same) ID, http, a user with a lock-out, fields missing or mistyped."""
+    n = draw(st.integers(0, 10_000))
+    ev: dict[str, Any] = {
+        "event_id": f"l{n}",
+        "ts": T0 + 1 + n / 100,
+        "type": "login",
+        "session_id": draw(st.sampled_from(SIDS)),
+        "user": draw(st.sampled_from(["alice", "bob", "carol"])),
+        "ip": draw(st.sampled_from(["10.1.2.3", "10.7.7.7", "2001:db8::1"])),
+        "user_agent": draw(st.sampled_from([CHROME, CHROME_NEXT])),
+    }
+    for key in draw(st.sets(st.sampled_from(sorted(FIELDS) + ["previous_session_id"]), max_size=2)):
+        ev[key] = draw(
+            st.sampled_from([*SIDS, None, ""]) if key == "previous_session_id" else FIELDS[key]
+        )
+    return msgspec.json.encode(ev)
+
+
+LOCKOUT = orjson.dumps({"event_id": "k1", "ts": T0 + 50, "type": "lockout", "user": "carol"})
+#: At most two live sessions per user, so logins cross the limit.
+TWO_SESSIONS = {
+    **SIM_CONFIG,
+    "detector": {**SIM_CONFIG["detector"], "max_concurrent_sessions": 2},
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(logins(), transactions()), min_size=1, max_size=14))
+def test_any_login_is_applied_exactly_as_the_python_path_would(body: list[bytes]) -> None:
+    """Plain logins are the compiled path's too: it must take one exactly when no
+    indicator could fire, and make the same session, user and expiry filing."""
+    lines = [LOGIN, LOCKOUT, *body, orjson.dumps(_tx(20_000, ip="10.1.2.200"))]
+    _same(lines, TWO_SESSIONS)
+    _same(lines, TIGHT)
+
+
+def test_plain_logins_are_applied_natively() -> None:
+    """New IDs of new and known users, a rotation away from a guest ID, remember-me."""
+    lines = [
+        LOGIN,
+        _at(1, SID2, 1, "login"),
+        orjson.dumps(
+            {
+                **orjson.loads(_at(2, SID2, 2, "login")),
+                "session_id": SIDS[2],
+                "previous_session_id": SID2,
+                "remember_me": True,
+            }
+        ),
+        _at(3, SIDS[3], 3, "login"),
+        _at(4, SIDS[3], 4),
+    ]
+    _, replayer = _same(lines, TWO_SESSIONS)
+    assert replayer._fast is not None and replayer._fast.applied == len(lines) - 1
+
+
+def test_logins_that_could_alert_are_left_to_python() -> None:
+    """Over http, a weak ID, a kept ID, past the limit: each alerts, as on Python."""
+    plain = orjson.loads(_at(1, SID2, 1, "login"))
+    lines = [
+        LOGIN,
+        orjson.dumps({**plain, "scheme": "http"}),
+        orjson.dumps({**plain, "event_id": "w", "session_id": "aaaa"}),
+        orjson.dumps(
+            {**plain, "event_id": "f", "session_id": SIDS[2], "previous_session_id": SIDS[2]}
+        ),
+        orjson.dumps({**plain, "event_id": "c", "session_id": SIDS[3]}),
+    ]
+    alerts, _ = _same(lines, TWO_SESSIONS)
+    kinds = {orjson.loads(a)["kind"] for a in alerts.splitlines()}
+    assert kinds == {
+        "concurrent_sessions",
+        "insecure_transport",
+        "session_fixation",
+        "weak_session_id",
+    }
+
+
+def test_a_login_rotating_away_a_session_ends_its_compiled_copy() -> None:
+    """The rotated-away ID had a request in the same compiled run: its copy must go,
+    or the next request on it passes as routine instead of reuse_after_rotation.
+    (Within the first event-minute: a sweep would also refresh the copies.)"""
+    lines = [
+        LOGIN,
+        _at(0.2, SID, 1),
+        orjson.dumps({**orjson.loads(_at(0.4, SID2, 2, "login")), "previous_session_id": SID}),
+        _at(0.8, SID, 3),
+    ]
+    alerts, replayer = _same(lines, SIM_CONFIG)
+    assert [orjson.loads(a)["kind"] for a in alerts.splitlines()] == ["reuse_after_rotation"]
+    assert replayer._fast is not None and replayer._fast.applied == 2
+
+
 def test_routine_lines_of_every_shape_are_applied_natively() -> None:
     """Numbers and RFC 3339 strings, escapes, upgrades, moves inside the prefix, nodes."""
     shapes = [
@@ -278,7 +377,8 @@ def test_a_sweep_inside_a_compiled_run_sees_the_requests_before_it() -> None:
     ]
     alerts, replayer = _same(lines, SHORT_RETENTION)
     assert alerts == b""
-    assert replayer._fast is not None and replayer._fast.applied == 5
+    # Every line but the very first (it starts the engine's clock) is the compiled path's.
+    assert replayer._fast is not None and replayer._fast.applied == len(lines) - 1
     assert len(replayer.engine.store.sessions) == 2  # type: ignore[attr-defined]
 
 
