@@ -229,7 +229,7 @@ def logins(draw: st.DrawFn) -> bytes:
         "ip": draw(st.sampled_from(["10.1.2.3", "10.7.7.7", "2001:db8::1"])),
         "user_agent": draw(st.sampled_from([CHROME, CHROME_NEXT])),
     }
-    for key in draw(st.sets(st.sampled_from(sorted(FIELDS) + ["previous_session_id"]), max_size=2)):
+    for key in draw(st.sets(st.sampled_from([*sorted(FIELDS), "previous_session_id"]), max_size=2)):
         ev[key] = draw(
             st.sampled_from([*SIDS, None, ""]) if key == "previous_session_id" else FIELDS[key]
         )
