@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from detector.events import MAX_LINE_BYTES, Event, InvalidEvent, decode
 
@@ -70,3 +72,19 @@ def test_oversized_line_is_refused_unread() -> None:
 def test_own_epoch_field_is_just_an_extra() -> None:
     ev = ok(b'{"event_id":"1","ts":5,"type":"unlock","user":"u","epoch":"whatever"}')
     assert ev.epoch == 5.0
+
+
+@given(st.floats(-1e9, 4.2e9))
+def test_alert_times_are_datetime_s_rfc3339(epoch: float) -> None:
+    """The alert time formatter (fast, cached per day) writes what datetime writes."""
+    from datetime import UTC, datetime
+
+    from detector.alerts import rfc3339
+
+    whole = int(epoch // 1)
+    micros = round((epoch - whole) * 1_000_000)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    expected = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    expected += f".{micros:06d}".rstrip("0") if micros else ""
+    assert rfc3339(epoch) == expected + "Z"
