@@ -324,6 +324,29 @@ fn same_prefix(a: &(usize, [u8; 16]), b: &(usize, [u8; 16]), v4: u32, v6: u32) -
         && (rest == 0 || a.1[whole] >> (8 - rest) == b.1[whole] >> (8 - rest))
 }
 
+/// `features._path_shape` for ASCII URLs (None: the Python function decides, since
+/// `str.isdigit` knows more digits than ASCII's): the path without query or fragment,
+/// its last segment `{id}` when a record id (16+ hex digits and dashes, or digits).
+fn path_shape(url: &str) -> Option<String> {
+    if !url.is_ascii() {
+        return None;
+    }
+    let path = &url[..url.find(['?', '#']).unwrap_or(url.len())];
+    let (head, last) = match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let hex_id = !head.is_empty()
+        && last.len() >= 16
+        && last.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-');
+    let number = !last.is_empty() && last.bytes().all(|c| c.is_ascii_digit());
+    Some(if hex_id || number {
+        format!("{head}/{{id}}")
+    } else {
+        path.to_owned()
+    })
+}
+
 /// What the behaviour model's per-request upkeep needs from Python (features.py).
 struct Upkeep {
     /// Users filed for expiry (a write to any other is the Python path's).
@@ -376,6 +399,7 @@ const D_LAST: u8 = 1;
 const D_LAST_IP: u8 = 2;
 const D_NODE: u8 = 4;
 const D_RAISED: u8 = 8;
+const D_PROFILE: u8 = 16;
 
 /// What the routine conditions read of one session, copied from its `SessionState` the
 /// first time a line needs it. Routine updates land here and are written to the object
@@ -401,7 +425,65 @@ struct Shadow {
     node: Option<String>,
     /// `raised["ip_change"]`, when present.
     ip_change: Option<i64>,
+    /// The behaviour profile's counters, once a line with a model on needed them.
+    prof: Option<Prof>,
     dirty: u8,
+}
+
+/// The behaviour profile's per-request counters (`features.Profile`), copied like the
+/// session's own fields; `synced` is what the object holds now.
+struct Prof {
+    obj: Py<PyAny>,
+    now: [i64; PROF_FIELDS.len()],
+    synced: [i64; PROF_FIELDS.len()],
+}
+
+/// The profile fields kept in `Prof`, in its arrays' order.
+const PROF_FIELDS: [&str; 9] = [
+    "n",
+    "w_requests",
+    "w_gaps",
+    "w_fast",
+    "w_new",
+    "w_bytes",
+    "w_sized",
+    "hour",
+    "hour_count",
+];
+const P_N: usize = 0;
+const P_REQUESTS: usize = 1;
+const P_GAPS: usize = 2;
+const P_FAST: usize = 3;
+const P_NEW: usize = 4;
+const P_BYTES: usize = 5;
+const P_SIZED: usize = 6;
+const P_HOUR: usize = 7;
+const P_HOUR_COUNT: usize = 8;
+
+impl Prof {
+    fn load(profile: Bound<'_, PyAny>) -> PyResult<Self> {
+        let mut now = [0i64; PROF_FIELDS.len()];
+        for (value, name) in now.iter_mut().zip(PROF_FIELDS) {
+            *value = profile.getattr(name)?.extract()?;
+        }
+        Ok(Prof {
+            obj: profile.unbind(),
+            now,
+            synced: now,
+        })
+    }
+
+    /// Writes the fields that changed since the last write to the object.
+    fn sync(&mut self, py: Python<'_>) -> PyResult<()> {
+        let obj = self.obj.bind(py);
+        for ((now, synced), name) in self.now.iter().zip(self.synced.iter_mut()).zip(PROF_FIELDS) {
+            if now != synced {
+                obj.setattr(name, *now)?;
+                *synced = *now;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A user's entry, copied on first need like a session's; `open` means never locked out
@@ -589,6 +671,11 @@ impl FastPath {
                     obj.setattr(intern!(py, "node"), PyString::new(py, node))?;
                 }
             }
+            if dirty & D_PROFILE != 0 {
+                if let Some(prof) = &mut sh.prof {
+                    prof.sync(py)?;
+                }
+            }
             if dirty & D_RAISED != 0 {
                 if let Some(count) = sh.ip_change {
                     obj.getattr(intern!(py, "raised"))?
@@ -675,6 +762,7 @@ impl FastPath {
                 },
                 node: text(&s.getattr(intern!(py, "node"))?)?,
                 ip_change,
+                prof: None,
                 dirty: 0,
                 obj: s.unbind(),
             };
@@ -832,22 +920,29 @@ impl FastPath {
                 return Ok(HandBack);
             };
             let base = u.getattr(intern!(py, "baseline"))?;
-            let profile = sh.obj.bind(py).getattr(intern!(py, "profile"))?;
-            need!(!base.is_none() && !profile.is_none());
-            let n = profile.getattr(intern!(py, "n"))?.extract::<i64>()? + 1;
+            need!(!base.is_none());
+            if sh.prof.is_none() {
+                let profile = sh.obj.bind(py).getattr(intern!(py, "profile"))?;
+                need!(!profile.is_none()); // a first request opens it: Python's
+                sh.prof = Some(Prof::load(profile)?);
+            }
+            let Some(prof) = &sh.prof else {
+                return Ok(HandBack);
+            };
+            let n = prof.now[P_N] + 1;
             need!(!(n == 1 || n == 4 || n % 16 == 0));
             need!(b.users_filed.bind(py).contains(name)?);
             let bytes = match ev.response_bytes {
-                Some(size) => {
-                    let before = profile.getattr(intern!(py, "w_bytes"))?.extract::<u64>()?;
-                    match before.checked_add(size) {
-                        Some(total) if total <= i64::MAX as u64 => Some(total),
-                        _ => return Ok(HandBack),
-                    }
-                }
+                Some(size) => match u64::try_from(prof.now[P_BYTES])
+                    .ok()
+                    .and_then(|before| before.checked_add(size))
+                {
+                    Some(total) if total <= i64::MAX as u64 => Some(total as i64),
+                    _ => return Ok(HandBack),
+                },
                 None => None,
             };
-            upkeep = Some((u, base, profile, n, bytes));
+            upkeep = Some((u, base, n, bytes));
         }
         // -- routine: apply what Engine._routine applies -------------------------------
         let was_dirty = sh.dirty != 0;
@@ -855,24 +950,27 @@ impl FastPath {
             sh.ip_change = sh.ip_change.map(|c| c + 1);
             sh.dirty |= D_RAISED;
         }
-        if let (Some(b), Some((u, base, profile, n, bytes))) = (&self.behaviour, upkeep) {
-            let bump = |name: &Bound<'_, PyString>| -> PyResult<()> {
-                let value = profile.getattr(name)?.extract::<i64>()?;
-                profile.setattr(name, value + 1)
-            };
-            profile.setattr(intern!(py, "n"), n)?;
-            bump(intern!(py, "w_requests"))?;
-            bump(intern!(py, "w_gaps"))?;
+        if let (Some(b), Some((u, base, n, bytes)), Some(prof)) =
+            (&self.behaviour, upkeep, sh.prof.as_mut())
+        {
+            let c = &mut prof.now;
+            c[P_N] = n;
+            c[P_REQUESTS] += 1;
+            c[P_GAPS] += 1;
             if ts - last < b.burst_gap {
-                bump(intern!(py, "w_fast"))?;
+                c[P_FAST] += 1;
             }
             if let Some(url) = &ev.url {
-                let shape = b.path_shape.bind(py).call1((url.0.as_ref(),))?;
+                let url = url.0.as_ref();
+                let shape = match path_shape(url) {
+                    Some(shape) => PyString::new(py, &shape).into_any(),
+                    None => b.path_shape.bind(py).call1((url,))?,
+                };
                 let paths = base
                     .getattr(intern!(py, "paths"))?
                     .downcast_into::<PyDict>()?;
                 if !paths.contains(&shape)? {
-                    bump(intern!(py, "w_new"))?;
+                    c[P_NEW] += 1;
                     paths.set_item(&shape, py.None())?;
                     if paths.len() > b.max_paths {
                         if let Some((oldest, _)) = paths.iter().next() {
@@ -882,17 +980,22 @@ impl FastPath {
                 }
             }
             if let Some(total) = bytes {
-                profile.setattr(intern!(py, "w_bytes"), total)?;
-                bump(intern!(py, "w_sized"))?;
+                c[P_BYTES] = total;
+                c[P_SIZED] += 1;
             }
             let how = hour_of_week(ts, b.thursday);
-            if profile.getattr(intern!(py, "hour"))?.extract::<i64>()? == how {
-                bump(intern!(py, "hour_count"))?;
+            if c[P_HOUR] == how {
+                c[P_HOUR_COUNT] += 1;
             } else {
-                b.flush_hours.bind(py).call1((&base, &profile))?;
-                profile.setattr(intern!(py, "hour"), how)?;
-                profile.setattr(intern!(py, "hour_count"), 1)?;
+                // features.flush_hours reads and resets the object's hour counters.
+                prof.sync(py)?;
+                b.flush_hours.bind(py).call1((&base, prof.obj.bind(py)))?;
+                prof.now[P_HOUR_COUNT] = 0;
+                prof.synced[P_HOUR_COUNT] = 0;
+                prof.now[P_HOUR] = how;
+                prof.now[P_HOUR_COUNT] = 1;
             }
+            sh.dirty |= D_PROFILE;
             if ts > u.getattr(intern!(py, "last"))?.extract::<f64>()? {
                 u.setattr(intern!(py, "last"), ts)?;
             }
@@ -1261,6 +1364,13 @@ impl FastPath {
         String::from_utf8_lossy(&hex(&self.digest(session_id))).into_owned()
     }
 
+    /// `features._path_shape` where the compiled path decides it, for tests.
+    #[staticmethod]
+    #[pyo3(name = "path_shape")]
+    fn path_shape_py(url: &str) -> Option<String> {
+        path_shape(url)
+    }
+
     /// `features.hour_of_week`, for tests.
     #[staticmethod]
     #[pyo3(name = "hour_of_week")]
@@ -1456,6 +1566,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 5)?;
+    m.add("ABI", 6)?;
     Ok(())
 }

@@ -434,6 +434,24 @@ def _python_time(text: str) -> float:
     return msgspec.json.decode(orjson.dumps(text), type=datetime).timestamp()
 
 
+@given(
+    st.one_of(
+        st.text(st.sampled_from("/?#-.0123456789abcdefABCDEFxyz_"), max_size=60),
+        st.text(max_size=30),
+    )
+)
+def test_compiled_path_shapes_are_python_s(url: str) -> None:
+    from sessionwatch_native import FastPath
+
+    from detector.anomaly.features import _path_shape
+
+    got = FastPath.path_shape(url)
+    if got is not None:  # None: not ASCII, the Python function decides
+        assert got == _path_shape(url)
+    else:
+        assert not url.isascii()
+
+
 ID_ALPHABETS = st.sampled_from(
     ["0123456789ABCDEF", "0123456789abcdef", "0123456789abcdefABCDEF", "0123", "abc-_.~"]
 )
