@@ -89,6 +89,20 @@ _KERNEL_SUM: Final = sum(w for _, w in _KERNEL)
 THURSDAY_HOUR: Final = 72
 
 
+def _near_weights(delta: int) -> tuple[int, int]:
+    """The kernel weight in eighths of an hour ``delta`` hours later in the week: on any
+    day (the same time give or take three hours), and on the same day of the week."""
+    d = (delta + 12) % 24 - 12
+    if not -3 <= d <= 3:
+        return 0, 0
+    w8 = int(8 * dict(_KERNEL)[d])
+    return w8, w8 if (delta - d) % 168 == 0 else 0
+
+
+#: ``_near_weights`` for every hour offset of the week.
+_NEAR: Final = tuple(_near_weights(delta) for delta in range(168))
+
+
 class Baseline(msgspec.Struct, gc=False):
     """One user's habits, bounded in size (part of the per-user state)."""
 
@@ -180,10 +194,14 @@ def hour_rarity(
     for h, n in hours.items():
         c = n - own_get(h, 0)
         if c:
-            week8, day8 = _near(h, how, c, week8, day8)
+            w8, wk8 = _NEAR[(h - how) % 168]
+            day8 += w8 * c
+            week8 += wk8 * c
     for h, n in own.items():
         if h not in hours:
-            week8, day8 = _near(h, how, -n, week8, day8)
+            w8, wk8 = _NEAR[(h - how) % 168]
+            day8 -= w8 * n
+            week8 -= wk8 * n
     week, day = week8 / 8, day8 / 8
     # Activity near this hour relative to a flat spread (1 = as busy as an average hour).
     intensity = (84.0 * week + 12.0 * day) / (_KERNEL_SUM * events)
@@ -192,18 +210,6 @@ def hour_rarity(
     if intensity <= 0.0:
         return 1.0
     return 0.8 * min(1.0, -math.log10(intensity + 0.001) / 3.0) if intensity < 1.0 else 0.0
-
-
-def _near(h: int, how: int, c: int, week8: int, day8: int) -> tuple[int, int]:
-    """Adds ``c`` requests at hour ``h`` to the eighth-weighted sums near ``how``."""
-    delta = (h - how) % 168
-    d = (delta + 12) % 24 - 12  # hours off the same time of some day
-    if -3 <= d <= 3:
-        w8 = 8 >> abs(d)
-        day8 += w8 * c
-        if delta - d == 0 or delta - d == 168:  # the same day of the week
-            week8 += w8 * c
-    return week8, day8
 
 
 def is_checkpoint(n: int) -> bool:
