@@ -65,6 +65,9 @@ ROUTINE_CHECKS = frozenset(
         "insecure_transport",
     }
 )
+#: What the same transaction can also trigger when the user has a lock-out or
+#: deactivation history (Engine._routine checks them too: _account_quiet).
+ACCOUNT_CHECKS = frozenset({"locked_out_activity", "inactive_user_activity"})
 
 _WEAK = tuple(i for i in REGISTRY if i.name == "weak_session_id")
 _BEHAVIOUR = "behaviour_anomaly"
@@ -108,7 +111,10 @@ class Engine:
         self._plan = _plan(enabled)
         # The routine-request shortcut only stands in for the checks it knows.
         routine_plan = self._plan[("transaction", False, False, False, False)]
-        self.routine_shortcut = {i.name for i in routine_plan} <= ROUTINE_CHECKS
+        account_plan = self._plan[("transaction", False, True, False, False)]
+        self.routine_shortcut = {i.name for i in routine_plan} <= ROUTINE_CHECKS and {
+            i.name for i in account_plan
+        } <= ROUTINE_CHECKS | ACCOUNT_CHECKS
         skew = policy.clock_skew_s
         self._idle_q = policy.idle_timeout_s + skew
         self._guest_idle_q = policy.guest_idle_timeout_s + skew
@@ -146,9 +152,16 @@ class Engine:
         )
 
     @property
-    def routine_limits(self) -> tuple[float, float, float, float]:
-        """The routine shortcut's idle and life-span limits (user, guest; 0 = no span)."""
-        return self._idle_q, self._guest_idle_q, self._span_q, self._guest_span_q
+    def routine_limits(self) -> tuple[float, float, float, float, float]:
+        """The routine shortcut's idle and life-span limits (user, guest; 0 = no span),
+        and the clock skew allowed after a lock-out or deactivation."""
+        return (
+            self._idle_q,
+            self._guest_idle_q,
+            self._span_q,
+            self._guest_span_q,
+            self.policy.clock_skew_s,
+        )
 
     # -- expiry -----------------------------------------------------------------
     def session_expiry(self, s: SessionState) -> float:
@@ -306,8 +319,8 @@ class Engine:
             moved = not (asn is not None and asn == s.login_asn and self.policy.trust_same_asn)
         user_name = s.user or ev.user
         u = self.store.get_user(user_name) if user_name is not None else None
-        if u is not None and (u.locked_at is not None or u.deactivated_at is not None):
-            return None  # the account gate: lock-out and deactivation history
+        if u is not None and not _account_quiet(u, s.start, ts, self.policy.clock_skew_s):
+            return None  # locked_out_activity, inactive_user_activity
         if moved:
             s.raised["ip_change"] += 1
         alerts: list[Alert] = []
@@ -617,6 +630,15 @@ class Engine:
         elif kind == "activate":
             u.inactive = False
         self.store.put_user(ev.user, u)
+
+
+def _account_quiet(u: UserState, start: float, ts: float, skew: float) -> bool:
+    """Neither account indicator fires for a request at ``ts`` on a session started at
+    ``start`` (seen before): each condition negates one branch of their trigger."""
+    for blocked, since in ((u.locked, u.locked_at), (u.inactive, u.deactivated_at)):
+        if since is not None and ts > since + skew and (blocked or start <= since):
+            return False
+    return True
 
 
 def _plan(

@@ -25,7 +25,7 @@ class FastPath:
             tuple[int, float, float, float] | None,
         ]
         | None,
-        timeouts: tuple[float, float, float, float],
+        timeouts: tuple[float, float, float, float, float],
         prefixes: tuple[int, int],
         lag_bounds: list[float],
     ) -> None: ...

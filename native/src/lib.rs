@@ -486,11 +486,28 @@ impl Prof {
     }
 }
 
-/// A user's entry, copied on first need like a session's; `open` means never locked out
-/// or deactivated (`locked_at` and `deactivated_at` both None).
+/// A user's entry, copied on first need like a session's: its lock-out and deactivation
+/// state, `(blocked now, since)` each.
 struct Account {
     obj: Py<PyAny>,
-    open: bool,
+    locked: (bool, Option<f64>),
+    inactive: (bool, Option<f64>),
+}
+
+impl Account {
+    /// Never locked out nor deactivated.
+    fn open(&self) -> bool {
+        self.locked.1.is_none() && self.inactive.1.is_none()
+    }
+
+    /// Neither `locked_out_activity` nor `inactive_user_activity` fires for a request at
+    /// `ts` of a session started at `start` (`indicators.account._after`, not first sight).
+    fn quiet(&self, start: f64, ts: f64, skew: f64) -> bool {
+        [self.locked, self.inactive].iter().all(|&(blocked, since)| match since {
+            None => true,
+            Some(since) => ts <= since + skew || (!blocked && start > since),
+        })
+    }
 }
 
 /// Hashes a fingerprint by its first 8 bytes: it is already a keyed digest.
@@ -581,8 +598,14 @@ type LoginArgs = (
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
     Ok(match users.bind(py).get_item(name)? {
         Some(u) => Some(Account {
-            open: u.getattr(intern!(py, "locked_at"))?.is_none()
-                && u.getattr(intern!(py, "deactivated_at"))?.is_none(),
+            locked: (
+                u.getattr(intern!(py, "locked"))?.extract()?,
+                u.getattr(intern!(py, "locked_at"))?.extract()?,
+            ),
+            inactive: (
+                u.getattr(intern!(py, "inactive"))?.extract()?,
+                u.getattr(intern!(py, "deactivated_at"))?.extract()?,
+            ),
             obj: u.unbind(),
         }),
         None => None,
@@ -617,6 +640,8 @@ struct FastPath {
     guest_idle_q: f64,
     span_q: f64,
     guest_span_q: f64,
+    /// The clock skew allowed after a lock-out or deactivation.
+    skew: f64,
     prefix_v4: u32,
     prefix_v6: u32,
     bounds: Vec<f64>,
@@ -907,7 +932,7 @@ impl FastPath {
                 self.accounts.insert(name.to_owned(), entry);
             }
             if let Some(acc) = self.accounts.get(name).and_then(Option::as_ref) {
-                need!(acc.open);
+                need!(acc.quiet(sh.start, ts, self.skew));
                 account = Some(acc.obj.bind(py));
             }
         }
@@ -1089,7 +1114,7 @@ impl FastPath {
         }
         let user = match self.accounts.get(name).and_then(Option::as_ref) {
             Some(acc) => {
-                need!(acc.open); // locked_out_activity, inactive_user_activity
+                need!(acc.open()); // locked_out_activity, inactive_user_activity
                 Some(acc.obj.clone_ref(py).into_bound(py))
             }
             None => None,
@@ -1202,7 +1227,8 @@ impl FastPath {
             name.to_owned(),
             Some(Account {
                 obj: u.unbind(),
-                open: true,
+                locked: (false, None),
+                inactive: (false, None),
             }),
         );
         self.logins += 1;
@@ -1232,7 +1258,7 @@ impl FastPath {
         trust_same_asn: bool,
         behaviour: Option<(Py<PySet>, PyObject, PyObject, f64, usize, i64)>,
         login: Option<LoginArgs>,
-        timeouts: (f64, f64, f64, f64),
+        timeouts: (f64, f64, f64, f64, f64),
         prefixes: (u32, u32),
         lag_bounds: Vec<f64>,
     ) -> PyResult<Self> {
@@ -1290,6 +1316,7 @@ impl FastPath {
             guest_idle_q: timeouts.1,
             span_q: timeouts.2,
             guest_span_q: timeouts.3,
+            skew: timeouts.4,
             prefix_v4: prefixes.0,
             prefix_v6: prefixes.1,
             bounds: lag_bounds,
@@ -1566,6 +1593,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 6)?;
+    m.add("ABI", 7)?;
     Ok(())
 }

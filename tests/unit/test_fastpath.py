@@ -311,6 +311,48 @@ def test_a_login_rotating_away_a_session_ends_its_compiled_copy() -> None:
     assert replayer._fast is not None and replayer._fast.applied == 2
 
 
+def _account(kind: str, minutes: float, user: str = "alice") -> bytes:
+    return orjson.dumps(
+        {"event_id": f"{kind}{minutes}", "ts": T0 + minutes * 60, "type": kind, "user": user}
+    )
+
+
+@pytest.mark.parametrize(("block", "lift"), [("lockout", "unlock"), ("deactivate", "activate")])
+def test_a_user_with_a_lock_out_history_is_routine_where_no_account_check_fires(
+    block: str, lift: str
+) -> None:
+    """After an unlock, a session started after the lock-out is routine (compiled); one
+    alive at the lock-out stays dead (alerts); a request within the clock skew of the
+    lock-out is not judged; while blocked every request alerts."""
+    other, third = "6E1F0A9B8C7D2E3F4A5B6C7D8E9F0A1B", "1B2C3D4E5F60718293A4B5C6D7E8F901"
+    lines = [
+        LOGIN,
+        _at(1, SID, 1),
+        _account(block, 2),
+        orjson.dumps({**orjson.loads(_at(2, SID, 2)), "ts": T0 + 122}),  # within the skew
+        _at(3, SID, 3),  # blocked: alerts
+        _account(lift, 4),
+        orjson.dumps({**orjson.loads(_at(5, SID2, 5, "login")), "user": "alice"}),
+        orjson.dumps({**orjson.loads(_at(6, SID2, 6)), "user": "alice"}),  # routine
+        orjson.dumps({**orjson.loads(_at(6.5, SID2, 7)), "user": "alice"}),  # routine
+        _at(7, SID, 7),  # alive at the lock-out: dead for good
+        orjson.dumps({**orjson.loads(_at(8, other, 8, "login")), "user": "alice"}),
+        _account(block, 9),
+        orjson.dumps({**orjson.loads(_at(10, other, 9)), "user": "alice"}),  # blocked again
+        # A session started while blocked: its login alerts, and so (counted) its request.
+        orjson.dumps({**orjson.loads(_at(10.5, third, 10, "login")), "user": "alice"}),
+        orjson.dumps({**orjson.loads(_at(11, third, 11)), "user": "alice"}),
+    ]
+    alerts, replayer = _same(lines, SIM_CONFIG)
+    kinds = [orjson.loads(a)["kind"] for a in alerts.splitlines()]
+    name = "locked_out_activity" if block == "lockout" else "inactive_user_activity"
+    assert kinds == [name, name, name]  # once per session; SID's second is counted
+    store = replayer.engine.store
+    for sid in (SID, third):
+        assert store.sessions[replayer.engine.fingerprint(sid)].raised[name] == 2  # type: ignore[attr-defined]
+    assert replayer._fast is not None and replayer._fast.applied >= 3
+
+
 def test_routine_lines_of_every_shape_are_applied_natively() -> None:
     """Numbers and RFC 3339 strings, escapes, upgrades, moves inside the prefix, nodes."""
     shapes = [
