@@ -124,9 +124,6 @@ class ExpiryIndex(Generic[K]):
     def __len__(self) -> int:
         return len(self._filed)
 
-    def __contains__(self, key: K) -> bool:
-        return key in self._filed
-
 
 class MemoryStore:
     """Dict-backed store with event-time expiry, for replay and tests."""

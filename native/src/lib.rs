@@ -503,10 +503,12 @@ impl Account {
     /// Neither `locked_out_activity` nor `inactive_user_activity` fires for a request at
     /// `ts` of a session started at `start` (`indicators.account._after`, not first sight).
     fn quiet(&self, start: f64, ts: f64, skew: f64) -> bool {
-        [self.locked, self.inactive].iter().all(|&(blocked, since)| match since {
-            None => true,
-            Some(since) => ts <= since + skew || (!blocked && start > since),
-        })
+        [self.locked, self.inactive]
+            .iter()
+            .all(|&(blocked, since)| match since {
+                None => true,
+                Some(since) => ts <= since + skew || (!blocked && start > since),
+            })
     }
 }
 
@@ -557,15 +559,28 @@ fn unhex(text: &str) -> Option<Digest> {
     Some(out)
 }
 
-/// A Python `str` attribute that is truthy, as Rust text; None for None or "".
-fn truthy_text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    if obj.is_none() {
-        return Ok(None);
-    }
-    let text = obj.downcast::<PyString>()?.to_str()?;
-    Ok((!text.is_empty()).then(|| text.to_owned()))
+/// `IpLadder.allowed` for an address's bytes, over the ladder's (length, mask, network).
+fn allowed(allow: &[(usize, u128, u128)], addr: &(usize, [u8; 16])) -> bool {
+    let (size, bytes) = addr;
+    let value = bytes[..*size]
+        .iter()
+        .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+    allow
+        .iter()
+        .any(|&(n, mask, net)| n == *size && value & mask == net)
 }
 
+/// The store's key for a digest (`Fingerprinter`'s hex text) as a Python string.
+fn fp_string<'py>(py: Python<'py>, key: &Digest) -> Bound<'py, PyString> {
+    PyString::new(py, std::str::from_utf8(&hex(key)).unwrap_or_default())
+}
+
+/// A Python `str` attribute that is truthy, as Rust text; None for None or "".
+fn truthy_text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    Ok(text(obj)?.filter(|t| !t.is_empty()))
+}
+
+/// A Python `str | None` attribute as Rust text.
 fn text(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     if obj.is_none() {
         return Ok(None);
@@ -593,6 +608,20 @@ type LoginArgs = (
     Option<(Py<Entropy>, f64)>,
     Option<(usize, f64, f64, f64)>,
 );
+
+/// The user's entry (None: no such user), copied from the store on first need.
+fn cached_account<'a>(
+    py: Python<'_>,
+    accounts: &'a mut HashMap<String, Option<Account>>,
+    users: &Py<PyDict>,
+    name: &str,
+) -> PyResult<Option<&'a Account>> {
+    if !accounts.contains_key(name) {
+        let entry = account_of(py, users, name)?;
+        accounts.insert(name.to_owned(), entry);
+    }
+    Ok(accounts.get(name).and_then(Option::as_ref))
+}
 
 /// A user's entry as the store holds it (None: no such user).
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
@@ -664,17 +693,6 @@ impl FastPath {
         out
     }
 
-    /// `IpLadder.allowed` for an address's bytes.
-    fn allowed(&self, addr: &(usize, [u8; 16])) -> bool {
-        let (size, bytes) = addr;
-        let value = bytes[..*size]
-            .iter()
-            .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
-        self.allow
-            .iter()
-            .any(|&(n, mask, net)| n == *size && value & mask == net)
-    }
-
     /// Writes every shadow's pending changes to its Python object.
     fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
         for key in self.dirty.drain(..) {
@@ -726,8 +744,7 @@ impl FastPath {
         let users = self.written_users.bind(py);
         if !users.is_empty() {
             for name in users.iter() {
-                self.accounts
-                    .remove(name.downcast::<PyString>()?.to_str()?);
+                self.accounts.remove(name.downcast::<PyString>()?.to_str()?);
             }
             users.clear();
         }
@@ -739,13 +756,11 @@ impl FastPath {
     /// has ended (a line of any of those is the Python path's).
     fn ensure(&mut self, py: Python<'_>, key: Digest) -> PyResult<bool> {
         if !self.shadows.contains_key(&key) {
-            let fp = hex(&key);
-            let fp = PyString::new(py, std::str::from_utf8(&fp).unwrap_or_default());
+            let fp = fp_string(py, &key);
             let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
                 return Ok(false);
             };
-            if !self.filed.bind(py).contains(&fp)? || !s.getattr(intern!(py, "ended"))?.is_none()
-            {
+            if !self.filed.bind(py).contains(&fp)? || !s.getattr(intern!(py, "ended"))?.is_none() {
                 return Ok(false);
             }
             let login_ua = s.getattr(intern!(py, "login_ua"))?;
@@ -753,7 +768,7 @@ impl FastPath {
             let login_ip = match text(&s.getattr(intern!(py, "login_ip"))?)? {
                 Some(t) => {
                     let packed = packed(&t);
-                    let allowed = packed.as_ref().is_some_and(|p| self.allowed(p));
+                    let allowed = packed.as_ref().is_some_and(|p| allowed(&self.allow, p));
                     Some(Place {
                         text: t,
                         packed,
@@ -795,7 +810,6 @@ impl FastPath {
         }
         Ok(true)
     }
-
 
     fn line(
         &mut self,
@@ -865,7 +879,6 @@ impl FastPath {
         }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
-        let allowed_here = !self.allow.is_empty() && self.allowed(&here);
         need!(self.ensure(py, key)?);
         let Some(sh) = self.shadows.get_mut(&key) else {
             return Ok(HandBack);
@@ -886,11 +899,19 @@ impl FastPath {
             }
         }
         let last = sh.last;
-        let idle = if guest { self.guest_idle_q } else { self.idle_q };
+        let idle = if guest {
+            self.guest_idle_q
+        } else {
+            self.idle_q
+        };
         if !sh.remember_me && ts - last > idle {
             return Ok(HandBack); // idle_timeout_exceeded
         }
-        let span = if guest { self.guest_span_q } else { self.span_q };
+        let span = if guest {
+            self.guest_span_q
+        } else {
+            self.span_q
+        };
         if span != 0.0 && ts - sh.start > span {
             return Ok(HandBack); // lifespan_exceeded
         }
@@ -902,8 +923,8 @@ impl FastPath {
             let same = match &place.packed {
                 Some(there) => {
                     same_prefix(&here, there, self.prefix_v4, self.prefix_v6)
-                        || allowed_here
                         || place.allowed
+                        || allowed(&self.allow, &here)
                 }
                 None => self
                     .same_place
@@ -927,11 +948,7 @@ impl FastPath {
         };
         let mut account = None;
         if let Some(name) = name {
-            if !self.accounts.contains_key(name) {
-                let entry = account_of(py, &self.users, name)?;
-                self.accounts.insert(name.to_owned(), entry);
-            }
-            if let Some(acc) = self.accounts.get(name).and_then(Option::as_ref) {
+            if let Some(acc) = cached_account(py, &mut self.accounts, &self.users, name)? {
                 need!(acc.quiet(sh.start, ts, self.skew));
                 account = Some(acc.obj.bind(py));
             }
@@ -1015,7 +1032,6 @@ impl FastPath {
                 // features.flush_hours reads and resets the object's hour counters.
                 prof.sync(py)?;
                 b.flush_hours.bind(py).call1((&base, prof.obj.bind(py)))?;
-                prof.now[P_HOUR_COUNT] = 0;
                 prof.synced[P_HOUR_COUNT] = 0;
                 prof.now[P_HOUR] = how;
                 prof.now[P_HOUR_COUNT] = 1;
@@ -1081,8 +1097,7 @@ impl FastPath {
         };
         let key = self.digest(sid);
         need!(!self.shadows.contains_key(&key));
-        let fp_text = hex(&key);
-        let fp = PyString::new(py, std::str::from_utf8(&fp_text).unwrap_or_default());
+        let fp = fp_string(py, &key);
         let sessions = self.sessions.clone_ref(py).into_bound(py);
         need!(!sessions.contains(&fp)?); // an ID seen before: fixation, a repeated login
         need!(ev.scheme.as_ref().is_none_or(|sc| *sc == Scheme::Https)); // insecure_transport
@@ -1108,11 +1123,7 @@ impl FastPath {
         let Some(name) = ev.user.as_ref().map(|u| u.0.as_ref()) else {
             return Ok(HandBack);
         };
-        if !self.accounts.contains_key(name) {
-            let entry = account_of(py, &self.users, name)?;
-            self.accounts.insert(name.to_owned(), entry);
-        }
-        let user = match self.accounts.get(name).and_then(Option::as_ref) {
+        let user = match cached_account(py, &mut self.accounts, &self.users, name)? {
             Some(acc) => {
                 need!(acc.open()); // locked_out_activity, inactive_user_activity
                 Some(acc.obj.clone_ref(py).into_bound(py))
@@ -1124,10 +1135,11 @@ impl FastPath {
         if let Some((limit, idle_s, life_s, skew_s)) = rules.concurrency {
             let mut kept: Vec<Bound<'_, PyAny>> = Vec::new();
             if let Some(u) = &user {
+                let own = fp.to_str()?;
                 let listed = u.getattr(intern!(py, "sessions"))?;
                 for other in listed.downcast::<PyList>()?.iter() {
                     let text = other.downcast::<PyString>()?.to_str()?;
-                    if text.as_bytes() == fp_text {
+                    if text == own {
                         continue;
                     }
                     let copy = unhex(text).and_then(|k| self.shadows.get(&k));
@@ -1193,8 +1205,7 @@ impl FastPath {
         if let Some(prev) = prev {
             // Engine._rotate_away(guest=True): the pre-authentication ID is over.
             self.evict(py, &prev)?;
-            let prev_fp = hex(&prev);
-            let prev_fp = PyString::new(py, std::str::from_utf8(&prev_fp).unwrap_or_default());
+            let prev_fp = fp_string(py, &prev);
             let old = match sessions.get_item(&prev_fp)? {
                 Some(old) => old,
                 None => {
@@ -1271,7 +1282,9 @@ impl FastPath {
             ));
         }
         if allow.iter().any(|&(n, _, _)| n != 4 && n != 16) {
-            return Err(pyo3::exceptions::PyValueError::new_err("bad allow-list range"));
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "bad allow-list range",
+            ));
         }
         let mac = Params::new()
             .hash_length(16)
@@ -1302,16 +1315,16 @@ impl FastPath {
                 max_paths: b.4,
                 thursday: b.5,
             }),
-            login: login.map(|((session_cls, user_cls, put_session, put_user), weak, concurrency)| {
-                LoginRules {
+            login: login.map(
+                |((session_cls, user_cls, put_session, put_user), weak, concurrency)| LoginRules {
                     session_cls,
                     user_cls,
                     put_session,
                     put_user,
                     weak,
                     concurrency,
-                }
-            }),
+                },
+            ),
             idle_q: timeouts.0,
             guest_idle_q: timeouts.1,
             span_q: timeouts.2,
