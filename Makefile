@@ -53,8 +53,8 @@ out:
 	mkdir -p out
 
 lint: $(STAMP)
-	$(BIN)/ruff check detector tests bench deploy
-	$(BIN)/ruff format --check detector tests bench deploy
+	$(BIN)/ruff check detector tests bench deploy native/sessionwatch_native.pyi
+	$(BIN)/ruff format --check detector tests bench deploy native/sessionwatch_native.pyi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -17,7 +17,9 @@ class FastPath:
         same_browser: Callable[[str, str], bool],
         allow: list[tuple[int, int, int]],
         trust_same_asn: bool,
-        behaviour: tuple[set[str], Callable[[str], str], Callable[[Any, Any], None], float, int, int]
+        behaviour: tuple[
+            set[str], Callable[[str], str], Callable[[Any, Any], None], float, int, int
+        ]
         | None,
         login: tuple[
             tuple[Any, Any, Callable[[str, Any], None], Callable[[str, Any], None]],

@@ -10,30 +10,99 @@ the file names. :func:`load` lists the types a file would build and refuses any
 outside :data:`TRUSTED` (the forest's tree type; skops trusts plain numpy and
 scikit-learn types itself), then checks that the file is a sessionwatch model
 for exactly these features. A config may also pin the file's SHA-256.
+
+Scoring needs the trees' arrays, not scikit-learn: importing it (and skops' list
+of every estimator it trusts) takes ~3 s, longer than replaying a million events.
+So :func:`load` first reads the file itself: the skops schema is JSON and every
+array is a ``.npy`` file, read with ``allow_pickle=False``; nothing is built but
+dicts, lists and arrays, and any type beyond the forest's own makes it hand the
+file to skops, which applies its checks above. Training and exact comparisons
+with scikit-learn (``score_many``) load the real forest (``full=True``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import math
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import skops.io as sio
-from sklearn.ensemble import IsolationForest
 
 from detector.anomaly.base import Contribution, ModelError, contributions
 from detector.anomaly.features import FEATURES
 from detector.native import native_module
 
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
+
 #: What a model file says it is; bump when features or their meaning change.
 FORMAT: Final = "sessionwatch-behaviour/2"
 #: Types beyond skops' defaults that a model file may contain.
 TRUSTED: Final = ("sklearn.tree._tree.Tree",)
+
+
+@dataclass(frozen=True)
+class TreeArrays:
+    """One fitted tree: children (-1 at leaves), split feature and threshold, depth."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    max_depth: int
+
+
+@dataclass(frozen=True)
+class ForestParts:
+    """What scoring needs of a fitted IsolationForest, without scikit-learn objects."""
+
+    trees: list[TreeArrays]
+    columns: list[np.ndarray]  # estimators_features_: each tree's feature subset
+    path_lengths: list[np.ndarray]  # _decision_path_lengths: depth of each node
+    average_path_lengths: list[np.ndarray]  # _average_path_length_per_tree: per node
+    max_samples: int
+
+    @classmethod
+    def of(cls, forest: IsolationForest) -> ForestParts:
+        trees = [
+            TreeArrays(
+                e.tree_.children_left,
+                e.tree_.children_right,
+                e.tree_.feature,
+                e.tree_.threshold,
+                int(e.tree_.max_depth),
+            )
+            for e in forest.estimators_
+        ]
+        return cls(
+            trees,
+            [np.asarray(c) for c in forest.estimators_features_],
+            list(forest._decision_path_lengths),
+            list(forest._average_path_length_per_tree),
+            int(forest._max_samples),
+        )
+
+
+def _check_tree(tree: TreeArrays, columns: np.ndarray, depths: int) -> None:
+    """Refuses a tree whose indices point outside it (a damaged or crafted file)."""
+    n = len(tree.left)
+    ok = (
+        n > 0
+        and len(tree.right) == len(tree.feature) == len(tree.threshold) == depths == n
+        and bool(np.all((tree.left == -1) | ((tree.left > 0) & (tree.left < n))))
+        and bool(np.all((tree.left == -1) == (tree.right == -1)))
+        and bool(np.all((tree.right == -1) | ((tree.right > 0) & (tree.right < n))))
+        and bool(np.all((tree.left == -1) | ((tree.feature >= 0) & (tree.feature < len(columns)))))
+        and bool(np.all((columns >= 0) & (columns < len(FEATURES))))
+    )
+    if not ok:
+        raise ModelError("the model's trees are malformed (indices outside the tree)")
 
 
 class CompiledForest:
@@ -48,26 +117,21 @@ class CompiledForest:
     samples it still holds.
     """
 
-    def __init__(self, forest: IsolationForest) -> None:
+    def __init__(self, forest: ForestParts) -> None:
         features, thresholds, lefts, rights, values, roots = [], [], [], [], [], []
         offset = depth = 0
-        for t, (est, cols) in enumerate(
-            zip(forest.estimators_, forest.estimators_features_, strict=True)
-        ):
-            tree = est.tree_
-            leaf = tree.children_left == -1
-            here = np.arange(tree.node_count)
-            columns = np.asarray(cols)
+        for t, (tree, columns) in enumerate(zip(forest.trees, forest.columns, strict=True)):
+            _check_tree(tree, columns, len(forest.path_lengths[t]))
+            leaf = tree.left == -1
+            here = np.arange(len(tree.left))
             features.append(np.where(leaf, 0, columns[np.maximum(tree.feature, 0)]))
             thresholds.append(np.where(leaf, np.inf, tree.threshold))
-            lefts.append(np.where(leaf, here, tree.children_left) + offset)
-            rights.append(np.where(leaf, here, tree.children_right) + offset)
-            values.append(
-                forest._decision_path_lengths[t] + forest._average_path_length_per_tree[t] - 1.0
-            )
+            lefts.append(np.where(leaf, here, tree.left) + offset)
+            rights.append(np.where(leaf, here, tree.right) + offset)
+            values.append(forest.path_lengths[t] + forest.average_path_lengths[t] - 1.0)
             roots.append(offset)
-            offset += tree.node_count
-            depth = max(depth, int(tree.max_depth))
+            offset += len(tree.left)
+            depth = max(depth, tree.max_depth)
         self._feature = np.concatenate(features)
         self._threshold = np.concatenate(thresholds)
         self._left = np.concatenate(lefts)
@@ -75,7 +139,7 @@ class CompiledForest:
         self._value = np.concatenate(values)
         self._roots = np.asarray(roots)
         self._depth = depth
-        self._denominator = len(roots) * _average_path_length(int(forest._max_samples))
+        self._denominator = len(roots) * _average_path_length(forest.max_samples)
         native = native_module()
         self._native_sum: Callable[[list[float]], float] | None = (
             None
@@ -143,16 +207,18 @@ class OfflineModel:
     range the score is the forest's alone.
     """
 
-    forest: IsolationForest
+    parts: ForestParts
     threshold: float
     center: list[float]
     spread: list[float]
     limit: list[float]
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = "offline"
+    #: scikit-learn's own forest: after training, or ``load(..., full=True)``.
+    forest: IsolationForest | None = None
 
     def __post_init__(self) -> None:
-        self._compiled = CompiledForest(self.forest)
+        self._compiled = CompiledForest(self.parts)
 
     def excess(self, row: Sequence[float]) -> float:
         limit, spread = self.limit, self.spread
@@ -163,6 +229,8 @@ class OfflineModel:
 
     def score_many(self, rows: Sequence[Sequence[float]]) -> list[float]:
         """Scores with scikit-learn's own forest (training, and to check the walk)."""
+        if self.forest is None:
+            raise ModelError("score_many needs scikit-learn's forest: load(path, full=True)")
         if not len(rows):
             return []
         # score_samples is the negated anomaly score of the original paper, in (0, 1).
@@ -174,6 +242,10 @@ class OfflineModel:
 
     def save(self, path: str | Path) -> str:
         """Writes the model with skops; returns the file's SHA-256 (for the model card)."""
+        import skops.io as sio
+
+        if self.forest is None:
+            raise ModelError("only a model trained or loaded with full=True can be saved")
         sio.dump(
             {
                 "format": FORMAT,
@@ -212,6 +284,8 @@ def fit(
     """
     if len(rows) < 256:
         raise ValueError(f"need at least 256 feature rows to train (got {len(rows)})")
+    from sklearn.ensemble import IsolationForest
+
     x = np.asarray(rows, dtype=float)
     forest = IsolationForest(
         n_estimators=trees, max_samples=min(samples, len(rows)), random_state=seed
@@ -221,7 +295,9 @@ def fit(
     spread = np.maximum(hi - lo, 0.05)
     info = dict(meta or {})
     info.update(rows=len(rows), seed=seed, target_fpr=target_fpr, trees=trees)
-    model = OfflineModel(forest, 0.5, mid.tolist(), spread.tolist(), top.tolist(), info)
+    parts = ForestParts.of(forest)
+    model = OfflineModel(parts, 0.5, mid.tolist(), spread.tolist(), top.tolist(), info)
+    model.forest = forest
     scores = model.score_many(rows)
     best: dict[int, float] = {}
     for sid, sc in zip(sessions, scores, strict=True):
@@ -233,8 +309,11 @@ def fit(
     return model
 
 
-def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
-    """Loads a model file safely; raises :class:`ModelError` saying what is wrong."""
+def load(path: str | Path, *, expect_sha256: str | None = None, full: bool = False) -> OfflineModel:
+    """Loads a model file safely; raises :class:`ModelError` saying what is wrong.
+
+    ``full`` also builds scikit-learn's forest (through skops), for ``score_many``.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -242,6 +321,19 @@ def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
         raise ModelError(f"cannot read model file {path}: {err.strerror}") from err
     if expect_sha256 is not None and hashlib.sha256(data).hexdigest() != expect_sha256.lower():
         raise ModelError(f"{path}: SHA-256 differs from the configured one (file changed?)")
+    if not full:
+        try:
+            plain = read_plain(data)
+        except _NotPlain:
+            pass  # skops decides, and says why if it refuses
+        else:
+            return _model(path, plain, _plain_parts)
+    return _model(path, _skops_loads(path, data), _sklearn_parts)
+
+
+def _skops_loads(path: Path, data: bytes) -> Any:
+    import skops.io as sio
+
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, ValueError) as err:
@@ -250,17 +342,31 @@ def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
     if refused:
         raise ModelError(f"{path} would build types it has no business with: {', '.join(refused)}")
     try:
-        obj = sio.loads(data, trusted=list(untrusted))
+        return sio.loads(data, trusted=list(untrusted))
     except Exception as err:  # skops raises many kinds on a damaged file
         raise ModelError(f"{path} cannot be loaded: {type(err).__name__}: {err}") from err
+
+
+def _sklearn_parts(forest: Any) -> tuple[ForestParts, IsolationForest] | None:
+    from sklearn.ensemble import IsolationForest
+
+    if not isinstance(forest, IsolationForest) or not hasattr(forest, "estimators_"):
+        return None
+    return ForestParts.of(forest), forest
+
+
+def _model(
+    path: Path, obj: Any, parts_of: Callable[[Any], tuple[ForestParts, Any] | None]
+) -> OfflineModel:
+    """Checks a loaded file's contents (either reader) and builds the model."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ModelError(f"{path} is not a sessionwatch behaviour model ({FORMAT})")
     if obj.get("features") != list(FEATURES):
         raise ModelError(f"{path} was trained on other features: {obj.get('features')}")
-    forest = obj.get("forest")
+    parts = parts_of(obj.get("forest"))
     threshold = obj.get("threshold")
     center, spread, limit = obj.get("center"), obj.get("spread"), obj.get("limit")
-    if not isinstance(forest, IsolationForest) or not hasattr(forest, "estimators_"):
+    if parts is None:
         raise ModelError(f"{path} holds no fitted IsolationForest")
     if not isinstance(threshold, float) or not 0.0 < threshold < 1.0:
         raise ModelError(f"{path} has no usable threshold: {threshold!r}")
@@ -270,4 +376,111 @@ def load(path: str | Path, *, expect_sha256: str | None = None) -> OfflineModel:
     meta = obj.get("meta")
     assert isinstance(center, list) and isinstance(spread, list) and isinstance(limit, list)
     info = meta if isinstance(meta, dict) else {}
-    return OfflineModel(forest, threshold, center, spread, limit, info)
+    try:
+        return OfflineModel(parts[0], threshold, center, spread, limit, info, forest=parts[1])
+    except ModelError as err:
+        raise ModelError(f"{path}: {err}") from err
+
+
+class _NotPlain(Exception):
+    """The file holds something :func:`read_plain` does not read (skops will decide)."""
+
+
+#: Types read_plain reads (a skops JsonNode is any JSON value, named builtins.str).
+_PLAIN_TYPES: Final = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.str",
+        "numpy.ndarray",
+        "sklearn.ensemble._iforest.IsolationForest",
+        "sklearn.tree._classes.ExtraTreeRegressor",
+        "sklearn.tree._tree.Tree",
+    }
+)
+
+
+def read_plain(data: bytes) -> Any:
+    """A skops file as plain values: objects become dicts of their attributes plus
+    ``"__type__"``; arrays are read with ``allow_pickle=False``. Builds nothing else;
+    raises :class:`_NotPlain` for any other type or layout (protocol 2, skops 0.10+)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            schema = json.loads(zf.read("schema.json"))
+            if schema.get("protocol") != 2:
+                raise _NotPlain("skops protocol")
+            return _plain(schema, zf)
+    except _NotPlain:
+        raise
+    except Exception as err:  # damaged or unexpected: skops reads it and says what
+        raise _NotPlain(type(err).__name__) from err
+
+
+def _plain(state: dict[str, Any], zf: zipfile.ZipFile) -> Any:
+    kind = f"{state['__module__']}.{state['__class__']}"
+    if kind not in _PLAIN_TYPES:
+        raise _NotPlain(kind)
+    loader = state["__loader__"]
+    if loader == "JsonNode":
+        return json.loads(state["content"])
+    if loader == "DictNode":
+        keys = state["key_types"]["content"]
+        if any(k["__loader__"] != "TypeNode" or k["__class__"] != "str" for k in keys):
+            raise _NotPlain("dict keys")
+        return {k: _plain(v, zf) for k, v in state["content"].items()}
+    if loader in ("ListNode", "TupleNode"):
+        items = [_plain(v, zf) for v in state["content"]]
+        return items if loader == "ListNode" else tuple(items)
+    if loader == "NdArrayNode" and state["type"] == "numpy":
+        return np.load(io.BytesIO(zf.read(state["file"])), allow_pickle=False)
+    if loader in ("ObjectNode", "TreeNode"):
+        attrs = _plain(state["content"], zf)
+        if not isinstance(attrs, dict):
+            raise _NotPlain("attributes")
+        return {**attrs, "__type__": kind}
+    raise _NotPlain(loader)
+
+
+def _plain_parts(forest: Any) -> tuple[ForestParts, None] | None:
+    """ForestParts from :func:`read_plain`'s dicts, checking shapes as it goes."""
+    if not isinstance(forest, dict) or forest.get("__type__") != (
+        "sklearn.ensemble._iforest.IsolationForest"
+    ):
+        return None
+    try:
+        estimators = forest["estimators_"]
+        trees = []
+        for est in estimators:
+            tree = est["tree_"]
+            nodes = tree["nodes"]
+            if (
+                est["__type__"] != "sklearn.tree._classes.ExtraTreeRegressor"
+                or tree["__type__"] != "sklearn.tree._tree.Tree"
+                or len(nodes) != tree["node_count"]
+            ):
+                return None
+            trees.append(
+                TreeArrays(
+                    nodes["left_child"],
+                    nodes["right_child"],
+                    nodes["feature"],
+                    nodes["threshold"],
+                    int(tree["max_depth"]),
+                )
+            )
+        parts = ForestParts(
+            trees,
+            [np.asarray(c) for c in forest["estimators_features_"]],
+            list(forest["_decision_path_lengths"]),
+            list(forest["_average_path_length_per_tree"]),
+            int(forest["_max_samples"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    n = len(trees)
+    if not n or not all(
+        len(x) == n for x in (parts.columns, parts.path_lengths, parts.average_path_lengths)
+    ):
+        return None
+    return parts, None

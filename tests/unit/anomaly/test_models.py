@@ -6,9 +6,13 @@ import io
 import json
 import pickle
 import random
+import subprocess
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skops.io as sio
 from sklearn.ensemble import IsolationForest
@@ -51,9 +55,64 @@ def test_the_level_walk_scores_exactly_like_scikit_learn(small: tuple[OfflineMod
 
 
 def test_the_committed_model_walk_matches_scikit_learn() -> None:
-    model = load(COMMITTED)
+    model = load(COMMITTED, full=True)
     probe = rows(200, seed=9)
     assert [model.score_one(r) for r in probe] == pytest.approx(model.score_many(probe), abs=1e-12)
+
+
+def test_the_plain_reader_gives_the_forest_skops_builds(small: tuple[OfflineModel, Path]) -> None:
+    """load() reads the arrays without scikit-learn; they must be exactly skops' ones."""
+    for path in (small[1], COMMITTED):
+        plain, full = load(path), load(path, full=True)
+        assert plain.forest is None and full.forest is not None
+        for name in ("_feature", "_threshold", "_left", "_right", "_value", "_roots"):
+            a, b = getattr(plain._compiled, name), getattr(full._compiled, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+        assert plain._compiled._depth == full._compiled._depth
+        assert plain._compiled._denominator == full._compiled._denominator
+        assert (plain.threshold, plain.center, plain.spread, plain.limit, plain.meta) == (
+            full.threshold,
+            full.center,
+            full.spread,
+            full.limit,
+            full.meta,
+        )
+        probe = rows(100, seed=4)
+        assert [plain.score_one(r) for r in probe] == [full.score_one(r) for r in probe]
+    with pytest.raises(ModelError, match="full=True"):
+        load(COMMITTED).score_many(rows(2))
+
+
+def test_loading_for_scoring_does_not_import_scikit_learn() -> None:
+    # Importing scikit-learn and skops costs ~3 s at every start of replay or a worker.
+    code = (
+        "import sys; from detector.anomaly.offline import load; "
+        f"load({str(COMMITTED)!r}); print('sklearn' in sys.modules, 'skops' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_forest_pointing_outside_its_trees_is_refused(
+    small: tuple[OfflineModel, Path], tmp_path: Path
+) -> None:
+    """A crafted file with a split on feature 99 must not reach the walk."""
+    _, path = small
+    bad = tmp_path / "crafted.skops"
+    schema = json.loads(zipfile.ZipFile(path).read("schema.json"))
+    first = schema["content"]["forest"]["content"]["content"]["estimators_features_"]
+
+    def split_on_99(data: bytes) -> bytes:
+        cols = np.load(io.BytesIO(data))
+        cols[0] = 99
+        buf = io.BytesIO()
+        np.save(buf, cols)
+        return buf.getvalue()
+
+    rewrite(path, bad, first["content"][0]["file"], split_on_99)
+    for full in (False, True):
+        with pytest.raises(ModelError, match="malformed"):
+            load(bad, full=full)
 
 
 def test_the_compiled_walk_is_the_numpy_walk_bit_for_bit(small: tuple[OfflineModel, Path]) -> None:
@@ -102,16 +161,23 @@ def test_a_pinned_hash_refuses_a_changed_file(small: tuple[OfflineModel, Path]) 
         load(path, expect_sha256="0" * 64)
 
 
-def tamper(path: Path, out: Path, change: str, to: str) -> None:
-    """Rewrites the skops schema, as an attacker with write access to the file would."""
+def rewrite(path: Path, out: Path, member: str, change: Callable[[bytes], bytes]) -> None:
+    """Copies a skops file changing one member, as an attacker with write access would."""
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            if item.filename == "schema.json":
-                text = data.decode()
-                assert change in text
-                data = text.replace(change, to, 1).encode()
-            dst.writestr(item, data)
+            dst.writestr(item, change(data) if item.filename == member else data)
+
+
+def tamper(path: Path, out: Path, change: str, to: str) -> None:
+    """Rewrites the skops schema."""
+
+    def edit(data: bytes) -> bytes:
+        text = data.decode()
+        assert change in text
+        return text.replace(change, to, 1).encode()
+
+    rewrite(path, out, "schema.json", edit)
 
 
 def test_a_tampered_file_naming_foreign_code_is_refused(
