@@ -10,8 +10,9 @@ Output is byte-identical either way (tested); only speed differs.
 
 It applies to replay over the in-memory store. With a behaviour model on it also does
 the model's per-request upkeep (counters of the session's window, the user's paths and
-hours) between checkpoints; the checkpoints themselves (a feature row, the models'
-scores) and a session's first request are the Python path's.
+hours) and, when the one model is the offline forest, the checkpoints too (the window
+closed, the feature row scored by the compiled forest) unless the score reaches the
+threshold: the alert, a session's first request and every login are the Python path's.
 
 The extension copies what it reads of a session once and writes its updates back
 before any Python code runs; the store tells it what the Python side wrote
@@ -37,6 +38,7 @@ ENV: str = "SESSIONWATCH_NATIVE"
 
 class FastPath(Protocol):
     applied: int
+    closed: int
 
     def run(self, lines: list[bytes], start: int, now: float) -> int: ...
     def take_counts(self) -> tuple[list[int], float, int]: ...
@@ -75,12 +77,41 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
             features.MAX_PATHS,
             features.THURSDAY_HOUR,
         ),
+        _checkpoint_args(engine),
         _login_args(engine, store),
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
     )
     return path
+
+
+def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:
+    """What the compiled path needs to close windows and score rows itself: only for the
+    offline forest alone (the online model learns from every row), compiled, and a
+    scorer that records nothing (training and evaluation read its rows and scores)."""
+    scorer = engine.behaviour
+    if scorer is None or scorer.rows is not None or scorer.session_scores is not None:
+        return None
+    from detector.anomaly.offline import ONE_SIDED, OfflineModel  # numpy: only with a model
+
+    if len(scorer.models) != 1 or not isinstance(scorer.models[0], OfflineModel):
+        return None
+    model = scorer.models[0]
+    forest = model._compiled
+    if forest.native is None or not all(x > 0.0 for x in model.spread):
+        return None
+    return (
+        forest.native,
+        forest._denominator,
+        model.threshold,
+        [float(x) for x in model.limit],
+        [float(x) for x in model.spread],
+        list(ONE_SIDED),
+        features.SLOW,
+        list(features._NEAR),
+        features._KERNEL_SUM,
+    )
 
 
 def _login_args(engine: Engine, store: MemoryStore) -> tuple[Any, ...] | None:

@@ -5,6 +5,7 @@ ABI: int
 
 class FastPath:
     applied: int
+    closed: int
     def __init__(
         self,
         engine: Any,
@@ -19,6 +20,18 @@ class FastPath:
         trust_same_asn: bool,
         behaviour: tuple[
             set[str], Callable[[str], str], Callable[[Any, Any], None], float, int, int
+        ]
+        | None,
+        checkpoints: tuple[
+            Forest,
+            float,
+            float,
+            list[float],
+            list[float],
+            list[int],
+            float,
+            list[tuple[int, int]],
+            float,
         ]
         | None,
         login: tuple[

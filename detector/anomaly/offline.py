@@ -141,7 +141,8 @@ class CompiledForest:
         self._depth = depth
         self._denominator = len(roots) * _average_path_length(forest.max_samples)
         native = native_module()
-        self._native_sum: Callable[[list[float]], float] | None = (
+        #: The compiled forest (native/), when built; replay's checkpoints walk it too.
+        self.native: Any = (
             None
             if native is None
             else native.Forest(
@@ -152,7 +153,10 @@ class CompiledForest:
                 self._value.tolist(),
                 self._roots.tolist(),
                 self._depth,
-            ).path_sum
+            )
+        )
+        self._native_sum: Callable[[list[float]], float] | None = (
+            None if self.native is None else self.native.path_sum
         )
 
     def path_sum(self, row: Sequence[float]) -> float:
@@ -221,8 +225,13 @@ class OfflineModel:
         self._compiled = CompiledForest(self.parts)
 
     def excess(self, row: Sequence[float]) -> float:
+        # Added one by one in ONE_SIDED order (not sum(), which compensates from Python
+        # 3.12): the compiled checkpoint (native/) adds the same way, to the same double.
         limit, spread = self.limit, self.spread
-        return sum(max(0.0, (row[i] - limit[i]) / spread[i]) for i in ONE_SIDED)
+        total = 0.0
+        for i in ONE_SIDED:
+            total += max(0.0, (row[i] - limit[i]) / spread[i])
+        return total
 
     def score_one(self, row: Sequence[float]) -> float:
         return _raised(self._compiled.score(row), self.excess(row))

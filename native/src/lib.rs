@@ -356,6 +356,210 @@ struct Upkeep {
     burst_gap: f64,
     max_paths: usize,
     thursday: i64,
+    /// Checkpoints (a window closed, a row scored) here too; None: they are Python's.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// What a checkpoint needs (`features._checkpoint`, `OfflineModel.score_one`): the one
+/// offline model's forest, threshold and training range, and the feature constants.
+/// Only when that model is the scorer's only one and nothing records rows or scores.
+struct Checkpoints {
+    forest: Py<Forest>,
+    /// `CompiledForest._denominator` (0: every score is 1).
+    denominator: f64,
+    threshold: f64,
+    limit: Vec<f64>,
+    spread: Vec<f64>,
+    /// `offline.ONE_SIDED`, the features whose excess raises the score.
+    one_sided: Vec<usize>,
+    /// `features.SLOW`.
+    slow: f64,
+    /// `features._NEAR`: kernel weights in eighths (any day, same weekday) per offset.
+    near: Vec<(i64, i64)>,
+    /// `features._KERNEL_SUM`.
+    kernel_sum: f64,
+}
+
+/// A closed window's new baseline values (None: unchanged).
+struct Closed {
+    log_gap: Option<f64>,
+    log_bytes: Option<f64>,
+}
+
+/// C's `pow`, as Python's `float ** float` calls it (kept opaque to the optimiser, which
+/// may otherwise rewrite a power of a constant into another function).
+fn c_pow(x: f64, y: f64) -> f64 {
+    std::hint::black_box(x).powf(std::hint::black_box(y))
+}
+
+/// Python's `max(a, b)` of two floats: `a` unless `b` is greater.
+fn py_max(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Features in a row (`features.FEATURES`).
+const ROW: usize = 10;
+
+/// Integers below this convert to doubles exactly (Python's int / int is then the same).
+const EXACT: i64 = 1 << 53;
+
+impl Checkpoints {
+    /// `features._checkpoint` for a window closed at `ts` (`c`: its counters, this
+    /// request included) and, when `scored`, `OfflineModel.score_one` of its row. Reads
+    /// only. None when the score reaches the threshold (the alert is the Python path's)
+    /// or a number is beyond what converts exactly.
+    #[allow(clippy::too_many_arguments)]
+    fn close(
+        &self,
+        py: Python<'_>,
+        prof: &Prof,
+        c: &[i64; PROF_FIELDS.len()],
+        base: &Bound<'_, PyAny>,
+        ts: f64,
+        age_s: f64,
+        b: &Upkeep,
+        scored: bool,
+    ) -> PyResult<Option<Closed>> {
+        let (mut pace, mut burst, mut volume) = (0.0, 0.0, 0.0);
+        let mut closed = Closed {
+            log_gap: None,
+            log_bytes: None,
+        };
+        let gaps = c[P_GAPS];
+        if gaps != 0 {
+            let lg = py_max((ts - prof.since) / gaps as f64, 0.5).ln();
+            pace = py_max(0.0, prof.base_gap - lg);
+            burst = c[P_FAST] as f64 / gaps as f64;
+            let old: f64 = base.getattr(intern!(py, "log_gap"))?.extract()?;
+            closed.log_gap = Some(old + (1.0 - c_pow(1.0 - self.slow, gaps as f64)) * (lg - old));
+        }
+        let sized = c[P_SIZED];
+        if sized != 0 {
+            if c[P_BYTES] >= EXACT {
+                return Ok(None);
+            }
+            let lb = (c[P_BYTES] as f64 / sized as f64).ln_1p();
+            if let Some(base_bytes) = prof.base_bytes {
+                volume = py_max(0.0, lb - base_bytes);
+            }
+            let old: Option<f64> = base.getattr(intern!(py, "log_bytes"))?.extract()?;
+            closed.log_bytes = Some(match old {
+                None => lb,
+                Some(old) => old + (1.0 - c_pow(1.0 - self.slow, sized as f64)) * (lb - old),
+            });
+        }
+        if !scored {
+            return Ok(Some(closed));
+        }
+        let events: i64 = base.getattr(intern!(py, "events"))?.extract()?;
+        let hours = base
+            .getattr(intern!(py, "hours"))?
+            .downcast_into::<PyDict>()?;
+        let own = prof
+            .obj
+            .bind(py)
+            .getattr(intern!(py, "own_hours"))?
+            .downcast_into::<PyDict>()?;
+        let Some(rarity) = self.hour_rarity(&hours, events, hour_of_week(ts, b.thursday), &own)?
+        else {
+            return Ok(None);
+        };
+        let row: [f64; ROW] = [
+            pace,
+            burst,
+            c[P_NEW] as f64 / c[P_REQUESTS] as f64,
+            rarity,
+            prof.start_rarity,
+            f64::from(u8::from(prof.new_network)),
+            f64::from(u8::from(prof.new_browser)),
+            volume,
+            (py_max(age_s, 0.0) / 60.0).ln_1p(),
+            (c[P_N] as f64).ln_1p(),
+        ];
+        let forest = if self.denominator == 0.0 {
+            1.0
+        } else {
+            c_pow(2.0, -self.forest.get().sum(&row)? / self.denominator)
+        };
+        let mut excess = 0.0;
+        for &i in &self.one_sided {
+            excess += py_max(0.0, (row[i] - self.limit[i]) / self.spread[i]);
+        }
+        let score = if excess != 0.0 {
+            1.0 - (1.0 - forest) * c_pow(2.0, -excess)
+        } else {
+            forest
+        };
+        Ok(if score >= self.threshold {
+            None
+        } else {
+            Some(closed)
+        })
+    }
+
+    /// `features.hour_rarity(hours, events, ts, own)` for the hour of week `how`: the
+    /// sums are integers (eighths), so the same double. None beyond exact conversion.
+    fn hour_rarity(
+        &self,
+        hours: &Bound<'_, PyDict>,
+        events: i64,
+        how: i64,
+        own: &Bound<'_, PyDict>,
+    ) -> PyResult<Option<f64>> {
+        let mut left = i128::from(events);
+        for (_, n) in own.iter() {
+            left -= i128::from(n.extract::<i64>()?);
+        }
+        if left <= 0 {
+            return Ok(Some(1.0));
+        }
+        let (mut week8, mut day8) = (0i128, 0i128);
+        for (h, n) in hours.iter() {
+            let mine = match own.get_item(&h)? {
+                Some(m) => m.extract::<i64>()?,
+                None => 0,
+            };
+            let count = i128::from(n.extract::<i64>()?) - i128::from(mine);
+            if count != 0 {
+                let (w8, wk8) = self.near[(h.extract::<i64>()? - how).rem_euclid(168) as usize];
+                day8 += i128::from(w8) * count;
+                week8 += i128::from(wk8) * count;
+            }
+        }
+        for (h, n) in own.iter() {
+            if !hours.contains(&h)? {
+                let n = i128::from(n.extract::<i64>()?);
+                let (w8, wk8) = self.near[(h.extract::<i64>()? - how).rem_euclid(168) as usize];
+                day8 -= i128::from(w8) * n;
+                week8 -= i128::from(wk8) * n;
+            }
+        }
+        let exact = i128::from(EXACT);
+        if week8.abs() >= exact || day8.abs() >= exact || left >= exact {
+            return Ok(None);
+        }
+        let (week, day) = (week8 as f64 / 8.0, day8 as f64 / 8.0);
+        let intensity = (84.0 * week + 12.0 * day) / (self.kernel_sum * left as f64);
+        if intensity <= 0.0 {
+            return Ok(Some(1.0));
+        }
+        Ok(Some(if intensity < 1.0 {
+            0.8 * {
+                let v = -(intensity + 0.001).log10() / 3.0;
+                if v < 1.0 {
+                    v
+                } else {
+                    1.0
+                }
+            }
+        } else {
+            0.0
+        }))
+    }
 }
 
 /// `features.hour_of_week`: `(int(ts // 3600) + thursday) % 168` with CPython's float
@@ -427,6 +631,8 @@ struct Shadow {
     ip_change: Option<i64>,
     /// The behaviour profile's counters, once a line with a model on needed them.
     prof: Option<Prof>,
+    /// `raised` holds `behaviour_anomaly` (the session is not scored again).
+    behaviour_raised: bool,
     dirty: u8,
 }
 
@@ -436,6 +642,17 @@ struct Prof {
     obj: Py<PyAny>,
     now: [i64; PROF_FIELDS.len()],
     synced: [i64; PROF_FIELDS.len()],
+    /// The window's start (`since`), moved by a checkpoint; and what the object holds.
+    since: f64,
+    since_synced: f64,
+    /// Fixed when the profile opened: the user was mature, the user's usual gap and
+    /// bytes then, the login's network and browser new, the start's hour rarity.
+    scored: bool,
+    base_gap: f64,
+    base_bytes: Option<f64>,
+    new_network: bool,
+    new_browser: bool,
+    start_rarity: f64,
 }
 
 /// The profile fields kept in `Prof`, in its arrays' order.
@@ -461,16 +678,30 @@ const P_HOUR: usize = 7;
 const P_HOUR_COUNT: usize = 8;
 
 impl Prof {
-    fn load(profile: Bound<'_, PyAny>) -> PyResult<Self> {
+    /// None when a counter is beyond 64 bits (Python's ints are not): the Python path's.
+    fn load(profile: Bound<'_, PyAny>) -> PyResult<Option<Self>> {
         let mut now = [0i64; PROF_FIELDS.len()];
         for (value, name) in now.iter_mut().zip(PROF_FIELDS) {
-            *value = profile.getattr(name)?.extract()?;
+            match profile.getattr(name)?.extract() {
+                Ok(v) => *value = v,
+                Err(_) => return Ok(None),
+            }
         }
-        Ok(Prof {
+        let py = profile.py();
+        let since: f64 = profile.getattr(intern!(py, "since"))?.extract()?;
+        Ok(Some(Prof {
+            since,
+            since_synced: since,
+            scored: profile.getattr(intern!(py, "scored"))?.extract()?,
+            base_gap: profile.getattr(intern!(py, "base_gap"))?.extract()?,
+            base_bytes: profile.getattr(intern!(py, "base_bytes"))?.extract()?,
+            new_network: profile.getattr(intern!(py, "new_network"))?.extract()?,
+            new_browser: profile.getattr(intern!(py, "new_browser"))?.extract()?,
+            start_rarity: profile.getattr(intern!(py, "start_rarity"))?.extract()?,
             obj: profile.unbind(),
             now,
             synced: now,
-        })
+        }))
     }
 
     /// Writes the fields that changed since the last write to the object.
@@ -481,6 +712,10 @@ impl Prof {
                 obj.setattr(name, *now)?;
                 *synced = *now;
             }
+        }
+        if self.since != self.since_synced {
+            obj.setattr(intern!(py, "since"), self.since)?;
+            self.since_synced = self.since;
         }
         Ok(())
     }
@@ -603,6 +838,20 @@ struct LoginRules {
 
 /// `LoginRules` as Python hands them over: (SessionState, UserState, store.put_session,
 /// store.put_user), the weak-ID rule, the concurrency rule.
+/// `Checkpoints` as Python passes it: forest, denominator, threshold, limit, spread,
+/// one-sided features, SLOW, _NEAR, _KERNEL_SUM.
+type CheckpointArgs = (
+    Py<Forest>,
+    f64,
+    f64,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<usize>,
+    f64,
+    Vec<(i64, i64)>,
+    f64,
+);
+
 type LoginArgs = (
     (PyObject, PyObject, PyObject, PyObject),
     Option<(Py<Entropy>, f64)>,
@@ -682,6 +931,9 @@ struct FastPath {
     /// Lines applied here in all.
     #[pyo3(get)]
     applied: u64,
+    /// Behaviour windows closed here (checkpoints applied without the Python path).
+    #[pyo3(get)]
+    closed: u64,
 }
 
 impl FastPath {
@@ -803,6 +1055,7 @@ impl FastPath {
                 node: text(&s.getattr(intern!(py, "node"))?)?,
                 ip_change,
                 prof: None,
+                behaviour_raised: raised.contains(intern!(py, "behaviour_anomaly"))?,
                 dirty: 0,
                 obj: s.unbind(),
             };
@@ -954,8 +1207,9 @@ impl FastPath {
             }
         }
         // -- the behaviour model's upkeep (Engine._behave, features.observe) ----------
-        // Only between checkpoints, of a session whose profile and user baseline exist:
-        // the first request, a new user and every checkpoint are the Python path's.
+        // Only for a session whose profile and user baseline exist (the first request and
+        // a new user are the Python path's); a checkpoint only with `Checkpoints`, and
+        // only when its score stays under the threshold (an alert is Python's).
         let mut upkeep = None;
         if let (Some(b), Some(name), false) = (&self.behaviour, name, guest) {
             let Some(u) = account else {
@@ -966,13 +1220,14 @@ impl FastPath {
             if sh.prof.is_none() {
                 let profile = sh.obj.bind(py).getattr(intern!(py, "profile"))?;
                 need!(!profile.is_none()); // a first request opens it: Python's
-                sh.prof = Some(Prof::load(profile)?);
+                sh.prof = Prof::load(profile)?;
             }
             let Some(prof) = &sh.prof else {
                 return Ok(HandBack);
             };
             let n = prof.now[P_N] + 1;
-            need!(!(n == 1 || n == 4 || n % 16 == 0));
+            let checkpoint = n == 1 || n == 4 || n % 16 == 0;
+            need!(!checkpoint || b.checkpoints.is_some());
             need!(b.users_filed.bind(py).contains(name)?);
             let bytes = match ev.response_bytes {
                 Some(size) => match u64::try_from(prof.now[P_BYTES])
@@ -984,7 +1239,45 @@ impl FastPath {
                 },
                 None => None,
             };
-            upkeep = Some((u, base, n, bytes));
+            // The path's shape, and whether it is new for the user (read, not yet noted).
+            let paths = base
+                .getattr(intern!(py, "paths"))?
+                .downcast_into::<PyDict>()?;
+            let shape = match &ev.url {
+                Some(url) => {
+                    let url = url.0.as_ref();
+                    Some(match path_shape(url) {
+                        Some(shape) => PyString::new(py, &shape).into_any(),
+                        None => b.path_shape.bind(py).call1((url,))?,
+                    })
+                }
+                None => None,
+            };
+            let new_path = match &shape {
+                Some(shape) => !paths.contains(shape)?,
+                None => false,
+            };
+            let mut closed = None;
+            if let (true, Some(cp)) = (checkpoint, &b.checkpoints) {
+                // The counters as observe() leaves them, this request included.
+                let mut c = prof.now;
+                c[P_N] = n;
+                c[P_REQUESTS] += 1;
+                c[P_GAPS] += 1;
+                c[P_FAST] += i64::from(ts - last < b.burst_gap);
+                c[P_NEW] += i64::from(new_path);
+                if let Some(total) = bytes {
+                    c[P_BYTES] = total;
+                    c[P_SIZED] += 1;
+                }
+                let scored = prof.scored && !sh.behaviour_raised;
+                let Some(close) = cp.close(py, prof, &c, &base, ts, ts - sh.start, b, scored)?
+                else {
+                    return Ok(HandBack);
+                };
+                closed = Some(close);
+            }
+            upkeep = Some((u, base, n, bytes, paths, shape, new_path, closed));
         }
         // -- routine: apply what Engine._routine applies -------------------------------
         let was_dirty = sh.dirty != 0;
@@ -992,7 +1285,7 @@ impl FastPath {
             sh.ip_change = sh.ip_change.map(|c| c + 1);
             sh.dirty |= D_RAISED;
         }
-        if let (Some(b), Some((u, base, n, bytes)), Some(prof)) =
+        if let (Some(b), Some((u, base, n, bytes, paths, shape, new_path, closed)), Some(prof)) =
             (&self.behaviour, upkeep, sh.prof.as_mut())
         {
             let c = &mut prof.now;
@@ -1002,22 +1295,12 @@ impl FastPath {
             if ts - last < b.burst_gap {
                 c[P_FAST] += 1;
             }
-            if let Some(url) = &ev.url {
-                let url = url.0.as_ref();
-                let shape = match path_shape(url) {
-                    Some(shape) => PyString::new(py, &shape).into_any(),
-                    None => b.path_shape.bind(py).call1((url,))?,
-                };
-                let paths = base
-                    .getattr(intern!(py, "paths"))?
-                    .downcast_into::<PyDict>()?;
-                if !paths.contains(&shape)? {
-                    c[P_NEW] += 1;
-                    paths.set_item(&shape, py.None())?;
-                    if paths.len() > b.max_paths {
-                        if let Some((oldest, _)) = paths.iter().next() {
-                            paths.del_item(oldest)?; // the oldest: habits change
-                        }
+            if let (Some(shape), true) = (shape, new_path) {
+                c[P_NEW] += 1;
+                paths.set_item(&shape, py.None())?;
+                if paths.len() > b.max_paths {
+                    if let Some((oldest, _)) = paths.iter().next() {
+                        paths.del_item(oldest)?; // the oldest: habits change
                     }
                 }
             }
@@ -1035,6 +1318,25 @@ impl FastPath {
                 prof.synced[P_HOUR_COUNT] = 0;
                 prof.now[P_HOUR] = how;
                 prof.now[P_HOUR_COUNT] = 1;
+            }
+            if let Some(closed) = closed {
+                // features._checkpoint: the hour's requests into the user's and session's
+                // hours, the user's usual gap and bytes moved, a new window.
+                prof.sync(py)?;
+                b.flush_hours.bind(py).call1((&base, prof.obj.bind(py)))?;
+                prof.synced[P_HOUR_COUNT] = 0;
+                prof.now[P_HOUR_COUNT] = 0;
+                if let Some(log_gap) = closed.log_gap {
+                    base.setattr(intern!(py, "log_gap"), log_gap)?;
+                }
+                if let Some(log_bytes) = closed.log_bytes {
+                    base.setattr(intern!(py, "log_bytes"), log_bytes)?;
+                }
+                prof.since = ts;
+                for i in [P_REQUESTS, P_GAPS, P_FAST, P_NEW, P_BYTES, P_SIZED] {
+                    prof.now[i] = 0;
+                }
+                self.closed += 1;
             }
             sh.dirty |= D_PROFILE;
             if ts > u.getattr(intern!(py, "last"))?.extract::<f64>()? {
@@ -1268,6 +1570,7 @@ impl FastPath {
         allow: Vec<(usize, u128, u128)>,
         trust_same_asn: bool,
         behaviour: Option<(Py<PySet>, PyObject, PyObject, f64, usize, i64)>,
+        checkpoints: Option<CheckpointArgs>,
         login: Option<LoginArgs>,
         timeouts: (f64, f64, f64, f64, f64),
         prefixes: (u32, u32),
@@ -1291,6 +1594,43 @@ impl FastPath {
             .key(key)
             .personal(b"sw-session")
             .to_state();
+        let checkpoints = match checkpoints {
+            Some((
+                forest,
+                denominator,
+                threshold,
+                limit,
+                spread,
+                one_sided,
+                slow,
+                near,
+                kernel,
+            )) => {
+                if forest.get().width > ROW
+                    || limit.len() != ROW
+                    || spread.len() != ROW
+                    || spread.contains(&0.0)
+                    || one_sided.iter().any(|&i| i >= ROW)
+                    || near.len() != 168
+                {
+                    return Err(pyo3::exceptions::PyValueError::new_err(
+                        "bad checkpoint arguments",
+                    ));
+                }
+                Some(Checkpoints {
+                    forest,
+                    denominator,
+                    threshold,
+                    limit,
+                    spread,
+                    one_sided,
+                    slow,
+                    near,
+                    kernel_sum: kernel,
+                })
+            }
+            None => None,
+        };
         let buckets = lag_bounds.len() + 1;
         Ok(FastPath {
             mac,
@@ -1314,6 +1654,7 @@ impl FastPath {
                 burst_gap: b.3,
                 max_paths: b.4,
                 thursday: b.5,
+                checkpoints,
             }),
             login: login.map(
                 |((session_cls, user_cls, put_session, put_user), weak, concurrency)| LoginRules {
@@ -1337,6 +1678,7 @@ impl FastPath {
             lag_sum: 0.0,
             logins: 0,
             applied: 0,
+            closed: 0,
         })
     }
 
@@ -1563,6 +1905,12 @@ impl Forest {
 
     /// Sum over trees of the path length of ``row`` (features compared as float32).
     fn path_sum(&self, row: Vec<f64>) -> PyResult<f64> {
+        self.sum(&row)
+    }
+}
+
+impl Forest {
+    fn sum(&self, row: &[f64]) -> PyResult<f64> {
         if row.len() < self.width {
             return Err(pyo3::exceptions::PyValueError::new_err("row too short"));
         }
@@ -1606,6 +1954,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 7)?;
+    m.add("ABI", 8)?;
     Ok(())
 }

@@ -557,6 +557,85 @@ def test_with_the_models_on_the_upkeep_is_the_python_paths() -> None:
     assert replayer._fast is not None and replayer._fast.applied > len(lines) // 3
 
 
+MODEL = str(Path(__file__).resolve().parents[2] / "models" / "behaviour.skops")
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.55], ids=["model's threshold", "low threshold"])
+def test_with_the_offline_model_checkpoints_are_compiled_and_alerts_are_python_s(
+    threshold: float,
+) -> None:
+    """With the offline forest alone the compiled path also closes windows and scores
+    rows; a row that reaches the threshold (many at 0.55) goes to the Python path, which
+    raises the alert from the untouched state. Same alerts, profiles and baselines."""
+    cfg = {**SIM_CONFIG, "behaviour": {"model": "offline", "path": MODEL, "threshold": threshold}}
+    buf = io.BytesIO()
+    Simulation(users=40, hours=120, seed=5, behaviour_attacks=1).write(buf)
+    lines = buf.getvalue().splitlines(keepends=True)
+    alerts, replayer = _same(lines, cfg)
+    assert alerts.count(b"behaviour_anomaly") >= (3 if threshold else 1)
+    assert replayer._fast is not None and replayer._fast.closed > 1000
+
+
+def _history(user: str, days: int) -> list[bytes]:
+    """Three short sessions a day apart: a user the model scores (min_user_sessions 3)."""
+    out = []
+    for d in range(days):
+        sid = f"{d:02d}{user}".ljust(32, "7").upper()[:32]
+        for i in range(3):
+            ev = {
+                **_tx(i, ts=T0 - (days - d) * 86_400 + i * 40, session_id=sid, user=user),
+                "type": "login" if i == 0 else "transaction",
+                "event_id": f"h{user}{d}{i}",
+                "url": f"/page{i}.do",
+            }
+            out.append(orjson.dumps(ev))
+    return out
+
+
+@st.composite
+def working_sessions(draw: st.DrawFn) -> list[bytes]:
+    """A session of a mature user: requests at any pace (bursts to long pauses), any
+    response sizes (none to huge), old and new paths, across hours of the week."""
+    start = T0 + draw(st.integers(0, 6 * 24)) * 3600 + draw(st.floats(0, 3599))
+    lines = [orjson.dumps({**_tx(0, ts=start, url="/page0.do"), "type": "login", "event_id": "w0"})]
+    ts = start
+    for n in range(1, draw(st.integers(3, 40))):
+        ts += draw(st.one_of(st.floats(0, 2.9), st.floats(3, 600), st.floats(600, 1700)))
+        ev = _tx(n, ts=ts, event_id=f"w{n}")
+        url = draw(st.one_of(st.none(), st.sampled_from(["/page0.do", "/page1.do"]), st.text()))
+        if url is not None:
+            ev["url"] = url
+        size = draw(st.one_of(st.none(), st.integers(0, 5000), st.integers(0, 2**62)))
+        if size is not None:
+            ev["response_bytes"] = size
+        lines.append(orjson.dumps(ev))
+    return lines
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(working_sessions(), st.floats(0.3, 0.95), st.integers(3, 5))
+def test_any_checkpoint_is_closed_and_scored_exactly_as_the_python_path_would(
+    session: list[bytes], threshold: float, days: int
+) -> None:
+    """Logarithms, powers and the forest walk in native/ give Python's doubles: every
+    baseline, profile and score decision equal, over paces, sizes and hours."""
+    cfg = {**SIM_CONFIG, "behaviour": {"model": "offline", "path": MODEL, "threshold": threshold}}
+    _same([*_history("alice", days), *session], cfg)
+
+
+def test_a_window_with_more_bytes_than_64_bits_is_left_to_python() -> None:
+    """Python's counters have no limit: a profile whose byte count passed 2**63 (a huge
+    response_bytes, valid input) cannot be copied, and must not stop replay."""
+    session = [orjson.dumps({**_tx(0, url="/page0.do"), "type": "login", "event_id": "w0"})]
+    for n in range(1, 24):
+        ev = _tx(n, ts=T0 + n * 10, event_id=f"w{n}")
+        if n in (5, 6, 7):
+            ev["response_bytes"] = 2**62
+        session.append(orjson.dumps(ev))
+    cfg = {**SIM_CONFIG, "behaviour": {"model": "offline", "path": MODEL, "threshold": 0.99}}
+    _same([*_history("alice", 3), *session], cfg)
+
+
 @given(st.floats(0, 4_102_444_800))
 def test_hour_of_week_is_pythons_at_every_boundary(ts: float) -> None:
     from sessionwatch_native import FastPath
