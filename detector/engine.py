@@ -136,10 +136,9 @@ class Engine:
         """What a plain login (an ID seen for the first time, no account history, no
         location) is checked for, for the compiled replay path: the minimum session-ID
         bits (None: rule off) and the concurrency limit with the user timeouts it counts
-        live sessions by (None: off). None when the behaviour model is on or the plan
-        holds an indicator outside :data:`LOGIN_CHECKS`; then every login is Python's."""
-        if self.behaviour is not None:
-            return None
+        live sessions by (None: off). None when the plan holds an indicator outside
+        :data:`LOGIN_CHECKS`; then every login is Python's. (With a behaviour model on,
+        the compiled path also needs to score the login's first request itself.)"""
         plan = self._plan[("login", False, False, True, False)]
         if not {i.name for i in plan} <= LOGIN_CHECKS:
             return None

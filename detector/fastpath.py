@@ -11,8 +11,8 @@ Output is byte-identical either way (tested); only speed differs.
 It applies to replay over the in-memory store. With a behaviour model on it also does
 the model's per-request upkeep (counters of the session's window, the user's paths and
 hours) and, when the one model is the offline forest, the checkpoints too (the window
-closed, the feature row scored by the compiled forest) unless the score reaches the
-threshold: the alert, a session's first request and every login are the Python path's.
+closed, the feature row scored by the compiled forest) and the profile a plain login
+opens, unless the score reaches the threshold: that alert is the Python path's.
 
 The extension copies what it reads of a session once and writes its updates back
 before any Python code runs; the store tells it what the Python side wrote
@@ -30,7 +30,7 @@ from detector.indicators.weak_id import ENTROPY
 from detector.native import native_module
 from detector.state import SessionState, UserState
 from detector.store import MemoryStore
-from detector.useragent import same_browser
+from detector.useragent import classify, same_browser
 
 #: Set to ``0`` to run replay on the Python path alone (comparisons, debugging).
 ENV: str = "SESSIONWATCH_NATIVE"
@@ -111,14 +111,23 @@ def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:
         features.SLOW,
         list(features._NEAR),
         features._KERNEL_SUM,
+        (
+            features.Baseline,
+            features.Profile,
+            classify,
+            engine.ladder.place_key,
+            scorer.min_user_sessions,
+            features.MAX_NETWORKS,
+            features.MAX_BROWSERS,
+        ),
     )
 
 
 def _login_args(engine: Engine, store: MemoryStore) -> tuple[Any, ...] | None:
     """What the compiled path needs to apply plain logins itself (None: it leaves them)."""
     rules = engine.login_shortcut
-    if rules is None:
-        return None
+    if rules is None or (engine.behaviour is not None and _checkpoint_args(engine) is None):
+        return None  # with a model on, logins need the checkpoint's scoring
     min_bits, concurrency = rules
     if min_bits is not None and ENTROPY is None:
         return None

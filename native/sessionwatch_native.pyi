@@ -32,6 +32,9 @@ class FastPath:
             float,
             list[tuple[int, int]],
             float,
+            tuple[
+                Any, Any, Callable[[str], tuple[str, str]], Callable[[str], bytes], int, int, int
+            ],
         ]
         | None,
         login: tuple[

@@ -378,6 +378,39 @@ struct Checkpoints {
     near: Vec<(i64, i64)>,
     /// `features._KERNEL_SUM`.
     kernel_sum: f64,
+    /// What a login's profile needs (`features.open_profile`).
+    opening: Opening,
+}
+
+/// `features.Baseline` and `features.Profile`, `useragent.classify`, the engine ladder's
+/// `place_key`, the scorer's `min_user_sessions`, `features.MAX_NETWORKS`/`MAX_BROWSERS`.
+struct Opening {
+    baseline_cls: PyObject,
+    profile_cls: PyObject,
+    classify: PyObject,
+    place_key: PyObject,
+    min_sessions: i64,
+    max_networks: usize,
+    max_browsers: usize,
+}
+
+/// What a login's first request does to the user's baseline (`open_profile`, then
+/// `observe` and the checkpoint of request 1), decided before anything changes.
+struct FirstRequest<'py> {
+    base: Option<Bound<'py, PyAny>>,
+    browser: String,
+    network: Bound<'py, PyBytes>,
+    scored: bool,
+    new_network: bool,
+    new_browser: bool,
+    start_rarity: f64,
+    base_gap: Bound<'py, PyAny>,
+    base_bytes: Option<f64>,
+    shape: Option<Bound<'py, PyAny>>,
+    new_path: bool,
+    log_bytes: Option<f64>,
+    events: i64,
+    how: i64,
 }
 
 /// A closed window's new baseline values (None: unchanged).
@@ -480,10 +513,20 @@ impl Checkpoints {
             (py_max(age_s, 0.0) / 60.0).ln_1p(),
             (c[P_N] as f64).ln_1p(),
         ];
+        Ok(if self.alerts(&row)? {
+            None
+        } else {
+            Some(closed)
+        })
+    }
+
+    /// `OfflineModel.score_one(row) >= threshold`: the forest's score raised by the
+    /// row's excess over the training range.
+    fn alerts(&self, row: &[f64; ROW]) -> PyResult<bool> {
         let forest = if self.denominator == 0.0 {
             1.0
         } else {
-            c_pow(2.0, -self.forest.get().sum(&row)? / self.denominator)
+            c_pow(2.0, -self.forest.get().sum(row)? / self.denominator)
         };
         let mut excess = 0.0;
         for &i in &self.one_sided {
@@ -494,11 +537,198 @@ impl Checkpoints {
         } else {
             forest
         };
-        Ok(if score >= self.threshold {
-            None
+        Ok(score >= self.threshold)
+    }
+
+    /// A login's first request with the model on (`Engine._behave` with no profile):
+    /// None when its row alerts or a number leaves what is exact here (Python's then).
+    /// Request 1 is a checkpoint; its hour rarity equals the start's (the request's own
+    /// hour is added to the user's hours and left out again), no gap, age 0.
+    #[allow(clippy::too_many_arguments)]
+    fn first_request<'py>(
+        &self,
+        py: Python<'py>,
+        b: &Upkeep,
+        user: Option<&Bound<'py, PyAny>>,
+        ev: &Raw<'_>,
+        ts: f64,
+        ip: &str,
+    ) -> PyResult<Option<FirstRequest<'py>>> {
+        let o = &self.opening;
+        let base = match user {
+            Some(u) => Some(u.getattr(intern!(py, "baseline"))?).filter(|b| !b.is_none()),
+            None => None,
+        };
+        let fresh;
+        let read = match &base {
+            Some(b) => b,
+            None => {
+                fresh = o.baseline_cls.bind(py).call0()?;
+                &fresh
+            }
+        };
+        let Ok(sessions) = read.getattr(intern!(py, "sessions"))?.extract::<i64>() else {
+            return Ok(None);
+        };
+        let Ok(events) = read.getattr(intern!(py, "events"))?.extract::<i64>() else {
+            return Ok(None);
+        };
+        let browser = match ev.user_agent.as_ref().filter(|ua| !ua.0.is_empty()) {
+            Some(ua) => {
+                let (family, system): (String, String) =
+                    o.classify.bind(py).call1((ua.0.as_ref(),))?.extract()?;
+                format!("{family}/{system}")
+            }
+            None => String::new(),
+        };
+        let network = o
+            .place_key
+            .bind(py)
+            .call1((ip,))?
+            .downcast_into::<PyBytes>()?;
+        let scored = sessions >= o.min_sessions;
+        let networks = read.getattr(intern!(py, "networks"))?;
+        let browsers = read.getattr(intern!(py, "browsers"))?;
+        let new_network = !network.as_bytes().is_empty() && !networks.contains(&network)?;
+        let new_browser = !browser.is_empty() && !browsers.contains(browser.as_str())?;
+        let how = hour_of_week(ts, b.thursday);
+        let start_rarity = if scored {
+            let hours = read
+                .getattr(intern!(py, "hours"))?
+                .downcast_into::<PyDict>()?;
+            match self.hour_rarity(&hours, events, how, &PyDict::new(py))? {
+                Some(r) => r,
+                None => return Ok(None),
+            }
         } else {
-            Some(closed)
-        })
+            0.0
+        };
+        let (_, shape, new_path) = b.path_of(py, read, ev)?;
+        let base_gap = read.getattr(intern!(py, "log_gap"))?;
+        let base_bytes: Option<f64> = read.getattr(intern!(py, "log_bytes"))?.extract()?;
+        // The checkpoint of request 1: no gap; the bytes of this one request.
+        let (mut volume, mut log_bytes) = (0.0, None);
+        if let Some(size) = ev.response_bytes {
+            if size >= EXACT as u64 {
+                return Ok(None);
+            }
+            let lb = (size as f64).ln_1p();
+            if let Some(bb) = base_bytes {
+                volume = py_max(0.0, lb - bb);
+            }
+            log_bytes = Some(match base_bytes {
+                None => lb,
+                Some(old) => old + (1.0 - c_pow(1.0 - self.slow, 1.0)) * (lb - old),
+            });
+        }
+        if scored {
+            let row: [f64; ROW] = [
+                0.0,
+                0.0,
+                f64::from(u8::from(new_path)),
+                start_rarity,
+                start_rarity,
+                f64::from(u8::from(new_network)),
+                f64::from(u8::from(new_browser)),
+                volume,
+                0.0f64.ln_1p(),
+                1.0f64.ln_1p(),
+            ];
+            if self.alerts(&row)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(FirstRequest {
+            base,
+            browser,
+            network,
+            scored,
+            new_network,
+            new_browser,
+            start_rarity,
+            base_gap,
+            base_bytes,
+            shape,
+            new_path,
+            log_bytes,
+            events,
+            how,
+        }))
+    }
+
+    /// Applies a decided first request: the user's baseline as `open_profile`, `observe`
+    /// and `_checkpoint` leave it, and the session's profile after request 1.
+    fn open<'py>(
+        &self,
+        py: Python<'py>,
+        b: &Upkeep,
+        u: &Bound<'py, PyAny>,
+        first: FirstRequest<'py>,
+        ts: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let o = &self.opening;
+        let base = match first.base {
+            Some(base) => base,
+            None => {
+                let base = o.baseline_cls.bind(py).call0()?;
+                u.setattr(intern!(py, "baseline"), &base)?;
+                base
+            }
+        };
+        let sessions: i64 = base.getattr(intern!(py, "sessions"))?.extract()?;
+        base.setattr(intern!(py, "sessions"), sessions + 1)?;
+        let remember = |name: &Bound<'py, PyString>, item: &Bound<'py, PyAny>, limit: usize| {
+            let items = base.getattr(name)?.downcast_into::<PyList>()?;
+            items.append(item)?;
+            if items.len() > limit {
+                items.del_item(0)?;
+            }
+            PyResult::Ok(())
+        };
+        if first.new_network {
+            remember(
+                intern!(py, "networks"),
+                first.network.as_any(),
+                o.max_networks,
+            )?;
+        }
+        if first.new_browser {
+            let browser = PyString::new(py, &first.browser);
+            remember(intern!(py, "browsers"), browser.as_any(), o.max_browsers)?;
+        }
+        if let (Some(shape), true) = (&first.shape, first.new_path) {
+            let paths = base
+                .getattr(intern!(py, "paths"))?
+                .downcast_into::<PyDict>()?;
+            b.note_path(py, &paths, shape)?;
+        }
+        // flush_hours at the checkpoint: this request's hour.
+        let hours = base
+            .getattr(intern!(py, "hours"))?
+            .downcast_into::<PyDict>()?;
+        let before: i64 = match hours.get_item(first.how)? {
+            Some(n) => n.extract()?,
+            None => 0,
+        };
+        hours.set_item(first.how, before + 1)?;
+        base.setattr(intern!(py, "events"), first.events + 1)?;
+        if let Some(log_bytes) = first.log_bytes {
+            base.setattr(intern!(py, "log_bytes"), log_bytes)?;
+        }
+        let own = PyDict::new(py);
+        own.set_item(first.how, 1)?;
+        let kw = PyDict::new(py);
+        kw.set_item(intern!(py, "scored"), first.scored)?;
+        kw.set_item(intern!(py, "base_gap"), first.base_gap)?;
+        kw.set_item(intern!(py, "base_bytes"), first.base_bytes)?;
+        kw.set_item(intern!(py, "new_network"), first.new_network)?;
+        kw.set_item(intern!(py, "new_browser"), first.new_browser)?;
+        kw.set_item(intern!(py, "start_rarity"), first.start_rarity)?;
+        kw.set_item(intern!(py, "n"), 1)?;
+        kw.set_item(intern!(py, "since"), ts)?;
+        kw.set_item(intern!(py, "hour"), first.how)?;
+        kw.set_item(intern!(py, "own_hours"), own)?;
+        o.profile_cls.bind(py).call((), Some(&kw))
     }
 
     /// `features.hour_rarity(hours, events, ts, own)` for the hour of week `how`: the
@@ -838,8 +1068,55 @@ struct LoginRules {
 
 /// `LoginRules` as Python hands them over: (SessionState, UserState, store.put_session,
 /// store.put_user), the weak-ID rule, the concurrency rule.
+impl Upkeep {
+    /// The user's paths, the request's path shape, and whether it is new for the user
+    /// (read only: `note_path` records it).
+    #[allow(clippy::type_complexity)]
+    fn path_of<'py>(
+        &self,
+        py: Python<'py>,
+        base: &Bound<'py, PyAny>,
+        ev: &Raw<'_>,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<Bound<'py, PyAny>>, bool)> {
+        let paths = base
+            .getattr(intern!(py, "paths"))?
+            .downcast_into::<PyDict>()?;
+        let shape = match &ev.url {
+            Some(url) => {
+                let url = url.0.as_ref();
+                Some(match path_shape(url) {
+                    Some(shape) => PyString::new(py, &shape).into_any(),
+                    None => self.path_shape.bind(py).call1((url,))?,
+                })
+            }
+            None => None,
+        };
+        let new_path = match &shape {
+            Some(shape) => !paths.contains(shape)?,
+            None => false,
+        };
+        Ok((paths, shape, new_path))
+    }
+
+    /// `features.observe`'s note of a new path: the oldest one goes past MAX_PATHS.
+    fn note_path(
+        &self,
+        py: Python<'_>,
+        paths: &Bound<'_, PyDict>,
+        shape: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        paths.set_item(shape, py.None())?;
+        if paths.len() > self.max_paths {
+            if let Some((oldest, _)) = paths.iter().next() {
+                paths.del_item(oldest)?; // habits change
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `Checkpoints` as Python passes it: forest, denominator, threshold, limit, spread,
-/// one-sided features, SLOW, _NEAR, _KERNEL_SUM.
+/// one-sided features, SLOW, _NEAR, _KERNEL_SUM, and `Opening`'s fields in order.
 type CheckpointArgs = (
     Py<Forest>,
     f64,
@@ -850,6 +1127,7 @@ type CheckpointArgs = (
     f64,
     Vec<(i64, i64)>,
     f64,
+    (PyObject, PyObject, PyObject, PyObject, i64, usize, usize),
 );
 
 type LoginArgs = (
@@ -1239,24 +1517,7 @@ impl FastPath {
                 },
                 None => None,
             };
-            // The path's shape, and whether it is new for the user (read, not yet noted).
-            let paths = base
-                .getattr(intern!(py, "paths"))?
-                .downcast_into::<PyDict>()?;
-            let shape = match &ev.url {
-                Some(url) => {
-                    let url = url.0.as_ref();
-                    Some(match path_shape(url) {
-                        Some(shape) => PyString::new(py, &shape).into_any(),
-                        None => b.path_shape.bind(py).call1((url,))?,
-                    })
-                }
-                None => None,
-            };
-            let new_path = match &shape {
-                Some(shape) => !paths.contains(shape)?,
-                None => false,
-            };
+            let (paths, shape, new_path) = b.path_of(py, &base, &ev)?;
             let mut closed = None;
             if let (true, Some(cp)) = (checkpoint, &b.checkpoints) {
                 // The counters as observe() leaves them, this request included.
@@ -1297,12 +1558,7 @@ impl FastPath {
             }
             if let (Some(shape), true) = (shape, new_path) {
                 c[P_NEW] += 1;
-                paths.set_item(&shape, py.None())?;
-                if paths.len() > b.max_paths {
-                    if let Some((oldest, _)) = paths.iter().next() {
-                        paths.del_item(oldest)?; // the oldest: habits change
-                    }
-                }
+                b.note_path(py, &paths, &shape)?;
             }
             if let Some(total) = bytes {
                 c[P_BYTES] = total;
@@ -1473,6 +1729,19 @@ impl FastPath {
             need!(kept.len() < limit); // alerts when live + 1 > limit
             live = Some(kept);
         }
+        // behaviour_anomaly: the first request's row, scored before anything changes.
+        let first = match &self.behaviour {
+            None => None,
+            Some(b) => {
+                let Some(cp) = &b.checkpoints else {
+                    return Ok(HandBack);
+                };
+                match cp.first_request(py, b, user.as_ref(), ev, ts, ip)? {
+                    Some(first) => Some(first),
+                    None => return Ok(HandBack),
+                }
+            }
+        };
         // -- applied: the new session, the user, then the store, in the Python order ----
         let kw = PyDict::new(py);
         kw.set_item(intern!(py, "start"), ts)?;
@@ -1500,6 +1769,12 @@ impl FastPath {
         };
         if let Some(kept) = live {
             u.setattr(intern!(py, "sessions"), PyList::new(py, kept)?)?;
+        }
+        if let (Some(first), Some(b)) = (first, &self.behaviour) {
+            if let Some(cp) = &b.checkpoints {
+                let profile = cp.open(py, b, &u, first, ts)?;
+                state.setattr(intern!(py, "profile"), profile)?;
+            }
         }
         let session_cls = rules.session_cls.clone_ref(py);
         let put_session = rules.put_session.clone_ref(py);
@@ -1605,6 +1880,7 @@ impl FastPath {
                 slow,
                 near,
                 kernel,
+                opening,
             )) => {
                 if forest.get().width > ROW
                     || limit.len() != ROW
@@ -1627,6 +1903,15 @@ impl FastPath {
                     slow,
                     near,
                     kernel_sum: kernel,
+                    opening: Opening {
+                        baseline_cls: opening.0,
+                        profile_cls: opening.1,
+                        classify: opening.2,
+                        place_key: opening.3,
+                        min_sessions: opening.4,
+                        max_networks: opening.5,
+                        max_browsers: opening.6,
+                    },
                 })
             }
             None => None,

@@ -623,6 +623,22 @@ def test_any_checkpoint_is_closed_and_scored_exactly_as_the_python_path_would(
     _same([*_history("alice", days), *session], cfg)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(logins(), transactions()), min_size=1, max_size=14),
+    st.floats(0.3, 0.95),
+    st.sampled_from([SIM_CONFIG, TWO_SESSIONS]),
+)
+def test_any_login_with_the_model_on_opens_the_profile_python_would(
+    body: list[bytes], threshold: float, base: dict[str, Any]
+) -> None:
+    """With the offline model a plain login also opens the session's profile and
+    scores its first request (a mature user's, alice, and new users'): the same
+    baselines, profiles and alerts; a first request that alerts is Python's."""
+    cfg = {**base, "behaviour": {"model": "offline", "path": MODEL, "threshold": threshold}}
+    _same([*_history("alice", 3), LOGIN, LOCKOUT, *body], cfg)
+
+
 def test_a_window_with_more_bytes_than_64_bits_is_left_to_python() -> None:
     """Python's counters have no limit: a profile whose byte count passed 2**63 (a huge
     response_bytes, valid input) cannot be copied, and must not stop replay."""
