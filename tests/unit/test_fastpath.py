@@ -3,6 +3,8 @@ Python path's, line for line, whatever the input."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import math
 import shutil
@@ -16,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.engine import Engine
+from detector.anomaly.offline import OfflineModel, load
+from detector.anomaly.scoring import Scorer
+from detector.engine import FROM_POLICY, Engine, _FromPolicy
 from detector.fingerprint import Fingerprinter
 from detector.replay import JsonLinesWriter, Replayer
 from detector.simulate import SIM_CONFIG, Simulation
@@ -41,7 +45,7 @@ def _replay(
     full (no routine shortcut at all)."""
     out, dead = io.BytesIO(), io.BytesIO()
     alerts, dead_letters = JsonLinesWriter(out), JsonLinesWriter(dead)
-    engine = Engine(policy(cfg), Fingerprinter(KEY))
+    engine = Engine(policy(cfg), Fingerprinter(KEY), behaviour=_offline(cfg))
     engine.routine_shortcut = mode != "full"
     replayer = Replayer(engine, alerts, dead_letters, native=mode == "native")
     assert (replayer._fast is not None) == (mode == "native")
@@ -53,6 +57,23 @@ def _replay(
         [sorted(store.sessions.items()), sorted(store.users.items()), engine.watermark]  # type: ignore[attr-defined]
     )
     return out.getvalue(), dead.getvalue(), state, replayer
+
+
+@functools.cache
+def _forest(path: str) -> OfflineModel:
+    return load(path)
+
+
+def _offline(cfg: dict[str, Any]) -> Scorer | _FromPolicy:
+    """The config's offline model, read once per run (a load costs ~0.5 s; properties
+    replay hundreds of times), with the config's threshold; other configs as usual."""
+    settings = policy(cfg).behaviour
+    if settings.model != "offline":
+        return FROM_POLICY
+    model = copy.copy(_forest(str(settings.path)))
+    if settings.threshold is not None:
+        model.threshold = settings.threshold
+    return Scorer([model], min_user_sessions=settings.min_user_sessions)
 
 
 def _same(lines: list[bytes], cfg: dict[str, Any]) -> tuple[bytes, Replayer]:
