@@ -434,6 +434,9 @@ fn py_max(a: f64, b: f64) -> f64 {
     }
 }
 
+/// URLs whose path shapes are kept (as `features._SHAPE_CACHE_MAX`).
+const SHAPE_CACHE_MAX: usize = 65_536;
+
 /// Features in a row (`features.FEATURES`).
 const ROW: usize = 10;
 
@@ -549,6 +552,7 @@ impl Checkpoints {
         &self,
         py: Python<'py>,
         b: &Upkeep,
+        shapes: &mut HashMap<String, Py<PyString>>,
         user: Option<&Bound<'py, PyAny>>,
         ev: &Raw<'_>,
         ts: f64,
@@ -603,7 +607,7 @@ impl Checkpoints {
         } else {
             0.0
         };
-        let (_, shape, new_path) = b.path_of(py, read, ev)?;
+        let (_, shape, new_path) = b.path_of(py, shapes, read, ev)?;
         let base_gap = read.getattr(intern!(py, "log_gap"))?;
         let base_bytes: Option<f64> = read.getattr(intern!(py, "log_bytes"))?.extract()?;
         // The checkpoint of request 1: no gap; the bytes of this one request.
@@ -955,6 +959,8 @@ impl Prof {
 /// state, `(blocked now, since)` each.
 struct Account {
     obj: Py<PyAny>,
+    /// The user's name as a Python string (made once: its hash is then cached).
+    key: Py<PyString>,
     locked: (bool, Option<f64>),
     inactive: (bool, Option<f64>),
 }
@@ -1075,6 +1081,7 @@ impl Upkeep {
     fn path_of<'py>(
         &self,
         py: Python<'py>,
+        shapes: &mut HashMap<String, Py<PyString>>,
         base: &Bound<'py, PyAny>,
         ev: &Raw<'_>,
     ) -> PyResult<(Bound<'py, PyDict>, Option<Bound<'py, PyAny>>, bool)> {
@@ -1084,9 +1091,19 @@ impl Upkeep {
         let shape = match &ev.url {
             Some(url) => {
                 let url = url.0.as_ref();
-                Some(match path_shape(url) {
-                    Some(shape) => PyString::new(py, &shape).into_any(),
-                    None => self.path_shape.bind(py).call1((url,))?,
+                Some(match shapes.get(url) {
+                    Some(shape) => shape.bind(py).clone().into_any(),
+                    None => match path_shape(url) {
+                        Some(shape) => {
+                            if shapes.len() >= SHAPE_CACHE_MAX {
+                                shapes.clear();
+                            }
+                            let shape = PyString::new(py, &shape);
+                            shapes.insert(url.to_owned(), shape.clone().unbind());
+                            shape.into_any()
+                        }
+                        None => self.path_shape.bind(py).call1((url,))?,
+                    },
                 })
             }
             None => None,
@@ -1154,6 +1171,7 @@ fn cached_account<'a>(
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
     Ok(match users.bind(py).get_item(name)? {
         Some(u) => Some(Account {
+            key: PyString::new(py, name).unbind(),
             locked: (
                 u.getattr(intern!(py, "locked"))?.extract()?,
                 u.getattr(intern!(py, "locked_at"))?.extract()?,
@@ -1191,6 +1209,9 @@ struct FastPath {
     allow: Vec<(usize, u128, u128)>,
     trust_same_asn: bool,
     behaviour: Option<Upkeep>,
+    /// URL -> its path shape, as made for the user's paths (a string's hash is cached,
+    /// so a repeated URL costs one lookup here and no hashing there). Emptied when full.
+    shapes: HashMap<String, Py<PyString>>,
     login: Option<LoginRules>,
     idle_q: f64,
     guest_idle_q: f64,
@@ -1481,7 +1502,7 @@ impl FastPath {
         if let Some(name) = name {
             if let Some(acc) = cached_account(py, &mut self.accounts, &self.users, name)? {
                 need!(acc.quiet(sh.start, ts, self.skew));
-                account = Some(acc.obj.bind(py));
+                account = Some((acc.obj.bind(py), acc.key.bind(py)));
             }
         }
         // -- the behaviour model's upkeep (Engine._behave, features.observe) ----------
@@ -1489,8 +1510,8 @@ impl FastPath {
         // a new user are the Python path's); a checkpoint only with `Checkpoints`, and
         // only when its score stays under the threshold (an alert is Python's).
         let mut upkeep = None;
-        if let (Some(b), Some(name), false) = (&self.behaviour, name, guest) {
-            let Some(u) = account else {
+        if let (Some(b), Some(_), false) = (&self.behaviour, name, guest) {
+            let Some((u, key)) = account else {
                 return Ok(HandBack);
             };
             let base = u.getattr(intern!(py, "baseline"))?;
@@ -1506,7 +1527,7 @@ impl FastPath {
             let n = prof.now[P_N] + 1;
             let checkpoint = n == 1 || n == 4 || n % 16 == 0;
             need!(!checkpoint || b.checkpoints.is_some());
-            need!(b.users_filed.bind(py).contains(name)?);
+            need!(b.users_filed.bind(py).contains(key)?);
             let bytes = match ev.response_bytes {
                 Some(size) => match u64::try_from(prof.now[P_BYTES])
                     .ok()
@@ -1517,7 +1538,7 @@ impl FastPath {
                 },
                 None => None,
             };
-            let (paths, shape, new_path) = b.path_of(py, &base, &ev)?;
+            let (paths, shape, new_path) = b.path_of(py, &mut self.shapes, &base, &ev)?;
             let mut closed = None;
             if let (true, Some(cp)) = (checkpoint, &b.checkpoints) {
                 // The counters as observe() leaves them, this request included.
@@ -1736,7 +1757,7 @@ impl FastPath {
                 let Some(cp) = &b.checkpoints else {
                     return Ok(HandBack);
                 };
-                match cp.first_request(py, b, user.as_ref(), ev, ts, ip)? {
+                match cp.first_request(py, b, &mut self.shapes, user.as_ref(), ev, ts, ip)? {
                     Some(first) => Some(first),
                     None => return Ok(HandBack),
                 }
@@ -1814,6 +1835,7 @@ impl FastPath {
         self.accounts.insert(
             name.to_owned(),
             Some(Account {
+                key: PyString::new(py, name).unbind(),
                 obj: u.unbind(),
                 locked: (false, None),
                 inactive: (false, None),
@@ -1932,6 +1954,7 @@ impl FastPath {
             same_browser,
             allow,
             trust_same_asn,
+            shapes: HashMap::new(),
             behaviour: behaviour.map(|b| Upkeep {
                 users_filed: b.0,
                 path_shape: b.1,
