@@ -56,6 +56,7 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
     native = native_module()
     if native is None:
         return None
+    checkpoints = _checkpoint_args(engine)
     path: FastPath = native.FastPath(
         engine,
         engine.fingerprint.key,
@@ -77,8 +78,8 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
             features.MAX_PATHS,
             features.THURSDAY_HOUR,
         ),
-        _checkpoint_args(engine),
-        _login_args(engine, store),
+        checkpoints,
+        _login_args(engine, store, checkpoints is not None),
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
@@ -123,10 +124,11 @@ def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:
     )
 
 
-def _login_args(engine: Engine, store: MemoryStore) -> tuple[Any, ...] | None:
-    """What the compiled path needs to apply plain logins itself (None: it leaves them)."""
+def _login_args(engine: Engine, store: MemoryStore, scores: bool) -> tuple[Any, ...] | None:
+    """What the compiled path needs to apply plain logins itself (None: it leaves them);
+    ``scores``: it scores checkpoints itself (a model on needs that for logins too)."""
     rules = engine.login_shortcut
-    if rules is None or (engine.behaviour is not None and _checkpoint_args(engine) is None):
+    if rules is None or (engine.behaviour is not None and not scores):
         return None  # with a model on, logins need the checkpoint's scoring
     min_bits, concurrency = rules
     if min_bits is not None and ENTROPY is None:

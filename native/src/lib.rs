@@ -409,6 +409,7 @@ struct FirstRequest<'py> {
     shape: Option<Bound<'py, PyAny>>,
     new_path: bool,
     log_bytes: Option<f64>,
+    sessions: i64,
     events: i64,
     how: i64,
 }
@@ -471,7 +472,7 @@ impl Checkpoints {
             pace = py_max(0.0, prof.base_gap - lg);
             burst = c[P_FAST] as f64 / gaps as f64;
             let old: f64 = base.getattr(intern!(py, "log_gap"))?.extract()?;
-            closed.log_gap = Some(old + (1.0 - c_pow(1.0 - self.slow, gaps as f64)) * (lg - old));
+            closed.log_gap = Some(self.drift(old, lg, gaps));
         }
         let sized = c[P_SIZED];
         if sized != 0 {
@@ -485,7 +486,7 @@ impl Checkpoints {
             let old: Option<f64> = base.getattr(intern!(py, "log_bytes"))?.extract()?;
             closed.log_bytes = Some(match old {
                 None => lb,
-                Some(old) => old + (1.0 - c_pow(1.0 - self.slow, sized as f64)) * (lb - old),
+                Some(old) => self.drift(old, lb, sized),
             });
         }
         if !scored {
@@ -521,6 +522,12 @@ impl Checkpoints {
         } else {
             Some(closed)
         })
+    }
+
+    /// A baseline moved towards `new` by `n` requests' weight (`features._checkpoint`:
+    /// `old + (1 - (1 - SLOW) ** n) * (new - old)`).
+    fn drift(&self, old: f64, new: f64, n: i64) -> f64 {
+        old + (1.0 - c_pow(1.0 - self.slow, n as f64)) * (new - old)
     }
 
     /// `OfflineModel.score_one(row) >= threshold`: the forest's score raised by the
@@ -622,7 +629,7 @@ impl Checkpoints {
             }
             log_bytes = Some(match base_bytes {
                 None => lb,
-                Some(old) => old + (1.0 - c_pow(1.0 - self.slow, 1.0)) * (lb - old),
+                Some(old) => self.drift(old, lb, 1),
             });
         }
         if scored {
@@ -655,6 +662,7 @@ impl Checkpoints {
             shape,
             new_path,
             log_bytes,
+            sessions,
             events,
             how,
         }))
@@ -679,8 +687,7 @@ impl Checkpoints {
                 base
             }
         };
-        let sessions: i64 = base.getattr(intern!(py, "sessions"))?.extract()?;
-        base.setattr(intern!(py, "sessions"), sessions + 1)?;
+        base.setattr(intern!(py, "sessions"), first.sessions + 1)?;
         let remember = |name: &Bound<'py, PyString>, item: &Bound<'py, PyAny>, limit: usize| {
             let items = base.getattr(name)?.downcast_into::<PyList>()?;
             items.append(item)?;
