@@ -31,6 +31,7 @@ use std::net::Ipv6Addr;
 
 use blake2b_simd::{Params, State};
 use pyo3::intern;
+use pyo3::sync::GILOnceCell;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 use serde::de::{self, IgnoredAny, Visitor};
@@ -908,6 +909,13 @@ const PROF_FIELDS: [&str; 9] = [
     "hour",
     "hour_count",
 ];
+/// `PROF_FIELDS` as interned Python strings, made once: a `&str` name would be turned
+/// into a new string and interned again on every attribute access.
+fn prof_names(py: Python<'_>) -> &[Py<PyString>; PROF_FIELDS.len()] {
+    static NAMES: GILOnceCell<[Py<PyString>; PROF_FIELDS.len()]> = GILOnceCell::new();
+    NAMES.get_or_init(py, || PROF_FIELDS.map(|name| PyString::intern(py, name).unbind()))
+}
+
 const P_N: usize = 0;
 const P_REQUESTS: usize = 1;
 const P_GAPS: usize = 2;
@@ -921,14 +929,14 @@ const P_HOUR_COUNT: usize = 8;
 impl Prof {
     /// None when a counter is beyond 64 bits (Python's ints are not): the Python path's.
     fn load(profile: Bound<'_, PyAny>) -> PyResult<Option<Self>> {
+        let py = profile.py();
         let mut now = [0i64; PROF_FIELDS.len()];
-        for (value, name) in now.iter_mut().zip(PROF_FIELDS) {
-            match profile.getattr(name)?.extract() {
+        for (value, name) in now.iter_mut().zip(prof_names(py)) {
+            match profile.getattr(name.bind(py))?.extract() {
                 Ok(v) => *value = v,
                 Err(_) => return Ok(None),
             }
         }
-        let py = profile.py();
         let since: f64 = profile.getattr(intern!(py, "since"))?.extract()?;
         Ok(Some(Prof {
             since,
@@ -948,9 +956,10 @@ impl Prof {
     /// Writes the fields that changed since the last write to the object.
     fn sync(&mut self, py: Python<'_>) -> PyResult<()> {
         let obj = self.obj.bind(py);
-        for ((now, synced), name) in self.now.iter().zip(self.synced.iter_mut()).zip(PROF_FIELDS) {
+        let names = prof_names(py);
+        for ((now, synced), name) in self.now.iter().zip(self.synced.iter_mut()).zip(names) {
             if now != synced {
-                obj.setattr(name, *now)?;
+                obj.setattr(name.bind(py), *now)?;
                 *synced = *now;
             }
         }
