@@ -103,10 +103,38 @@ def _check_tree(tree: TreeArrays, columns: np.ndarray, depths: int) -> None:
     )
     if not ok:
         raise ModelError("the model's trees are malformed (indices outside the tree)")
+    if not _is_tree(tree.left, tree.right, tree.max_depth):
+        raise ModelError(
+            "the model's trees are malformed (a node reached twice or not at all, "
+            "or deeper than the tree's max_depth)"
+        )
+
+
+def _is_tree(left: np.ndarray, right: np.ndarray, max_depth: int) -> bool:
+    """Every node is reached exactly once from node 0 and no walk is longer than
+    ``max_depth`` (the walks take that many steps, and the compiled one relies on it)."""
+    seen = np.zeros(len(left), dtype=bool)
+    seen[0] = True
+    level = np.zeros(1, dtype=np.int64)
+    for _ in range(max(max_depth, 0) + 1):
+        inner = level[left[level] != -1]
+        if len(inner) == 0:
+            return bool(seen.all())
+        level = np.concatenate([left[inner], right[inner]])
+        if seen[level].any() or len(np.unique(level)) != len(level):
+            return False
+        seen[level] = True
+    return False
+
+
+#: The compiled walk packs a node's place into 24 bits; a larger forest (far beyond any
+#: IsolationForest we train) is walked by numpy.
+NATIVE_MAX_NODES: Final = 2**24 - 2
 
 
 class CompiledForest:
-    """The whole forest as flat numpy arrays, walked one level at a time: ~0.07 ms a row.
+    """The whole forest as flat numpy arrays, walked one level at a time: ~0.07 ms a row
+    (native/ walks a packed copy of it in ~5 µs).
 
     scikit-learn's ``score_samples`` costs ~10 ms per call whatever the batch size,
     and the engine scores one step at a time (so a step's alert is raised with its
@@ -142,19 +170,20 @@ class CompiledForest:
         self._denominator = len(roots) * _average_path_length(forest.max_samples)
         native = native_module()
         #: The compiled forest (native/), when built; replay's checkpoints walk it too.
-        self.native: Any = (
-            None
-            if native is None
-            else native.Forest(
-                self._feature.tolist(),
-                self._threshold.tolist(),
-                self._left.tolist(),
-                self._right.tolist(),
-                self._value.tolist(),
-                self._roots.tolist(),
-                self._depth,
-            )
-        )
+        self.native: Any = None
+        if native is not None and len(self._feature) < NATIVE_MAX_NODES:
+            try:
+                self.native = native.Forest(
+                    self._feature.tolist(),
+                    self._threshold.tolist(),
+                    self._left.tolist(),
+                    self._right.tolist(),
+                    self._value.tolist(),
+                    self._roots.tolist(),
+                    self._depth,
+                )
+            except ValueError as err:  # _check_tree lets nothing through that gets here
+                raise ModelError(f"the model's trees are malformed ({err})") from err
         self._native_sum: Callable[[list[float]], float] | None = (
             None if self.native is None else self.native.path_sum
         )

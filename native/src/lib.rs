@@ -2162,26 +2162,51 @@ impl Entropy {
     }
 }
 
-/// The behaviour model's isolation forest as flat arrays (`offline.CompiledForest`): the
-/// sum of a row's path lengths over all trees, added in tree order (as `numpy.cumsum`
-/// adds them on the Python side), so the same double.
+/// The behaviour model's isolation forest (`offline.CompiledForest`): the sum of a row's
+/// path lengths over all trees, added in tree order (as `numpy.cumsum` adds them on the
+/// Python side), so the same double.
+///
+/// Nodes are 8 bytes and a node's two children sit side by side (right = left + 1), so
+/// the forest (~50k nodes) fits a core's L2 cache. The walk has no branches: every tree
+/// takes one step per round for `depth` rounds, a leaf stepping to itself (its split is
+/// NaN, which sends every value right, and its `left` is its own place minus one), and
+/// the trees' independent loads overlap.
 #[pyclass(module = "sessionwatch_native", frozen)]
 struct Forest {
-    /// Nodes packed together (a visit touches one cache line, not five arrays).
+    /// Node 0 is unused (a leaf at place p links to p - 1); the roots are 1..=trees.
     nodes: Vec<Node>,
-    roots: Vec<usize>,
-    /// Rounds that bring every walk to a leaf (the deepest tree's depth).
+    /// What each leaf is worth, by place (0 for inner nodes).
+    values: Vec<f64>,
+    trees: usize,
+    /// The rounds that bring every walk to its leaf (the deepest tree's depth).
     depth: usize,
     width: usize,
 }
 
 #[derive(Clone, Copy)]
 struct Node {
-    threshold: f64,
-    value: f64,
-    feature: u32,
-    left: u32,
-    right: u32,
+    /// The largest float32 not above the split's float64 threshold: a float32 feature
+    /// is <= one exactly when it is <= the other, so float32 comparisons decide.
+    threshold: f32,
+    /// `left << 8 | feature`.
+    link: u32,
+}
+
+/// The largest float32 that is not above `t`.
+fn f32_floor(t: f64) -> f32 {
+    let f = t as f32;
+    if f64::from(f) <= t || f.is_nan() {
+        return f;
+    }
+    // Rounding went up: one float32 step down (towards -inf).
+    let bits = f.to_bits();
+    if f == 0.0 {
+        f32::from_bits(0x8000_0001) // below zero: the smallest negative subnormal
+    } else if f > 0.0 {
+        f32::from_bits(bits - 1)
+    } else {
+        f32::from_bits(bits + 1)
+    }
 }
 
 #[pymethods]
@@ -2197,31 +2222,81 @@ impl Forest {
         roots: Vec<usize>,
         depth: usize,
     ) -> PyResult<Self> {
+        let bad = |why: &str| Err(pyo3::exceptions::PyValueError::new_err(why.to_owned()));
         let n = feature.len();
-        let bad = threshold.len() != n
+        if threshold.len() != n
             || left.len() != n
             || right.len() != n
             || value.len() != n
             || left.iter().chain(&right).any(|&i| i as usize >= n)
-            || roots.iter().any(|&i| i >= n);
-        if bad {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "inconsistent forest arrays",
-            ));
+            || roots.iter().any(|&i| i >= n)
+        {
+            return bad("inconsistent forest arrays");
+        }
+        if n + 1 >= 1 << 24 || feature.iter().any(|&f| f > 0xFF) {
+            return bad("forest too large for the compiled walk");
         }
         let width = feature.iter().max().map_or(0, |m| *m as usize + 1);
-        let nodes = (0..n)
-            .map(|i| Node {
-                threshold: threshold[i],
-                value: value[i],
-                feature: feature[i],
-                left: left[i],
-                right: right[i],
-            })
-            .collect();
+        // Lay the nodes out again, breadth first from every root: each inner node's
+        // children get two adjacent places. A node reached twice (a crafted file) or a
+        // walk longer than `depth` is refused here, so every walk ends on a leaf.
+        let mut place = vec![0u32; n];
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(n + 1); // (old index, depth)
+        order.push((usize::MAX, 0)); // place 0: unused
+        let mut claim = |old: usize, d: usize, order: &mut Vec<(usize, usize)>| {
+            if place[old] != 0 {
+                return false;
+            }
+            place[old] = order.len() as u32;
+            order.push((old, d));
+            true
+        };
+        for &r in &roots {
+            if !claim(r, 0, &mut order) {
+                return bad("forest nodes shared between trees");
+            }
+        }
+        let mut i = 1;
+        while i < order.len() {
+            let (old, d) = order[i];
+            i += 1;
+            let (l, r) = (left[old] as usize, right[old] as usize);
+            if l == old && r == old {
+                continue; // a leaf
+            }
+            if d >= depth || l == old || r == old {
+                return bad("forest deeper than given");
+            }
+            if !claim(l, d + 1, &mut order) || !claim(r, d + 1, &mut order) {
+                return bad("forest nodes shared between trees");
+            }
+        }
+        let mut nodes = Vec::with_capacity(order.len());
+        let mut values = Vec::with_capacity(order.len());
+        nodes.push(Node {
+            threshold: f32::NAN,
+            link: 0,
+        });
+        values.push(0.0);
+        for (at, &(old, _)) in order.iter().enumerate().skip(1) {
+            if left[old] as usize == old {
+                nodes.push(Node {
+                    threshold: f32::NAN,
+                    link: (at as u32 - 1) << 8,
+                });
+                values.push(value[old]);
+            } else {
+                nodes.push(Node {
+                    threshold: f32_floor(threshold[old]),
+                    link: place[left[old] as usize] << 8 | feature[old],
+                });
+                values.push(0.0);
+            }
+        }
         Ok(Forest {
             nodes,
-            roots,
+            values,
+            trees: roots.len(),
             depth,
             width,
         })
@@ -2238,34 +2313,24 @@ impl Forest {
         if row.len() < self.width {
             return Err(pyo3::exceptions::PyValueError::new_err("row too short"));
         }
-        let x: Vec<f64> = row.iter().map(|v| *v as f32 as f64).collect();
-        // All trees advance one level per round, as the numpy walk does: the trees'
-        // memory accesses are independent, so their cache misses overlap.
-        let mut at: Vec<u32> = self.roots.iter().map(|&r| r as u32).collect();
+        let mut x = [0f32; 256];
+        for (to, v) in x.iter_mut().zip(row) {
+            *to = *v as f32;
+        }
+        let mut at: Vec<u32> = (1..=self.trees as u32).collect();
         for _ in 0..self.depth {
             for a in at.iter_mut() {
-                let node = &self.nodes[*a as usize];
-                *a = if x[node.feature as usize] <= node.threshold {
-                    node.left
-                } else {
-                    node.right
-                };
+                let node = self.nodes[*a as usize];
+                // Not `<=` (NaN included) goes right, as in the numpy walk.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                let right = !(x[(node.link & 0xFF) as usize] <= node.threshold);
+                *a = (node.link >> 8) + u32::from(right);
             }
         }
         let mut total = 0.0;
         for (t, &a) in at.iter().enumerate() {
-            let node = &self.nodes[a as usize];
-            // A leaf points to itself: every walk ends on one within `depth` rounds.
-            if node.left != a {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "forest deeper than given",
-                ));
-            }
-            total = if t == 0 {
-                node.value
-            } else {
-                total + node.value
-            };
+            let value = self.values[a as usize];
+            total = if t == 0 { value } else { total + value };
         }
         Ok(total)
     }

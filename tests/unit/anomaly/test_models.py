@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import random
 import subprocess
@@ -20,9 +21,18 @@ from sklearn.linear_model import LogisticRegression
 
 from detector.anomaly.base import ModelError
 from detector.anomaly.features import FEATURES
-from detector.anomaly.offline import OfflineModel, fit, load, sha256
+from detector.anomaly.offline import (
+    CompiledForest,
+    OfflineModel,
+    TreeArrays,
+    _check_tree,
+    fit,
+    load,
+    sha256,
+)
 from detector.anomaly.online import OnlineModel
 from detector.anomaly.scoring import build
+from detector.native import native_module
 from detector.policy import Policy, PolicyError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -121,7 +131,7 @@ def test_the_compiled_walk_is_the_numpy_walk_bit_for_bit(small: tuple[OfflineMod
         forest = model._compiled
         if forest._native_sum is None:
             pytest.skip("sessionwatch_native is not built here")
-        probe = [*rows(300, seed=11), [5.0] * len(FEATURES), [0.0] * len(FEATURES)]
+        probe = [*rows(300, seed=11), *boundary_rows(forest)]
         compiled = [forest.path_sum(r) for r in probe]
         forest._native_sum, native = None, forest._native_sum
         try:
@@ -159,6 +169,81 @@ def test_a_pinned_hash_refuses_a_changed_file(small: tuple[OfflineModel, Path]) 
     _, path = small
     with pytest.raises(ModelError, match="SHA-256 differs"):
         load(path, expect_sha256="0" * 64)
+
+
+def boundary_rows(forest: CompiledForest) -> list[list[float]]:
+    """Rows on and beside the forest's split thresholds (the compiled walk compares
+    float32 features with float32 thresholds rounded down: equal only if exact), and
+    NaN and infinities (NaN goes right, as in numpy and scikit-learn)."""
+    inner = forest._left != np.arange(len(forest._left))
+    splits = list(zip(forest._feature[inner], forest._threshold[inner], strict=True))
+    out = [[5.0] * len(FEATURES), [0.0] * len(FEATURES)]
+    for special in (math.nan, math.inf, -math.inf):
+        out.append([special] * len(FEATURES))
+    for k, (feature, t) in enumerate(splits[:: max(1, len(splits) // 400)]):
+        t32 = float(np.float32(t))
+        for v in (
+            t,
+            t32,
+            float(np.nextafter(np.float32(t32), np.float32(-np.inf))),
+            float(np.nextafter(np.float32(t32), np.float32(np.inf))),
+            math.nextafter(t, math.inf),
+            math.nextafter(t, -math.inf),
+        ):
+            row = rows(1, seed=k)[0]
+            row[int(feature)] = v
+            out.append(row)
+    return out
+
+
+def tree(left: list[int], right: list[int], max_depth: int) -> TreeArrays:
+    return TreeArrays(
+        left=np.array(left),
+        right=np.array(right),
+        feature=np.array([0 if x != -1 else -2 for x in left]),
+        threshold=np.array([0.5 if x != -1 else -2.0 for x in left]),
+        max_depth=max_depth,
+    )
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "max_depth", "why"),
+    [
+        ([1, 2, -1, -1, -1], [4, 3, -1, -1, -1], 2, ""),  # a proper tree
+        ([1, 2, -1, -1, -1], [4, 3, -1, -1, -1], 1, "deeper"),  # max_depth understated
+        ([1, 2, -1, -1, -1], [4, 2, -1, -1, -1], 2, "twice"),  # a node with two parents
+        ([1, 2, 1, -1, -1], [4, 3, 4, -1, -1], 9, "twice"),  # a node pointing back up
+        ([1, -1, -1, -1, -1], [4, -1, -1, -1, -1], 1, "not at all"),  # unreachable nodes
+    ],
+)
+def test_trees_that_are_not_trees_are_refused(
+    left: list[int], right: list[int], max_depth: int, why: str
+) -> None:
+    """Crafted children (a cycle, a shared node, a depth lie) would make the walks stop
+    short of a leaf; both readers check them before anything walks the forest."""
+    t = tree(left, right, max_depth)
+    columns = np.array([0])
+    if not why:
+        _check_tree(t, columns, len(left))
+        return
+    with pytest.raises(ModelError, match="reached twice or not at all, or deeper"):
+        _check_tree(t, columns, len(left))
+    native = native_module()
+    if native is not None and why != "not at all":
+        # The compiled walk refuses what could stop a walk short on its own (it only
+        # lays out the nodes it reaches, so unreachable ones do not matter to it).
+        here = np.arange(len(left))
+        leaf = t.left == -1
+        with pytest.raises(ValueError, match="forest"):
+            native.Forest(
+                [0] * len(left),
+                [0.5] * len(left),
+                np.where(leaf, here, t.left).tolist(),
+                np.where(leaf, here, t.right).tolist(),
+                [1.0] * len(left),
+                [0],
+                max_depth,
+            )
 
 
 def rewrite(path: Path, out: Path, member: str, change: Callable[[bytes], bytes]) -> None:
