@@ -26,6 +26,7 @@ from detector.anomaly.offline import (
     OfflineModel,
     TreeArrays,
     _check_tree,
+    _npy,
     fit,
     load,
     sha256,
@@ -91,6 +92,39 @@ def test_the_plain_reader_gives_the_forest_skops_builds(small: tuple[OfflineMode
         assert [plain.score_one(r) for r in probe] == [full.score_one(r) for r in probe]
     with pytest.raises(ModelError, match="full=True"):
         load(COMMITTED).score_many(rows(2))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(7, dtype="<i8"),
+        np.linspace(-1, 1, 12).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        np.zeros((0,), dtype=np.uint8),
+        np.array(3.5),
+        np.array([True, False]),
+        np.array([(1, 2.5), (-1, np.nan)], dtype=[("left_child", "<i8"), ("threshold", "<f8")]),
+        np.arange(5, dtype=">i4"),
+    ],
+)
+def test_the_quick_npy_reader_reads_what_numpy_reads(array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    data = buf.getvalue()
+    got, want = _npy(data), np.load(io.BytesIO(data), allow_pickle=False)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes() or np.array_equal(got, want, equal_nan=True)
+
+
+def test_the_quick_npy_reader_refuses_objects_and_damage() -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickle"):
+        _npy(buf.getvalue())
+    buf = io.BytesIO()
+    np.save(buf, np.arange(10))
+    with pytest.raises(ValueError):
+        _npy(buf.getvalue()[:-8])  # one element short: numpy's reader says so
 
 
 def test_loading_for_scoring_does_not_import_scikit_learn() -> None:
