@@ -15,8 +15,11 @@ closed, the feature row scored by the compiled forest) and the profile a plain l
 opens, unless the score reaches the threshold: that alert is the Python path's.
 
 The extension copies what it reads of a session once and writes its updates back
-before any Python code runs; the store tells it what the Python side wrote
-(:meth:`MemoryStore.watch`), whose copies it then forgets.
+when something is about to read the session (:meth:`MemoryStore.defer_writes`: the
+store asks before it hands a session out or a sweep reads it, and for all of them
+before a census); the store
+tells it what the Python side wrote (:meth:`MemoryStore.watch`), whose copies it then
+forgets.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class FastPath(Protocol):
     closed: int
 
     def run(self, lines: list[bytes], start: int, now: float) -> int: ...
+    def flush_session(self, fp: str) -> bool: ...
+    def flush_all(self) -> bool: ...
     def take_counts(self) -> tuple[list[int], float, int]: ...
 
 
@@ -84,6 +89,7 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
     )
+    store.defer_writes(path.flush_session, path.flush_all)
     return path
 
 

@@ -178,6 +178,8 @@ class Replayer:
             t = clock()
             m.processing.observe(t - block_start)
             block_start = t
+        if fast is not None:
+            fast.flush_all()  # the store's session objects up to date for whoever reads them
 
     def run(
         self,

@@ -142,6 +142,27 @@ class MemoryStore:
         self._sessions_filed = self._session_index.filed
         self._users_filed = self._user_index.filed
         self._written: tuple[set[str], set[str]] | None = None
+        self._before_read: Callable[[str], object] | None = None
+        self._before_scan: Callable[[], object] | None = None
+
+    def defer_writes(
+        self, before_read: Callable[[str], object], before_scan: Callable[[], object]
+    ) -> None:
+        """Lets a writer hold changes to session objects back: ``before_read(fp)`` is
+        called before a session is handed out or a sweep reads it, ``before_scan()``
+        before a census reads them all. Read ``sessions`` directly only after
+        :meth:`sync`.
+
+        The compiled replay path writes a session's changes back only when something
+        is about to read it, not each time it hands a line to the Python path: most
+        sessions are touched many times between two reads.
+        """
+        self._before_read, self._before_scan = before_read, before_scan
+
+    def sync(self) -> None:
+        """Brings every session object up to date (see :meth:`defer_writes`)."""
+        if self._before_scan is not None:
+            self._before_scan()
 
     def watch(self) -> tuple[set[str], set[str]]:
         """Starts recording the sessions and users written or dropped from here on.
@@ -164,6 +185,8 @@ class MemoryStore:
         return self._user_index.filed
 
     def get_session(self, fp: str) -> SessionState | None:
+        if self._before_read is not None:
+            self._before_read(fp)
         return self.sessions.get(fp)
 
     def put_session(self, fp: str, state: SessionState) -> None:
@@ -184,6 +207,7 @@ class MemoryStore:
             self._written[1].add(name)
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:
+        self.sync()
         # list() snapshots in one C call: safe while the engine thread adds keys.
         sessions = list(self.sessions.values())
         users, guests = count_live(sessions, active)
@@ -197,6 +221,7 @@ class MemoryStore:
             self._session_expiry,
             now,
             None if written is None else written[0],
+            self._before_read,
         )
         return dropped + _sweep(
             self.users,
@@ -216,9 +241,12 @@ def _sweep(
     expiry: Callable[[S], float],
     now: float,
     dropped_keys: set[str] | None,
+    before_read: Callable[[str], object] | None = None,
 ) -> int:
     dropped = 0
     for key in index.due(now):
+        if before_read is not None:
+            before_read(key)
         state = table.get(key)
         if state is None:
             continue

@@ -878,6 +878,43 @@ struct Shadow {
     dirty: u8,
 }
 
+impl Shadow {
+    /// Writes the pending changes to the session's object.
+    fn write_back(&mut self, py: Python<'_>) -> PyResult<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        if dirty == 0 {
+            return Ok(());
+        }
+        let obj = self.obj.bind(py);
+        if dirty & D_LAST != 0 {
+            obj.setattr(intern!(py, "last"), self.last)?;
+        }
+        if dirty & D_LAST_IP != 0 {
+            if let Some(ip) = &self.last_ip {
+                obj.setattr(intern!(py, "last_ip"), PyString::new(py, ip))?;
+            }
+        }
+        if dirty & D_NODE != 0 {
+            if let Some(node) = &self.node {
+                obj.setattr(intern!(py, "node"), PyString::new(py, node))?;
+            }
+        }
+        if dirty & D_PROFILE != 0 {
+            if let Some(prof) = &mut self.prof {
+                prof.sync(py)?;
+            }
+        }
+        if dirty & D_RAISED != 0 {
+            if let Some(count) = self.ip_change {
+                obj.getattr(intern!(py, "raised"))?
+                    .downcast_into::<PyDict>()?
+                    .set_item(intern!(py, "ip_change"), count)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The behaviour profile's per-request counters (`features.Profile`), copied like the
 /// session's own fields; `synced` is what the object holds now.
 struct Prof {
@@ -915,6 +952,10 @@ fn prof_names(py: Python<'_>) -> &[Py<PyString>; PROF_FIELDS.len()] {
     static NAMES: GILOnceCell<[Py<PyString>; PROF_FIELDS.len()]> = GILOnceCell::new();
     NAMES.get_or_init(py, || PROF_FIELDS.map(|name| PyString::intern(py, name).unbind()))
 }
+
+/// Sessions with pending changes after which `run` writes them all back (they are
+/// written back at every sweep anyway; this bounds the list between sweeps).
+const MAX_DIRTY: usize = 1 << 16;
 
 const P_N: usize = 0;
 const P_REQUESTS: usize = 1;
@@ -1263,47 +1304,38 @@ impl FastPath {
     /// Writes every shadow's pending changes to its Python object.
     fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
         for key in self.dirty.drain(..) {
-            let Some(sh) = self.shadows.get_mut(&key) else {
-                continue;
-            };
-            let obj = sh.obj.bind(py);
-            let dirty = std::mem::take(&mut sh.dirty);
-            if dirty & D_LAST != 0 {
-                obj.setattr(intern!(py, "last"), sh.last)?;
-            }
-            if dirty & D_LAST_IP != 0 {
-                if let Some(ip) = &sh.last_ip {
-                    obj.setattr(intern!(py, "last_ip"), PyString::new(py, ip))?;
-                }
-            }
-            if dirty & D_NODE != 0 {
-                if let Some(node) = &sh.node {
-                    obj.setattr(intern!(py, "node"), PyString::new(py, node))?;
-                }
-            }
-            if dirty & D_PROFILE != 0 {
-                if let Some(prof) = &mut sh.prof {
-                    prof.sync(py)?;
-                }
-            }
-            if dirty & D_RAISED != 0 {
-                if let Some(count) = sh.ip_change {
-                    obj.getattr(intern!(py, "raised"))?
-                        .downcast_into::<PyDict>()?
-                        .set_item(intern!(py, "ip_change"), count)?;
-                }
+            if let Some(sh) = self.shadows.get_mut(&key) {
+                sh.write_back(py)?;
             }
         }
         Ok(())
     }
 
-    /// Drops the copies of whatever the Python side wrote since the last look.
+    /// Writes one shadow's pending changes (it stays listed in `dirty`, now clean).
+    fn flush_key(&mut self, py: Python<'_>, key: &Digest) -> PyResult<()> {
+        match self.shadows.get_mut(key) {
+            Some(sh) => sh.write_back(py),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the copies of whatever was written through the store since the last look.
+    /// A copy with pending changes is written back first if the store still holds its
+    /// object: then the write was this path's own (a login it applied, whose session
+    /// it went on to copy), since Python code reads a session, flushing it, before it
+    /// changes it.
     fn forget_written(&mut self, py: Python<'_>) -> PyResult<()> {
         let sessions = self.written_sessions.bind(py);
         if !sessions.is_empty() {
+            let store = self.sessions.bind(py);
             for fp in sessions.iter() {
-                if let Some(key) = unhex(fp.downcast::<PyString>()?.to_str()?) {
-                    self.shadows.remove(&key);
+                let Some(key) = unhex(fp.downcast::<PyString>()?.to_str()?) else {
+                    continue;
+                };
+                if let Some(mut sh) = self.shadows.remove(&key) {
+                    if sh.dirty != 0 && store.get_item(&fp)?.is_some_and(|s| s.is(&sh.obj)) {
+                        sh.write_back(py)?;
+                    }
                 }
             }
             sessions.clear();
@@ -1429,18 +1461,15 @@ impl FastPath {
         let Some(here) = packed(ip) else {
             return Ok(HandBack);
         };
-        // -- the engine: event time moves on, and a due sweep runs first, as in
-        // Engine.process (whatever becomes of the line, Python would do the same first).
+        // -- the engine: event time moves on. A line that makes a sweep due is Python's:
+        // Engine.process sweeps first, and the store then asks for the pending changes
+        // of just the sessions due (a sweep every minute of event time would otherwise
+        // write every copy back).
         if ts > *watermark {
-            *watermark = ts;
             if ts >= *next_sweep {
-                self.flush(py)?; // the sweep reads `last`
-                let engine = self.engine.bind(py);
-                engine.setattr(intern!(py, "watermark"), ts)?;
-                engine.call_method1(intern!(py, "sweep_to"), (ts,))?;
-                *next_sweep = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
-                self.forget_written(py)?;
+                return Ok(HandBack);
             }
+            *watermark = ts;
         }
         if login {
             return self.login(py, &ev, ts, sid, ip, now);
@@ -1665,9 +1694,7 @@ impl FastPath {
 
     /// Writes back and forgets one session's copy (before Python code changes it).
     fn evict(&mut self, py: Python<'_>, key: &Digest) -> PyResult<()> {
-        if self.shadows.get(key).is_some_and(|sh| sh.dirty != 0) {
-            self.flush(py)?;
-        }
+        self.flush_key(py, key)?;
         self.shadows.remove(key);
         Ok(())
     }
@@ -2040,12 +2067,43 @@ impl FastPath {
                 Err(err) => break Err(err),
             }
         };
-        let flushed = self.flush(py);
+        // Pending changes stay in the copies: the store asks for a session's before
+        // Python or a sweep reads it (`flush_session`), and for all before a census.
+        let flushed = if self.dirty.len() > MAX_DIRTY {
+            self.flush(py)
+        } else {
+            Ok(())
+        };
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
         }
         flushed?;
         result
+    }
+
+    /// Writes one session's pending changes to its object (`MemoryStore.get_session`
+    /// calls this first). False, doing nothing, when called back from inside `run`: none
+    /// of the code `run` calls out to reads sessions (a line that makes a sweep due is
+    /// handed back), so that is only a census from another thread, which then counts
+    /// from objects a little behind.
+    fn flush_session(slf: &Bound<'_, Self>, fp: &str) -> PyResult<bool> {
+        let Ok(mut this) = slf.try_borrow_mut() else {
+            return Ok(false);
+        };
+        if let Some(key) = unhex(fp) {
+            this.flush_key(slf.py(), &key)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes every pending change (before a census, or before reading the store
+    /// directly); False, doing nothing, from inside `run` (see `flush_session`).
+    fn flush_all(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let Ok(mut this) = slf.try_borrow_mut() else {
+            return Ok(false);
+        };
+        this.flush(slf.py())?;
+        Ok(true)
     }
 
     /// The events applied here since the last call, per lag bucket, their lag sum, and
@@ -2343,6 +2401,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 8)?;
+    m.add("ABI", 9)?;
     Ok(())
 }

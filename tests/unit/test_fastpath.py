@@ -24,6 +24,7 @@ from detector.engine import FROM_POLICY, Engine, _FromPolicy
 from detector.fingerprint import Fingerprinter
 from detector.replay import JsonLinesWriter, Replayer
 from detector.simulate import SIM_CONFIG, Simulation
+from detector.store import MemoryStore
 from tests.helpers import CHROME, CHROME_NEXT, KEY, SID, SID2, T0, policy
 
 #: Where `make install` finds cargo (the Makefile's CARGO): there it builds native/.
@@ -277,19 +278,20 @@ def test_any_login_is_applied_exactly_as_the_python_path_would(body: list[bytes]
 
 def test_plain_logins_are_applied_natively() -> None:
     """New IDs of new and known users, a rotation away from a guest ID, remember-me."""
+    # Seconds apart: a line that makes a sweep due (one a minute) is Python's.
     lines = [
         LOGIN,
-        _at(1, SID2, 1, "login"),
+        _at(0.1, SID2, 1, "login"),
         orjson.dumps(
             {
-                **orjson.loads(_at(2, SID2, 2, "login")),
+                **orjson.loads(_at(0.2, SID2, 2, "login")),
                 "session_id": SIDS[2],
                 "previous_session_id": SID2,
                 "remember_me": True,
             }
         ),
-        _at(3, SIDS[3], 3, "login"),
-        _at(4, SIDS[3], 4),
+        _at(0.3, SIDS[3], 3, "login"),
+        _at(0.4, SIDS[3], 4),
     ]
     _, replayer = _same(lines, TWO_SESSIONS)
     assert replayer._fast is not None and replayer._fast.applied == len(lines) - 1
@@ -354,15 +356,16 @@ def test_a_user_with_a_lock_out_history_is_routine_where_no_account_check_fires(
         _at(3, SID, 3),  # blocked: alerts
         _account(lift, 4),
         orjson.dumps({**orjson.loads(_at(5, SID2, 5, "login")), "user": "alice"}),
-        orjson.dumps({**orjson.loads(_at(6, SID2, 6)), "user": "alice"}),  # routine
-        orjson.dumps({**orjson.loads(_at(6.5, SID2, 7)), "user": "alice"}),  # routine
+        # Within the minute after the login (a line that makes a sweep due is Python's).
+        orjson.dumps({**orjson.loads(_at(5.3, SID2, 6)), "user": "alice"}),  # routine
+        orjson.dumps({**orjson.loads(_at(5.6, SID2, 7)), "user": "alice"}),  # routine
         _at(7, SID, 7),  # alive at the lock-out: dead for good
         orjson.dumps({**orjson.loads(_at(8, other, 8, "login")), "user": "alice"}),
         _account(block, 9),
         orjson.dumps({**orjson.loads(_at(10, other, 9)), "user": "alice"}),  # blocked again
         # A session started while blocked: its login alerts, and so (counted) its request.
         orjson.dumps({**orjson.loads(_at(10.5, third, 10, "login")), "user": "alice"}),
-        orjson.dumps({**orjson.loads(_at(11, third, 11)), "user": "alice"}),
+        orjson.dumps({**orjson.loads(_at(10.8, third, 11)), "user": "alice"}),
     ]
     alerts, replayer = _same(lines, SIM_CONFIG)
     kinds = [orjson.loads(a)["kind"] for a in alerts.splitlines()]
@@ -424,25 +427,44 @@ SHORT_RETENTION = {
 }
 
 
-def test_a_sweep_inside_a_compiled_run_sees_the_requests_before_it() -> None:
+def test_a_sweep_sees_the_requests_the_compiled_path_holds_back() -> None:
     """The compiled path keeps its own copy of what it reads of a session and writes
-    its updates back before any Python code runs. Here a sweep (Python code) comes due in
-    the middle of a run of routine lines: it must see every session's latest request,
-    or it drops live sessions whose filed expiry has passed (A and B at 36 min)."""
+    its updates back only when something is about to read the session. A sweep (a line
+    that makes one due is Python's) reads the sessions due: it must see their latest
+    requests, or it drops live sessions whose filed expiry has passed. A's only update
+    since its login (filed to expire at 36 min) is a compiled request at 29.5 min."""
     lines = [
-        _at(0, SID, 0, "login"),
+        _at(0, SID, 0, "login"),  # Python's: starts the engine's clock
         _at(0, SID2, 0, "login"),
-        _at(20, SID2, 1),
-        _at(29, SID, 1),
-        _at(37.5, SID2, 2),  # a sweep comes due: A and B were filed to expire at 36 min
-        _at(39, SID, 2),
-        _at(45, SID2, 3),
+        _at(20, SID2, 1),  # a sweep comes due: Python's
+        _at(29, SID2, 2),  # and again
+        _at(29.5, SID, 1),  # compiled: held back
+        _at(36.5, SID2, 3),  # the sweep at 36.5 min finds A due: it must see 29.5
+        _at(37, SID, 2),  # A is alive: routine
+        _at(37.2, SID2, 4),
     ]
     alerts, replayer = _same(lines, SHORT_RETENTION)
     assert alerts == b""
-    # Every line but the very first (it starts the engine's clock) is the compiled path's.
-    assert replayer._fast is not None and replayer._fast.applied == len(lines) - 1
+    assert replayer._fast is not None and replayer._fast.applied == 4
     assert len(replayer.engine.store.sessions) == 2  # type: ignore[attr-defined]
+
+
+def test_held_back_changes_are_written_before_a_read_or_a_census() -> None:
+    """The store's side of the bargain (MemoryStore.defer_writes): a session handed out
+    is up to date, and a census sees every session up to date."""
+    engine = Engine(policy(SIM_CONFIG), Fingerprinter(KEY))
+    replayer = Replayer(engine, JsonLinesWriter(io.BytesIO()), JsonLinesWriter(io.BytesIO()))
+    replayer.feed([_at(0, SID, 0, "login"), _at(0, SID2, 0, "login")], "test")
+    fast, store = replayer._fast, engine.store
+    assert fast is not None and isinstance(store, MemoryStore)
+    fp, fp2 = engine.fingerprint(SID), engine.fingerprint(SID2)
+    assert fast.run([_at(0.5, SID, 1), _at(0.6, SID2, 1)], 0, T0) == 2
+    assert store.sessions[fp].last == store.sessions[fp2].last == T0  # held back
+    s = store.get_session(fp)
+    assert s is not None and s.last == T0 + 30
+    assert store.sessions[fp2].last == T0
+    engine.census()
+    assert store.sessions[fp2].last == T0 + 36
 
 
 def test_what_the_python_path_writes_replaces_the_compiled_copy() -> None:
@@ -594,7 +616,7 @@ def test_with_the_offline_model_checkpoints_are_compiled_and_alerts_are_python_s
     lines = buf.getvalue().splitlines(keepends=True)
     alerts, replayer = _same(lines, cfg)
     assert alerts.count(b"behaviour_anomaly") >= (3 if threshold else 1)
-    assert replayer._fast is not None and replayer._fast.closed > 1000
+    assert replayer._fast is not None and replayer._fast.closed > 500
 
 
 def _history(user: str, days: int) -> list[bytes]:
