@@ -122,7 +122,6 @@ def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:
             features.Baseline,
             features.Profile,
             classify,
-            engine.ladder.place_key,
             scorer.min_user_sessions,
             features.MAX_NETWORKS,
             features.MAX_BROWSERS,

@@ -32,9 +32,7 @@ class FastPath:
             float,
             list[tuple[int, int]],
             float,
-            tuple[
-                Any, Any, Callable[[str], tuple[str, str]], Callable[[str], bytes], int, int, int
-            ],
+            tuple[Any, Any, Callable[[str], tuple[str, str]], int, int, int],
         ]
         | None,
         login: tuple[
@@ -57,6 +55,10 @@ class FastPath:
     def parse_time(text: str) -> float | None: ...
     @staticmethod
     def path_shape(url: str) -> str | None: ...
+    @staticmethod
+    def place_key(
+        ip: str, allow: list[tuple[int, int, int]], prefix_v4: int, prefix_v6: int
+    ) -> bytes | None: ...
     @staticmethod
     def hour_of_week(ts: float, thursday: int) -> int: ...
 

@@ -31,8 +31,8 @@ use std::net::Ipv6Addr;
 
 use blake2b_simd::{Params, State};
 use pyo3::intern;
-use pyo3::sync::GILOnceCell;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -325,6 +325,24 @@ fn same_prefix(a: &(usize, [u8; 16]), b: &(usize, [u8; 16]), v4: u32, v6: u32) -
         && (rest == 0 || a.1[whole] >> (8 - rest) == b.1[whole] >> (8 - rest))
 }
 
+/// `IpLadder.place_key` of an address's bytes: `allowed` for an allow-listed one, else
+/// its length byte and the policy prefix of its bytes (the last partial byte shifted).
+fn place_key(allow: &[(usize, u128, u128)], addr: &(usize, [u8; 16]), v4: u32, v6: u32) -> Vec<u8> {
+    if allowed(allow, addr) {
+        return b"allowed".to_vec();
+    }
+    let (size, bytes) = addr;
+    let bits = if *size == 4 { v4 } else { v6 } as usize;
+    let (whole, rest) = (bits / 8, bits % 8);
+    let mut key = Vec::with_capacity(whole + 2);
+    key.push(*size as u8);
+    key.extend_from_slice(&bytes[..whole]);
+    if rest != 0 {
+        key.push(bytes[whole] >> (8 - rest));
+    }
+    key
+}
+
 /// `features._path_shape` for ASCII URLs (None: the Python function decides, since
 /// `str.isdigit` knows more digits than ASCII's): the path without query or fragment,
 /// its last segment `{id}` when a record id (16+ hex digits and dashes, or digits).
@@ -383,13 +401,12 @@ struct Checkpoints {
     opening: Opening,
 }
 
-/// `features.Baseline` and `features.Profile`, `useragent.classify`, the engine ladder's
-/// `place_key`, the scorer's `min_user_sessions`, `features.MAX_NETWORKS`/`MAX_BROWSERS`.
+/// `features.Baseline` and `features.Profile`, `useragent.classify`, the scorer's
+/// `min_user_sessions`, `features.MAX_NETWORKS`/`MAX_BROWSERS`.
 struct Opening {
     baseline_cls: PyObject,
     profile_cls: PyObject,
     classify: PyObject,
-    place_key: PyObject,
     min_sessions: i64,
     max_networks: usize,
     max_browsers: usize,
@@ -564,7 +581,7 @@ impl Checkpoints {
         user: Option<&Bound<'py, PyAny>>,
         ev: &Raw<'_>,
         ts: f64,
-        ip: &str,
+        network: &[u8],
     ) -> PyResult<Option<FirstRequest<'py>>> {
         let o = &self.opening;
         let base = match user {
@@ -593,11 +610,7 @@ impl Checkpoints {
             }
             None => String::new(),
         };
-        let network = o
-            .place_key
-            .bind(py)
-            .call1((ip,))?
-            .downcast_into::<PyBytes>()?;
+        let network = PyBytes::new(py, network);
         let scored = sessions >= o.min_sessions;
         let networks = read.getattr(intern!(py, "networks"))?;
         let browsers = read.getattr(intern!(py, "browsers"))?;
@@ -950,7 +963,9 @@ const PROF_FIELDS: [&str; 9] = [
 /// into a new string and interned again on every attribute access.
 fn prof_names(py: Python<'_>) -> &[Py<PyString>; PROF_FIELDS.len()] {
     static NAMES: GILOnceCell<[Py<PyString>; PROF_FIELDS.len()]> = GILOnceCell::new();
-    NAMES.get_or_init(py, || PROF_FIELDS.map(|name| PyString::intern(py, name).unbind()))
+    NAMES.get_or_init(py, || {
+        PROF_FIELDS.map(|name| PyString::intern(py, name).unbind())
+    })
 }
 
 /// Sessions with pending changes after which `run` writes them all back (they are
@@ -1201,7 +1216,7 @@ type CheckpointArgs = (
     f64,
     Vec<(i64, i64)>,
     f64,
-    (PyObject, PyObject, PyObject, PyObject, i64, usize, usize),
+    (PyObject, PyObject, PyObject, i64, usize, usize),
 );
 
 type LoginArgs = (
@@ -1800,7 +1815,11 @@ impl FastPath {
                 let Some(cp) = &b.checkpoints else {
                     return Ok(HandBack);
                 };
-                match cp.first_request(py, b, &mut self.shapes, user.as_ref(), ev, ts, ip)? {
+                let Some(here) = packed(ip) else {
+                    return Ok(HandBack);
+                };
+                let network = place_key(&self.allow, &here, self.prefix_v4, self.prefix_v6);
+                match cp.first_request(py, b, &mut self.shapes, user.as_ref(), ev, ts, &network)? {
                     Some(first) => Some(first),
                     None => return Ok(HandBack),
                 }
@@ -1972,10 +1991,9 @@ impl FastPath {
                         baseline_cls: opening.0,
                         profile_cls: opening.1,
                         classify: opening.2,
-                        place_key: opening.3,
-                        min_sessions: opening.4,
-                        max_networks: opening.5,
-                        max_browsers: opening.6,
+                        min_sessions: opening.3,
+                        max_networks: opening.4,
+                        max_browsers: opening.5,
                     },
                 })
             }
@@ -2133,6 +2151,19 @@ impl FastPath {
     #[pyo3(name = "path_shape")]
     fn path_shape_py(url: &str) -> Option<String> {
         path_shape(url)
+    }
+
+    /// `IpLadder.place_key` of a canonical address (None: not one the compiled path
+    /// takes), for tests.
+    #[staticmethod]
+    #[pyo3(name = "place_key")]
+    fn place_key_py(
+        ip: &str,
+        allow: Vec<(usize, u128, u128)>,
+        prefix_v4: u32,
+        prefix_v6: u32,
+    ) -> Option<Vec<u8>> {
+        packed(ip).map(|addr| place_key(&allow, &addr, prefix_v4, prefix_v6))
     }
 
     /// `features.hour_of_week`, for tests.
@@ -2401,6 +2432,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 9)?;
+    m.add("ABI", 10)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import ipaddress
 import math
 import shutil
 from datetime import datetime
@@ -22,6 +23,7 @@ from detector.anomaly.offline import OfflineModel, load
 from detector.anomaly.scoring import Scorer
 from detector.engine import FROM_POLICY, Engine, _FromPolicy
 from detector.fingerprint import Fingerprinter
+from detector.netaddr import IpLadder
 from detector.replay import JsonLinesWriter, Replayer
 from detector.simulate import SIM_CONFIG, Simulation
 from detector.store import MemoryStore
@@ -693,6 +695,41 @@ def test_a_window_with_more_bytes_than_64_bits_is_left_to_python() -> None:
         session.append(orjson.dumps(ev))
     cfg = {**SIM_CONFIG, "behaviour": {"model": "offline", "path": MODEL, "threshold": 0.99}}
     _same([*_history("alice", 3), *session], cfg)
+
+
+@given(
+    st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    st.integers(0, 32),
+    st.integers(0, 128),
+    st.lists(
+        st.one_of(
+            st.builds(
+                lambda a, n: ipaddress.ip_network(f"{a}/{n}", strict=False),
+                st.ip_addresses(v=4),
+                st.integers(0, 32),
+            ),
+            st.builds(
+                lambda a, n: ipaddress.ip_network(f"{a}/{n}", strict=False),
+                st.ip_addresses(v=6),
+                st.integers(0, 128),
+            ),
+        ),
+        max_size=3,
+    ),
+)
+def test_a_login_s_network_key_is_the_ladder_s(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    v4: int,
+    v6: int,
+    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> None:
+    """The compiled path computes the place a login's profile remembers itself."""
+    from sessionwatch_native import FastPath
+
+    ladder = IpLadder(v4, v6, allow)
+    for ip in (str(address), address.exploded, str(address).upper()):
+        key = FastPath.place_key(ip, list(ladder.allow_ranges), v4, v6)
+        assert key is None or key == ladder.place_key(ip), ip
 
 
 @given(st.floats(0, 4_102_444_800))
