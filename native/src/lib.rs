@@ -12,15 +12,17 @@
 //! counters) or hands the line back. It hands back whenever
 //! it is not certain: anything but a strictly valid transaction of a known, filed session
 //! meeting every routine condition, a time stamp string outside the plain RFC 3339 shape,
-//! an address in other than canonical form, the very first event. Event time (the
-//! watermark, and a due sweep of expired state, through the engine itself) moves first,
-//! for any valid line, as `Engine.process` moves it before looking at the event.
+//! an address in other than canonical form, the very first event, a line that makes a
+//! sweep of expired state due. Event time (the watermark) moves first, for any valid
+//! line, as `Engine.process` moves it before looking at the event.
 //!
 //! The Python objects stay the state. What a routine line reads of a session is copied
 //! here the first time it is needed and kept, keyed by the fingerprint's digest as the
-//! store keys it (never a raw session ID); updates are written back before any Python
-//! code runs (a due sweep, a line handed back, the end of a block), and the copy of
-//! anything the Python side writes or drops is forgotten (`MemoryStore.watch`).
+//! store keys it (never a raw session ID); a session's updates are written back when
+//! something is about to read it (the store asks before it hands the session out or a
+//! sweep reads it, and for all before a census: `MemoryStore.defer_writes`), and the
+//! copy of anything written through the store or dropped is forgotten
+//! (`MemoryStore.watch`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -862,8 +864,8 @@ const D_PROFILE: u8 = 16;
 
 /// What the routine conditions read of one session, copied from its `SessionState` the
 /// first time a line needs it. Routine updates land here and are written to the object
-/// (`FastPath::flush`) before any Python code runs; a session the Python side writes
-/// (the store records it) is dropped here and read again when next needed. Reading
+/// (`Shadow::write_back`) when something is about to read it; a session the Python side
+/// writes (the store records it) is dropped here and read again when next needed. Reading
 /// a dozen attributes of a cold Python object per line (each value another object,
 /// another cache miss) was most of a routine line's cost.
 struct Shadow {
