@@ -17,9 +17,8 @@ opens, unless the score reaches the threshold: that alert is the Python path's.
 The extension copies what it reads of a session once and writes its updates back
 when something is about to read the session (:meth:`MemoryStore.defer_writes`: the
 store asks before it hands a session out or a sweep reads it, and for all of them
-before a census); the store
-tells it what the Python side wrote (:meth:`MemoryStore.watch`), whose copies it then
-forgets.
+before a census); the store tells it what the Python side wrote
+(:meth:`MemoryStore.watch`), whose copies it then forgets.
 """
 
 from __future__ import annotations

@@ -316,13 +316,18 @@ fn dotted_quad(s: &[u8]) -> Option<[u8; 4]> {
     Some(out)
 }
 
+/// The policy prefix of an address of `size` bytes: its whole bytes and remaining bits.
+fn prefix_cut(size: usize, v4: u32, v6: u32) -> (usize, usize) {
+    let bits = if size == 4 { v4 } else { v6 } as usize;
+    (bits / 8, bits % 8)
+}
+
 /// `IpLadder.network_key` equality: same family and the same first `prefix` bits.
 fn same_prefix(a: &(usize, [u8; 16]), b: &(usize, [u8; 16]), v4: u32, v6: u32) -> bool {
     if a.0 != b.0 {
         return false;
     }
-    let bits = if a.0 == 4 { v4 } else { v6 } as usize;
-    let (whole, rest) = (bits / 8, bits % 8);
+    let (whole, rest) = prefix_cut(a.0, v4, v6);
     a.1[..whole] == b.1[..whole]
         && (rest == 0 || a.1[whole] >> (8 - rest) == b.1[whole] >> (8 - rest))
 }
@@ -334,8 +339,7 @@ fn place_key(allow: &[(usize, u128, u128)], addr: &(usize, [u8; 16]), v4: u32, v
         return b"allowed".to_vec();
     }
     let (size, bytes) = addr;
-    let bits = if *size == 4 { v4 } else { v6 } as usize;
-    let (whole, rest) = (bits / 8, bits % 8);
+    let (whole, rest) = prefix_cut(*size, v4, v6);
     let mut key = Vec::with_capacity(whole + 2);
     key.push(*size as u8);
     key.extend_from_slice(&bytes[..whole]);
@@ -862,6 +866,10 @@ const D_NODE: u8 = 4;
 const D_RAISED: u8 = 8;
 const D_PROFILE: u8 = 16;
 
+/// Entries of `FastPath::dirty` after which `run` writes every copy back: a copy read
+/// back (clean) and changed again is listed again, so this bounds the list.
+const MAX_DIRTY: usize = 1 << 16;
+
 /// What the routine conditions read of one session, copied from its `SessionState` the
 /// first time a line needs it. Routine updates land here and are written to the object
 /// (`Shadow::write_back`) when something is about to read it; a session the Python side
@@ -969,10 +977,6 @@ fn prof_names(py: Python<'_>) -> &[Py<PyString>; PROF_FIELDS.len()] {
         PROF_FIELDS.map(|name| PyString::intern(py, name).unbind())
     })
 }
-
-/// Sessions with pending changes after which `run` writes them all back (they are
-/// written back at every sweep anyway; this bounds the list between sweeps).
-const MAX_DIRTY: usize = 1 << 16;
 
 const P_N: usize = 0;
 const P_REQUESTS: usize = 1;
@@ -1489,7 +1493,7 @@ impl FastPath {
             *watermark = ts;
         }
         if login {
-            return self.login(py, &ev, ts, sid, ip, now);
+            return self.login(py, &ev, ts, sid, (ip, &here), now);
         }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
@@ -1728,7 +1732,8 @@ impl FastPath {
         ev: &Raw<'_>,
         ts: f64,
         sid: &str,
-        ip: &str,
+        // The address as text, and its bytes (parsed once, by `line`).
+        (ip, here): (&str, &(usize, [u8; 16])),
         now: f64,
     ) -> PyResult<Outcome> {
         let Some(rules) = &self.login else {
@@ -1817,10 +1822,7 @@ impl FastPath {
                 let Some(cp) = &b.checkpoints else {
                     return Ok(HandBack);
                 };
-                let Some(here) = packed(ip) else {
-                    return Ok(HandBack);
-                };
-                let network = place_key(&self.allow, &here, self.prefix_v4, self.prefix_v6);
+                let network = place_key(&self.allow, here, self.prefix_v4, self.prefix_v6);
                 match cp.first_request(py, b, &mut self.shapes, user.as_ref(), ev, ts, &network)? {
                     Some(first) => Some(first),
                     None => return Ok(HandBack),
