@@ -8,8 +8,10 @@ topic with simulated events, then measures on the same topic and partitions:
    one table entry per event, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
    reach the end of the topic;
-3. event-to-alert latency (p50/p99) at fixed rates of the same simulated traffic, one
-   event in ten a probe (login, logout, reuse of the logged-out session), from the
+3. the sustainable *live* rate: paced runs of the same simulated traffic, stepping down
+   from the catch-up rate of 2. until the worker keeps up (no backlog builds);
+4. event-to-alert latency (p50/p99) at 50% of that rate and at fixed rates, one event
+   in ten a probe (login, logout, reuse of the logged-out session), from the
    producer's send of the reuse to its alert's arrival.
 
 Usage::
@@ -206,6 +208,8 @@ def _collect_alerts(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any)
 
 #: One event in this many of the latency phase is a probe (the rest is background).
 PROBE_EVERY = 10
+#: A paced run keeps up when its last third's median probe delay is at most this.
+KEEPS_UP_P50_S = 0.5
 
 
 def _background(lines: list[bytes], tag: str) -> Iterator[dict[str, Any]]:
@@ -222,11 +226,11 @@ def _background(lines: list[bytes], tag: str) -> Iterator[dict[str, Any]]:
 
 async def latency(
     s: StreamSettings, rate: float, seconds: float, base: float, tag: str, lines: list[bytes]
-) -> tuple[list[float], float, int]:
+) -> tuple[list[tuple[float, float]], float, int]:
     """Sends the simulated day's traffic at ``rate`` events/s with, every
     :data:`PROBE_EVERY`-th event, a probe: triples of login, logout and a reuse of the
-    logged-out session, whose alert's delay is measured. Returns the delays, the rate
-    actually sent and the number of events sent.
+    logged-out session, whose alert's delay is measured. Returns (send time, delay) of
+    each probe in send order, the rate actually sent and the number of events sent.
 
     Probes alone would measure another workload than the throughput phase (a fresh
     session per three events, every one a table write); the background keeps the mix
@@ -288,8 +292,23 @@ async def latency(
         stop.set()
     arrived: list[tuple[str, float]] = receive.recv()
     reader.join(30)
-    delays = sorted(t - sent_at[eid] for eid, t in arrived if eid in sent_at)
+    delays = sorted((sent_at[eid], t - sent_at[eid]) for eid, t in arrived if eid in sent_at)
     return delays, sent_rate, n
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def keeps_up(probes: list[tuple[float, float]]) -> bool:
+    """Whether the worker kept up with a paced run: no backlog built up.
+
+    Above capacity the queue, hence every probe's delay, grows for the whole run, so
+    the last third's median is seconds; at or below capacity it stays at the batching
+    and commit floor (tens of ms)."""
+    last = [d for _, d in probes[len(probes) * 2 // 3 :]]
+    return bool(last) and pct(last, 0.5) <= KEEPS_UP_P50_S
 
 
 def main() -> None:
@@ -300,7 +319,10 @@ def main() -> None:
     ap.add_argument(
         "--latency-rates",
         default="half,100,300",
-        help="events/s for the latency phase; half = 50%% of the worker's measured rate",
+        help="events/s for the latency phase; half = 50%% of the sustainable live rate",
+    )
+    ap.add_argument(
+        "--sustain-steps", type=int, default=8, help="paced runs tried to find the live rate"
     )
     args = ap.parse_args()
 
@@ -362,24 +384,52 @@ def main() -> None:
         # expire the whole day's state at once and measure that instead.
         decoded = [decode(line) for line in lines[-1000:]]
         clock = max(e.epoch for e in decoded if isinstance(e, Event)) + 60
-        rates = [
-            worker_rate / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
-        ]
-        in_topic = len(lines)
-        for i, rate in enumerate(rates):
-            delays, sent, n = asyncio.run(
-                latency(s, rate, args.latency_seconds, clock, str(i), lines)
-            )
-            clock += args.latency_seconds + 360  # past the last reuse: event time only grows
+        in_topic, runs = len(lines), 0
+
+        def paced(rate: float, seconds: float) -> tuple[list[tuple[float, float]], float]:
+            nonlocal clock, in_topic, runs
+            probes, sent, n = asyncio.run(latency(s, rate, seconds, clock, str(runs), lines))
+            runs += 1
+            clock += seconds + 360  # past the last reuse: event time only grows
             # A rate above capacity leaves a backlog: let the worker catch up first, or
-            # the next (lower) rate would measure this one's queue.
+            # the next run would measure this one's queue.
             in_topic += n
             asyncio.run(wait_committed(s, in_topic, timeout=900))
+            return probes, sent
+
+        # The sustainable rate is that of live traffic, not of the catch-up above: a
+        # backlog gives large batches (one table write per user per batch), live traffic
+        # gives batches of a few events of different users. Step down from the catch-up
+        # rate until a paced run keeps up.
+        rate = worker_rate
+        sustainable = 0.0
+        for _ in range(args.sustain_steps):
+            probes, sent = paced(rate, args.latency_seconds)
+            ok = keeps_up(probes)
+            last = [d for _, d in probes[len(probes) * 2 // 3 :]]
+            print(
+                f"paced at {rate:>7,.0f} events/s: last third's p50 delay "
+                f"{pct(last, 0.5) * 1000 if last else float('nan'):7.0f} ms -> "
+                + ("keeps up" if ok else "falls behind")
+                + (f"  [producer managed only {sent:,.0f} events/s]" if sent < 0.95 * rate else "")
+            )
+            if ok:
+                sustainable = rate
+                break
+            rate *= 0.85
+        print(f"sustainable live rate                  {sustainable:>12,.0f} events/s")
+        rates = [
+            sustainable / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
+        ]
+        for rate in rates:
+            if rate <= 0:
+                continue
+            probes, sent = paced(rate, args.latency_seconds)
+            delays = sorted(d for _, d in probes)
             if not delays:
                 print(f"event-to-alert latency at {rate:,.0f} events/s: no alerts arrived")
                 continue
-            p50 = delays[len(delays) // 2] * 1000
-            p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000
+            p50, p99 = pct(delays, 0.5) * 1000, pct(delays, 0.99) * 1000
             print(
                 f"event-to-alert latency at {rate:>5,.0f} events/s: p50 {p50:6.0f} ms, "
                 f"p99 {p99:6.0f} ms over {len(delays)} alerts   (target p99 <= 100)"
