@@ -246,7 +246,7 @@ async def latency(
     reader.start()
     if not ready.wait(60):
         raise SystemExit("alert reader did not start")
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=5)
     await producer.start()
     background = _background(lines, tag)
     sent_at: dict[str, float] = {}
