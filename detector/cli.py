@@ -360,14 +360,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from detector.stream.app import create_app
-    from detector.stream.clients import ensure_topics
+    from detector.stream.clients import ensure_topics, explained_connection_errors
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
     with _model_refused():  # loads the model: refused before any broker is contacted
         app = create_app(settings, policy)
-    # Source and sink topics with explicit partition counts, before Faust subscribes.
-    asyncio.run(ensure_topics(settings))
+    # Source and sink topics with explicit partition counts, before Faust subscribes; also
+    # where an unreachable broker or refused credentials stop the worker, with a reason.
+    with explained_connection_errors(settings):
+        asyncio.run(ensure_topics(settings))
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.
@@ -380,13 +382,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
     from detector.fingerprint import Fingerprinter
-    from detector.stream.clients import produce
+    from detector.stream.clients import explained_connection_errors, produce
 
     policy = load_policy(args.config)
     fp = Fingerprinter.from_env(policy.fingerprint_key_env)
-    sent = asyncio.run(
-        produce(_stream_settings(args), args.inputs, fp, speed=args.speed, rate=args.rate)
-    )
+    settings = _stream_settings(args)
+    with explained_connection_errors(settings):
+        sent = asyncio.run(produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate))
     print(f"sessionwatch: produced {sent} events", file=sys.stderr)
     return 0
 
@@ -394,9 +396,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     import asyncio
 
-    from detector.stream.clients import read_alerts
+    from detector.stream.clients import explained_connection_errors, read_alerts
 
-    asyncio.run(read_alerts(_stream_settings(args), sys.stdout.buffer, follow=args.follow))
+    settings = _stream_settings(args)
+    with explained_connection_errors(settings):
+        asyncio.run(read_alerts(settings, sys.stdout.buffer, follow=args.follow))
     return 0
 
 
@@ -536,6 +540,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if type(exc).__name__ != "BrokerUnreachable":  # its module imports aiokafka: lazy
+            raise
+        print(f"sessionwatch: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

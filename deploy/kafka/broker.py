@@ -61,17 +61,71 @@ def _java() -> str:
 
 
 class Broker:
-    """One KRaft broker+controller process with its own temporary storage."""
+    """One KRaft broker+controller process with its own temporary storage.
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    With ``secure=True`` it also listens with SSL and with SASL_SSL (SCRAM-SHA-256 and
+    -512, user :attr:`SCRAM_USER`), on a self-signed certificate for 127.0.0.1 made with
+    the JDK's keytool; :attr:`cafile` is that certificate in PEM for clients to trust.
+    """
+
+    SCRAM_USER = "sessionwatch"
+
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, secure: bool = False
+    ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sessionwatch-kafka-"))
         self.port = port or free_port()
         self.controller_port = free_port()
+        self.secure = secure
+        self.ssl_port = free_port() if secure else 0
+        self.sasl_ssl_port = free_port() if secure else 0
+        self.scram_password = uuid.uuid4().hex if secure else ""
+        self._store_password = uuid.uuid4().hex
+        self.cafile = self.workdir / "ca.pem"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    def _keystore(self) -> Path:
+        """A self-signed key pair for 127.0.0.1 (PKCS12) and its certificate in PEM."""
+        keystore = self.workdir / "broker.p12"
+        keytool = str(Path(_java()).with_name("keytool"))
+        common = ["-keystore", str(keystore), "-storepass", self._store_password]
+        subprocess.run(
+            [
+                *(keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA"),
+                *("-keysize", "2048", "-validity", "7", "-dname", "CN=127.0.0.1"),
+                *("-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-storetype", "PKCS12"),
+                *("-keypass", self._store_password, *common),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                keytool,
+                "-exportcert",
+                "-rfc",
+                "-alias",
+                "broker",
+                "-file",
+                str(self.cafile),
+                *common,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return keystore
 
     def _config(self) -> Path:
         data = self.workdir / "data"
@@ -98,6 +152,24 @@ class Broker:
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "1000000",
         }
+        if self.secure:
+            secure = f"SSL://127.0.0.1:{self.ssl_port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            props["listeners"] += "," + secure
+            props["advertised.listeners"] += "," + secure
+            props["listener.security.protocol.map"] += ",SSL:SSL,SASL_SSL:SASL_SSL"
+            props["sasl.enabled.mechanisms"] = "SCRAM-SHA-256,SCRAM-SHA-512"
+            for mechanism in ("scram-sha-256", "scram-sha-512"):
+                props[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+            props.update(
+                {
+                    "ssl.keystore.type": "PKCS12",
+                    "ssl.keystore.location": str(self._keystore()),
+                    "ssl.keystore.password": self._store_password,
+                    "ssl.key.password": self._store_password,
+                }
+            )
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
@@ -127,6 +199,15 @@ class Broker:
                 "-c",
                 str(config),
                 "--ignore-formatted",
+                *(
+                    arg
+                    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                    for arg in (
+                        "--add-scram",
+                        f"{mechanism}=[name={self.SCRAM_USER},password={self.scram_password}]",
+                    )
+                    if self.secure
+                ),
             ],
             check=True,
             stdout=subprocess.DEVNULL,

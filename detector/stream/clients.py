@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
@@ -19,11 +20,74 @@ from detector.stream.routing import routing_key
 from detector.stream.settings import StreamSettings
 
 
+class BrokerUnreachable(Exception):
+    """No broker could be reached or the handshake was refused; the text says what to fix."""
+
+
+_HINTS = (
+    (
+        "Authentication failed",
+        "the broker refused the SASL credentials: check SESSIONWATCH_SASL_USERNAME, "
+        "SESSIONWATCH_SASL_PASSWORD and SESSIONWATCH_SASL_MECHANISM",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the broker's certificate is not trusted (or not issued for this address): set "
+        "SESSIONWATCH_SSL_CAFILE to the CA certificate that signed it",
+    ),
+    (
+        "SSL",
+        "the TLS handshake failed: check that the listener speaks "
+        "SESSIONWATCH_SECURITY_PROTOCOL and that SESSIONWATCH_SSL_CAFILE is right",
+    ),
+)
+
+
+@contextlib.contextmanager
+def explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
+    """Turns aiokafka's bare "Unable to bootstrap" into :class:`BrokerUnreachable` that
+    names the cause (aiokafka only logs it) and the setting to fix. Never quotes secrets:
+    the broker's answer and the user name, not the password."""
+    causes: list[str] = []
+
+    class _Causes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text.startswith("Unable connect to"):
+                causes.append(text.split(": ", 1)[-1])
+
+    handler = _Causes(logging.ERROR)
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(handler)
+    try:
+        yield
+    except KafkaConnectionError as exc:
+        cause = causes[-1] if causes else str(exc)
+        if not cause.strip() and "SSL" in settings.security_protocol:
+            cause = "SSL: the connection closed during the TLS handshake"
+        hint = next(
+            (h for marker, h in _HINTS if marker in cause),
+            "no broker answered: check SESSIONWATCH_BOOTSTRAP_SERVERS and "
+            "SESSIONWATCH_SECURITY_PROTOCOL",
+        )
+        who = (
+            f" as {settings.sasl_username!r} ({settings.sasl_mechanism})"
+            if settings.security_protocol.startswith("SASL")
+            else ""
+        )
+        raise BrokerUnreachable(
+            f"cannot connect to Kafka at {settings.bootstrap_servers} over "
+            f"{settings.security_protocol}{who}: {hint} (broker connection: {cause})"
+        ) from None
+    finally:
+        logger.removeHandler(handler)
+
+
 async def ensure_topics(settings: StreamSettings, replication: int = 1) -> None:
     """Creates the SPEC topics with the configured partition counts if they are missing."""
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=n, replication_factor=replication)
@@ -65,11 +129,11 @@ async def produce(
         linger_ms=5,
         max_batch_size=1 << 20,
     )
-    await producer.start()
     sent = 0
     start_wall = time.monotonic()
     first_ts: float | None = None
     try:
+        await producer.start()
         for path in paths:
             with open_input(path) as fh:
                 for line in fh:
@@ -106,9 +170,9 @@ async def read_alerts(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     count = 0
     try:
+        await consumer.start()
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)  # no group: all partitions, once metadata is in
         tps = sorted(consumer.assignment())
