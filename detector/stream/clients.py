@@ -130,10 +130,10 @@ async def produce(
         max_batch_size=1 << 20,
     )
     sent = 0
-    start_wall = time.monotonic()
     first_ts: float | None = None
     try:
         await producer.start()
+        start_wall = time.monotonic()  # after the connection: pacing starts with sending
         for path in paths:
             with open_input(path) as fh:
                 for line in fh:

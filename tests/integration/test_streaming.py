@@ -372,3 +372,68 @@ def test_session_api_answers_for_every_worker(deployment_factory: Factory, tmp_p
         assert a["sessions"] == b["sessions"] and a["served_by"] == b["served_by"]
     served = {body["served_by"] for body in answers.values()}
     assert served == {f"http://127.0.0.1:{p}" for p in ports}, served
+
+
+def _records(bootstrap: str, topic: str, n: int) -> list[Any]:
+    """The first ``n`` records of ``topic`` (all partitions), with their timestamps."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        got: list[Any] = []
+        try:
+            deadline = time.monotonic() + 60
+            while len(got) < n and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(records)
+        finally:
+            await consumer.stop()
+        return got
+
+    return asyncio.run(read())
+
+
+def test_produce_paces_by_recorded_time_or_rate(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """``--speed`` keeps recorded gaps scaled, ``--rate`` a fixed pace. Checked on the
+    broker's record timestamps (set when the producer sends), as lower bounds only (a
+    sleep never ends early, so a slow machine cannot fail it), less 10 ms: the pace is
+    anchored when sending starts, a little before the first record's timestamp. Unpaced,
+    the gaps would be a few ms."""
+    recorded = [0.0, 0.0, 3.0, 6.0, 6.0, 10.0]  # seconds after the first event
+    path = tmp_path / "paced.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "ts": 1_700_000_000 + t,
+                    "type": "transaction",
+                    "session_id": "A" * 32,  # one key: one partition, send order kept
+                    "user": "pace",
+                    "ip": "10.0.0.1",
+                }
+            )
+            + b"\n"
+            for i, t in enumerate(recorded)
+        )
+    )
+    d = deployment_factory(1)
+    d.produce(path, "--speed", "20")
+    by_id = {
+        orjson.loads(r.value)["event_id"]: r.timestamp
+        for r in _records(d.bootstrap, d.topics["events"], 6)
+    }
+    sent_ms = [by_id[f"e{i}"] for i in range(len(recorded))]
+    assert sent_ms == sorted(sent_ms)
+    for i in range(1, len(recorded)):
+        assert sent_ms[i] - sent_ms[0] >= (recorded[i] - recorded[0]) * 1000 / 20 - 10
+
+    d2 = deployment_factory(1)
+    d2.produce(path, "--rate", "10")  # one event every 100 ms
+    stamps = sorted(r.timestamp for r in _records(d2.bootstrap, d2.topics["events"], 6))
+    assert stamps[-1] - stamps[0] >= (len(recorded) - 1) * 100 - 10
