@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
+from detector.stream.settings import BrokerUnreachable
 
 if TYPE_CHECKING:
     from detector.engine import Engine
@@ -540,9 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        if type(exc).__name__ != "BrokerUnreachable":  # its module imports aiokafka: lazy
-            raise
+    except BrokerUnreachable as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
 

@@ -17,12 +17,7 @@ from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input
 from detector.stream.routing import routing_key
-from detector.stream.settings import StreamSettings
-
-
-class BrokerUnreachable(Exception):
-    """No broker could be reached or the handshake was refused; the text says what to fix."""
-
+from detector.stream.settings import BrokerUnreachable, StreamSettings
 
 _HINTS = (
     (

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class BrokerUnreachable(Exception):
+    """No broker could be reached or the handshake was refused; the text says what to fix.
+
+    Here, not beside the clients, so the CLI can catch it without importing aiokafka."""
+
+
 def _env(name: str, default: str) -> Any:
     return field(default_factory=lambda: os.environ.get(name, default), metadata={"env": name})
 

@@ -106,3 +106,16 @@ def test_simulate_then_replay(tmp_path: Path) -> None:
         == 0
     )
     assert ev.read_bytes().count(b"\n") > 100 and lab.read_bytes().count(b"\n") >= 14
+
+
+def test_no_broker_stops_the_clients_with_what_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens on port 1: a clear one-line reason and exit code 1, no traceback
+    (a real refused connection; the security failures are tested on a real broker)."""
+    monkeypatch.setenv("SESSIONWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    assert main(["alerts"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot connect to Kafka at 127.0.0.1:1 over PLAINTEXT: no broker answered" in err
+    assert "SESSIONWATCH_BOOTSTRAP_SERVERS" in err
