@@ -99,7 +99,7 @@ class Broker:
     def _keystore(self) -> Path:
         """A self-signed key pair for 127.0.0.1 (PKCS12) and its certificate in PEM."""
         keystore = self.workdir / "broker.p12"
-        keytool = str(Path(_java()).with_name("keytool"))
+        keytool = str(Path(_java()).resolve().with_name("keytool"))  # beside the real java
         common = ["-keystore", str(keystore), "-storepass", self._store_password]
         subprocess.run(
             [
