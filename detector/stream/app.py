@@ -186,20 +186,26 @@ class InOrder:
         self.gate = OffsetGate()
         self.fills: dict[int, asyncio.Task[None]] = {}
         self.generation = -1
+        self.revocations = 0  # Faust's rebalance count when this generation began
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
         generation = self.app.consumer_generation_id
         if generation != self.generation:
             self.generation = generation
+            self.revocations = self.app.rebalancing_count
             for task in self.fills.values():
                 task.cancel()
             self.fills.clear()
             self.gate.reset()
             self.new_generation()
+        # Faust moves the generation only at the assignment: between a revocation (which
+        # counts a rebalance) and then, a batch would still look current while its
+        # partitions may already be restoring on another worker.
+        revoked = self.app.rebalancing_count != self.revocations
         for event in batch:
             msg = event.message
-            if msg.generation_id != generation:
+            if revoked or msg.generation_id != generation:
                 # Taken before a rebalance: its partition may belong to another worker
                 # now, and Kafka re-delivers it from the commit to whoever owns it. Not
                 # acked either (take_events would), or the commit could step over it.
@@ -248,6 +254,7 @@ class InOrder:
                 await asyncio.sleep(1.0)
         if (
             self.app.consumer_generation_id != generation  # a rebalance, no batch since
+            or self.app.rebalancing_count != self.revocations  # one under way (see take)
             or self.generation != generation
             or self.gate.hole(hole.partition) != hole
         ):

@@ -68,3 +68,61 @@ def test_reset_drops_holds_and_a_stale_fill_releases_nothing() -> None:
     assert gate.held == 0
     # The new generation starts afresh from the commit.
     assert gate.admit(0, 2, 2, committed=2) is Verdict.APPLY
+
+
+class _Msg:
+    def __init__(self, partition: int, offset: int, generation: int) -> None:
+        self.topic, self.partition, self.offset = "events", partition, offset
+        self.tp = ("events", partition)
+        self.generation_id = generation
+        self.acked = False
+
+
+class _Event:
+    def __init__(self, msg: _Msg) -> None:
+        self.message, self.value = msg, b"{}"
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self._committed_offset: dict[object, int] = {}
+
+
+class _App:
+    """What InOrder reads of a Faust app around a rebalance."""
+
+    def __init__(self) -> None:
+        self.consumer_generation_id = 1
+        self.rebalancing_count = 1  # the revocation before the first assignment
+        self.consumer = _Consumer()
+
+
+def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_acked() -> None:
+    """Faust moves ``consumer_generation_id`` only at the assignment, so between a
+    revocation (which counts a rebalance) and then, a batch looks current while its
+    partitions may already be restoring on another worker: applying it would race that
+    worker's changelog writes. It is dropped unacked, like a batch of an older generation."""
+    from detector.metrics import Metrics
+    from detector.stream.app import InOrder
+    from detector.stream.settings import StreamSettings
+
+    applied: list[int] = []
+    app = _App()
+    in_order = InOrder(
+        app,  # type: ignore[arg-type]
+        StreamSettings(),
+        Metrics(),
+        lambda raw, msg, token: applied.append(msg.offset),
+        lambda: None,
+    )
+    in_order.take([_Event(_Msg(0, o, 1)) for o in (0, 1)])
+    assert applied == [0, 1]
+    app.rebalancing_count += 1  # revoked; not yet assigned: the generation is still 1
+    during = [_Event(_Msg(0, o, 1)) for o in (2, 3)]
+    in_order.take(during)
+    assert applied == [0, 1]
+    assert all(e.message.acked for e in during)  # marked so take_events does not ack them
+    app.consumer_generation_id = 2
+    app.consumer._committed_offset[("events", 0)] = 2
+    in_order.take([_Event(_Msg(0, o, 2)) for o in (2, 3)])  # re-delivered from the commit
+    assert applied == [0, 1, 2, 3]
