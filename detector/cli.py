@@ -356,12 +356,11 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import asyncio
 
     from faust.worker import Worker
 
     from detector.stream.app import create_app
-    from detector.stream.clients import ensure_topics, explained_connection_errors
+    from detector.stream.clients import ensure_topics, run_with_broker
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
@@ -369,8 +368,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app = create_app(settings, policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
     # where an unreachable broker or refused credentials stop the worker, with a reason.
-    with explained_connection_errors(settings):
-        asyncio.run(ensure_topics(settings))
+    run_with_broker(settings, ensure_topics(settings))
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.
@@ -380,28 +378,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    import asyncio
 
     from detector.fingerprint import Fingerprinter
-    from detector.stream.clients import explained_connection_errors, produce
+    from detector.stream.clients import produce, run_with_broker
 
     policy = load_policy(args.config)
     fp = Fingerprinter.from_env(policy.fingerprint_key_env)
     settings = _stream_settings(args)
-    with explained_connection_errors(settings):
-        sent = asyncio.run(produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate))
+    sent = run_with_broker(
+        settings, produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate)
+    )
     print(f"sessionwatch: produced {sent} events", file=sys.stderr)
     return 0
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    import asyncio
 
-    from detector.stream.clients import explained_connection_errors, read_alerts
+    from detector.stream.clients import read_alerts, run_with_broker
 
     settings = _stream_settings(args)
-    with explained_connection_errors(settings):
-        asyncio.run(read_alerts(settings, sys.stdout.buffer, follow=args.follow))
+    run_with_broker(settings, read_alerts(settings, sys.stdout.buffer, follow=args.follow))
     return 0
 
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import IO
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -38,8 +38,17 @@ _HINTS = (
 )
 
 
+T = TypeVar("T")
+
+
+def run_with_broker(settings: StreamSettings, client: Coroutine[Any, Any, T]) -> T:
+    """Runs a client coroutine; a refused connection becomes :class:`BrokerUnreachable`."""
+    with _explained_connection_errors(settings):
+        return asyncio.run(client)
+
+
 @contextlib.contextmanager
-def explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
+def _explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
     """Turns aiokafka's bare "Unable to bootstrap" into :class:`BrokerUnreachable` that
     names the cause (aiokafka only logs it) and the setting to fix. Never quotes secrets:
     the broker's answer and the user name, not the password."""
