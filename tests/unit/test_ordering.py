@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 
 
@@ -126,3 +129,50 @@ def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_
     app.consumer._committed_offset[("events", 0)] = 2
     in_order.take([_Event(_Msg(0, o, 2)) for o in (2, 3)])  # re-delivered from the commit
     assert applied == [0, 1, 2, 3]
+
+
+def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> None:
+    """Faust's stream skips a message fetched before a rebalance (an older generation, or
+    flow suspended while one is under way) and acks it. Counted, that ack lets Faust
+    commit past events nobody processed when the partition comes back to this worker;
+    the worker must not count it, so Kafka re-delivers the event from the commit."""
+    import faust
+    from faust.events import Event
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+    from faust.types.tuples import ConsumerMessage
+
+    from detector.stream import app as stream_app
+
+    async def scenario() -> list[object]:
+        app = faust.App("ack-guard", broker="kafka://127.0.0.1:1")
+        consumer = cast(Consumer, app.consumer)
+        tp = TP("events", 0)
+        app.topics.acking_topics.add("events")  # as once the agent subscribed
+
+        def message(offset: int, generation: int) -> ConsumerMessage:
+            return ConsumerMessage(
+                "events", 0, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, tp,
+                generation_id=generation,
+            )  # fmt: skip
+
+        def skip_and_ack(msg: ConsumerMessage) -> bool:
+            return bool(Event(app, b"k", b"v", {}, msg).ack())  # Faust's skip path
+
+        app.consumer_generation_id = 2
+        app.flow_control.resume()
+        seen: list[object] = []
+        stale = message(7, generation=1)
+        seen.append(skip_and_ack(stale))
+        seen.append(stale.acked)  # nothing may ack it a second time
+        app.flow_control.suspend()  # a rebalance begins
+        seen.append(skip_and_ack(message(8, generation=2)))
+        app.flow_control.resume()
+        seen.append(skip_and_ack(message(9, generation=2)))  # processed: counted
+        seen.append(list(consumer._acked[tp]))
+        # Without the guard Faust counts the stale one: what the guard exists for.
+        seen.append(stream_app._faust_ack(consumer, message(7, generation=1)))
+        assert Consumer.ack is stream_app._ack_if_current
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, True, [9], True]
