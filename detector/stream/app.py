@@ -39,7 +39,7 @@ from detector.metrics import Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
-from detector.stream.clients import fetch_range
+from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.routing import routing_key
 from detector.stream.settings import StreamSettings
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 #: Event-time seconds between sweeps of dead bundles (a scan of the local table).
 STREAM_SWEEP_EVERY_S = 900.0
+#: Seconds between checks for partitions whose events stopped coming (InOrder.watch).
+WATCH_EVERY_S = 5.0
+#: At most this many offsets behind are read to tell commit markers from undelivered events.
+MARKERS_PROBE = 64
 
 _json = msgspec.json.Encoder()
 
@@ -141,8 +145,17 @@ def _ack_if_current(self: Consumer, message: Any) -> bool:
         return _faust_ack(self, message)
 
 
+async def _no_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
+    """Faust counts offsets its fetch loop jumped over as done (committable), meant for
+    transaction markers; but a jump also happens when a rebalance or seek leaves events
+    undelivered, and then the commit passes events nobody processed. The agent reads
+    every jump back itself (:mod:`detector.stream.ordering`) and marks the offsets it
+    finds empty as done, so Faust's own gap tracking is off."""
+
+
 _faust_ack = Consumer.ack
 Consumer.ack = _ack_if_current  # type: ignore[method-assign]
+Consumer._add_gap = _no_gap  # type: ignore[method-assign]
 
 
 class _At(NamedTuple):
@@ -206,8 +219,15 @@ class InOrder:
         apply: Callable[[bytes, Any, Any], None],
         done: Callable[[], None],
         new_generation: Callable[[], None] = lambda: None,
+        *,
+        topic: str,
     ) -> None:
         self.app = app
+        self.topic = topic
+        self.read_back = fetch_range
+        # Per partition: (generation, expected offset, end offset) when last seen behind.
+        self._behind: dict[int, tuple[int, int | None, int]] = {}
+        self._reread: dict[int, tuple[int, int | None, int]] = {}
         self.settings = settings
         self.metrics = metrics
         self.apply = apply
@@ -261,21 +281,91 @@ class InOrder:
             assert hole is not None
             log.debug(
                 "offsets %s..%s of %s/%s not delivered; reading them back",
-                hole.start,
+                "commit" if hole.start is None else hole.start,
                 hole.end - 1,
                 msg.topic,
                 msg.partition,
             )
-            self.metrics.delivery_holes = (self.metrics.delivery_holes or 0) + 1
+            if hole.start is not None:  # an unknown start is routine, not a hole
+                self.metrics.delivery_holes = (self.metrics.delivery_holes or 0) + 1
             self.fills[msg.partition] = asyncio.ensure_future(self._fill(hole, msg.topic))
         return False
+
+    async def watch(self) -> None:
+        """Has Faust read a partition again when its events stopped coming (see
+        :mod:`detector.stream.ordering`): the end offset ahead of what was applied, and
+        no progress over a whole watch interval, while no rebalance or read-back runs."""
+        app, consumer = self.app, self.app.consumer
+        generation = app.consumer_generation_id
+        if app.rebalancing or not app.flow_control.is_active():
+            self._behind.clear()
+            return
+        current = generation == self.generation  # else no batch yet in this generation
+        for tp in list(consumer.assignment()):
+            p = tp.partition
+            if tp.topic != self.topic or (current and self.gate.hole(p) is not None):
+                continue
+            end = consumer.highwater(tp)
+            expected = self.gate.expected(p) if current else None
+            committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+            done = expected if expected is not None else committed
+            if end is None or (done is not None and done >= end):
+                self._behind.pop(p, None)
+                continue
+            seen = (generation, expected, end)
+            if self._behind.get(p) != seen:
+                self._behind[p] = seen  # behind, maybe only busy: look again next time
+                continue
+            if self._reread.get(p) == seen:
+                continue  # asked already; the events are on their way
+            self._reread[p] = seen
+            if expected is not None and await self._only_markers(tp, expected, end, generation):
+                continue
+            start = done
+            if start is None:
+                start = await resume_offset(self.settings, tp.topic, p)
+                if app.consumer_generation_id != generation or app.rebalancing:
+                    return
+            if start >= end:
+                continue
+            log.warning(
+                "%s/%s: offsets %s..%s fetched but not delivered; reading them again",
+                tp.topic,
+                p,
+                start,
+                end - 1,
+            )
+            self.metrics.delivery_holes = (self.metrics.delivery_holes or 0) + 1
+            await consumer.seek(tp, start)
+
+    async def _only_markers(self, tp: TP, start: int, end: int, generation: int) -> bool:
+        """True if ``start``..``end - 1`` of ``tp`` hold no record (a transactional
+        producer's last commit marker, say): then they are marked done, for the commit
+        to pass them, and there is nothing to deliver. Only a few offsets are read: a
+        backlog answers False at its first record."""
+        if end - start > MARKERS_PROBE:
+            return False
+        _, records = await self.read_back(self.settings, tp.topic, tp.partition, start, end)
+        if records:
+            return False
+        if (
+            self.app.consumer_generation_id != generation
+            or self.app.rebalancing
+            or self.gate.expected(tp.partition) != start
+            or self.gate.hole(tp.partition) is not None
+        ):
+            return True  # moved on meanwhile; the next watch looks again
+        for offset in range(start, end):
+            self.app.consumer.ack(_FilledRecord(_At(tp.topic, tp.partition, offset)))  # type: ignore[arg-type]
+        self.gate.passed(tp.partition, end)
+        return True
 
     async def _fill(self, hole: Hole, topic: str) -> None:
         """Reads a hole's records back from Kafka, applies them, then what it held."""
         generation = self.generation
         while True:
             try:
-                records = await fetch_range(
+                start, records = await self.read_back(
                     self.settings, topic, hole.partition, hole.start, hole.end
                 )
                 break
@@ -293,19 +383,28 @@ class InOrder:
         del self.fills[hole.partition]
         held = self.gate.filled(hole, len(records))
         token = held[0]  # an event of this partition
+        ack = self.app.consumer.ack
+        present: set[int] = set()
         for offset, raw in records:
             at = _At(topic, hole.partition, offset)
             self.apply(raw or b"", at, token)
-            self.app.consumer.ack(_FilledRecord(at))  # type: ignore[arg-type]
+            ack(_FilledRecord(at))  # type: ignore[arg-type]
+            present.add(offset)
+        # Offsets with no record (transaction markers, compaction) are done too, or the
+        # commit could never pass them (Faust's own gap tracking is switched off).
+        for offset in range(start, hole.end):
+            if offset not in present:
+                ack(_FilledRecord(_At(topic, hole.partition, offset)))  # type: ignore[arg-type]
         self.metrics.records_read_back += len(records)
-        # No record at all: commit markers of a transactional producer, nothing unusual.
-        # Records: the stream framework skipped them (see detector.stream.ordering).
+        # No record at all: commit markers of a transactional producer, or a generation
+        # starting where expected, nothing unusual. Records: the stream framework skipped
+        # them (see detector.stream.ordering).
         log.log(
             logging.WARNING if records else logging.DEBUG,
             "%s/%s: offsets %s..%s were not delivered; %d records read back and applied",
             topic,
             hole.partition,
-            hole.start,
+            start,
             hole.end - 1,
             len(records),
         )
@@ -455,7 +554,10 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # One write per bundle touched, under its last event (hence its partition).
         store.flush(lambda last: _current_event.set(weakref.ref(last)))
 
-    in_order = InOrder(app, settings, metrics, apply_one, end_of_batch, new_generation)
+    in_order = InOrder(
+        app, settings, metrics, apply_one, end_of_batch, new_generation, topic=settings.events_topic
+    )
+    app.timer(WATCH_EVERY_S)(in_order.watch)
 
     def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
         # The exception's message may quote event data (a session ID): log its type
@@ -540,7 +642,8 @@ def install_normalizer(
             events_topic.send_soon(key=key, value=line)
 
     # In order and without holes, as detection (a skipped vendor record is a lost event).
-    in_order = InOrder(app, settings, metrics, normalize_one, lambda: None)
+    in_order = InOrder(app, settings, metrics, normalize_one, lambda: None, topic=topic_name)
+    app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
 
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
     async def normalize(stream: Any) -> None:

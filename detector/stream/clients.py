@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -199,23 +199,23 @@ async def read_alerts(
 
 
 async def fetch_range(
-    settings: StreamSettings, topic: str, partition: int, start: int, end: int
-) -> list[tuple[int, bytes | None]]:
-    """The records of ``topic``/``partition`` at offsets ``start`` to ``end - 1``.
+    settings: StreamSettings, topic: str, partition: int, start: int | None, end: int
+) -> tuple[int, list[tuple[int, bytes | None]]]:
+    """The records of ``topic``/``partition`` from ``start`` to ``end - 1``, and ``start``.
 
     A plain consumer with no group (nothing committed, nothing rebalanced): the
     worker reads back records its stream skipped. Offsets that hold no record
-    (transaction markers, compacted away) are simply not in the result.
+    (transaction markers, compacted away) are simply not in the result. A ``start``
+    of None means :func:`resume_offset`.
     """
+    if start is None:
+        start = await resume_offset(settings, topic, partition)
+    records: list[tuple[int, bytes | None]] = []
+    if start >= end:  # the usual answer for a generation's first event
+        return start, records
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(
-        **settings.aiokafka_kwargs(), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign([tp])
+    async with _plain_consumer(settings, tp) as consumer:
         consumer.seek(tp, start)
-        records: list[tuple[int, bytes | None]] = []
         deadline = time.monotonic() + 60.0
         while await consumer.position(tp) < end:
             if time.monotonic() > deadline:
@@ -224,6 +224,37 @@ async def fetch_range(
             records.extend(
                 (r.offset, r.value) for r in batches.get(tp, ()) if start <= r.offset < end
             )
-        return records
+    return start, records
+
+
+async def resume_offset(settings: StreamSettings, topic: str, partition: int) -> int:
+    """Where the worker group resumes ``partition``: its committed offset, or the start
+    of the log if it has committed none (the workers read from the earliest offset)."""
+    tp = TopicPartition(topic, partition)
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(settings.app_id, partitions=[tp])
+    finally:
+        await admin.close()
+    found = offsets.get(tp)
+    if found is not None and found.offset >= 0:
+        return int(found.offset)
+    async with _plain_consumer(settings, tp) as consumer:
+        return int((await consumer.beginning_offsets([tp]))[tp])
+
+
+@contextlib.asynccontextmanager
+async def _plain_consumer(
+    settings: StreamSettings, tp: TopicPartition
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of ``tp`` alone, in no group."""
+    consumer = AIOKafkaConsumer(
+        **settings.aiokafka_kwargs(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        yield consumer
     finally:
         await consumer.stop()

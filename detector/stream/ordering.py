@@ -11,6 +11,19 @@ committed) while the hole's records are read back from Kafka directly; then the
 records and the held events are applied in order. Offsets Kafka does not have
 (transaction markers, compaction) are simply absent from that read.
 
+The first event of a partition in each generation must be the one at the group's
+committed offset. Around a rebalance Faust delivers from wherever its fetcher
+happens to be (events prefetched before the rebalance are skipped, not
+re-fetched), and it knows the committed offset only once it has sought to it,
+some time after the assignment; so when it does not know it yet, the start is
+looked up in Kafka before anything of that partition applies.
+
+A hole shows only when a later event arrives. When Faust drops the *tail* of a
+partition (fetched, then discarded at a rebalance, its position moved past), no
+later event comes until the source writes again; so the agent also watches for a
+partition whose end offset stays ahead of what it applied without progress, and
+has Faust read it again from there.
+
 This module is the bookkeeping only; the agent in :mod:`detector.stream.app`
 does the reading and applying.
 """
@@ -31,7 +44,9 @@ class Verdict(Enum):
 @dataclass(frozen=True, slots=True)
 class Hole:
     partition: int
-    start: int  # first missing offset
+    # First missing offset; None: where the group resumes the partition (its committed
+    # offset, or the log start), which Faust did not know when the event came.
+    start: int | None
     end: int  # offset of the event that revealed the hole (not missing)
 
 
@@ -61,7 +76,9 @@ class OffsetGate:
             return Verdict.HOLD
         expected = self._next.get(partition)
         if expected is None:
-            expected = committed if committed is not None and committed <= offset else offset
+            if committed is None:  # the commit must be looked up before anything applies
+                return self._open(partition, None, offset, item)
+            expected = min(committed, offset)
         if offset < expected:  # re-delivered: the bundle's offset decides what to re-send
             self._next[partition] = expected
             return Verdict.APPLY
@@ -69,10 +86,22 @@ class OffsetGate:
             self._next[partition] = offset + 1
             return Verdict.APPLY
         self._next[partition] = expected
+        return self._open(partition, expected, offset, item)
+
+    def _open(self, partition: int, start: int | None, end: int, item: Any) -> Verdict:
         self._held[partition] = [item]
-        self._holes[partition] = Hole(partition, expected, offset)
+        self._holes[partition] = Hole(partition, start, end)
         self.holes_found += 1
         return Verdict.FILL
+
+    def expected(self, partition: int) -> int | None:
+        """The next offset to apply, None before the generation's first event."""
+        return self._next.get(partition)
+
+    def passed(self, partition: int, end: int) -> None:
+        """Offsets up to ``end`` hold no record (read back and found empty)."""
+        if partition in self._next and partition not in self._holes:
+            self._next[partition] = max(self._next[partition], end)
 
     def hole(self, partition: int) -> Hole | None:
         return self._holes.get(partition)

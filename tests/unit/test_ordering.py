@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
+from faust.types import TP
+
+from detector.metrics import Metrics
+from detector.stream.app import InOrder
 from detector.stream.ordering import Hole, OffsetGate, Verdict
+from detector.stream.settings import StreamSettings
 
 
 def test_in_order_events_are_applied_and_re_deliveries_pass_to_the_bundles() -> None:
     gate = OffsetGate()
-    assert [gate.admit(0, o, o, None) for o in (5, 6, 7)] == [Verdict.APPLY] * 3
+    assert [gate.admit(0, o, o, 5) for o in (5, 6, 7)] == [Verdict.APPLY] * 3
     # Re-delivered after a crash or a read-back: applied again, the bundle's offset
     # decides that nothing changes; the expected offset does not move back.
     assert gate.admit(0, 6, 6, None) is Verdict.APPLY
@@ -20,12 +25,12 @@ def test_in_order_events_are_applied_and_re_deliveries_pass_to_the_bundles() -> 
 
 def test_a_missing_offset_holds_the_partition_until_filled() -> None:
     gate = OffsetGate()
-    assert gate.admit(2, 47, "e47", None) is Verdict.APPLY
+    assert gate.admit(2, 47, "e47", 47) is Verdict.APPLY
     assert gate.admit(2, 49, "e49", None) is Verdict.FILL
     assert gate.hole(2) == Hole(2, 48, 49)
     # Later events of that partition wait; other partitions go on.
     assert gate.admit(2, 50, "e50", None) is Verdict.HOLD
-    assert gate.admit(3, 10, "f10", None) is Verdict.APPLY
+    assert gate.admit(3, 10, "f10", 10) is Verdict.APPLY
     assert gate.held == 2
     held = gate.filled(Hole(2, 48, 49), records=1)
     assert held == ["e49", "e50"]
@@ -46,9 +51,21 @@ def test_the_first_event_of_a_generation_starts_at_the_committed_offset() -> Non
     assert other.admit(1, 101, "e101", committed=100) is Verdict.APPLY
 
 
+def test_with_no_commit_known_the_first_event_waits_for_the_groups_commit() -> None:
+    """Faust knows a partition's commit only once it has sought to it, some time after
+    the assignment (and the group may have none): the start of the generation is looked
+    up before anything applies, or a first event delivered past it would be trusted."""
+    gate = OffsetGate()
+    assert gate.admit(4, 587, "e587", committed=None) is Verdict.FILL
+    assert gate.hole(4) == Hole(4, None, 587)
+    assert gate.admit(4, 588, "e588", committed=None) is Verdict.HOLD
+    assert gate.filled(Hole(4, None, 587), records=200) == ["e587", "e588"]
+    assert [gate.admit(4, o, o, None) for o in (587, 588)] == [Verdict.APPLY] * 2
+
+
 def test_a_second_hole_among_held_events_holds_the_rest_again() -> None:
     gate = OffsetGate()
-    gate.admit(0, 1, 1, None)
+    gate.admit(0, 1, 1, 1)
     assert gate.admit(0, 3, 3, None) is Verdict.FILL
     gate.admit(0, 6, 6, None)
     gate.admit(0, 7, 7, None)
@@ -62,7 +79,7 @@ def test_a_second_hole_among_held_events_holds_the_rest_again() -> None:
 
 def test_reset_drops_holds_and_a_stale_fill_releases_nothing() -> None:
     gate = OffsetGate()
-    gate.admit(0, 1, 1, None)
+    gate.admit(0, 1, 1, 1)
     gate.admit(0, 5, 5, None)
     hole = gate.hole(0)
     assert hole is not None
@@ -76,7 +93,7 @@ def test_reset_drops_holds_and_a_stale_fill_releases_nothing() -> None:
 class _Msg:
     def __init__(self, partition: int, offset: int, generation: int) -> None:
         self.topic, self.partition, self.offset = "events", partition, offset
-        self.tp = ("events", partition)
+        self.tp = TP("events", partition)
         self.generation_id = generation
         self.acked = False
 
@@ -100,24 +117,27 @@ class _App:
         self.consumer = _Consumer()
 
 
-def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_acked() -> None:
-    """Faust moves ``consumer_generation_id`` only at the assignment, so between a
-    revocation (which counts a rebalance) and then, a batch looks current while its
-    partitions may already be restoring on another worker: applying it would race that
-    worker's changelog writes. It is dropped unacked, like a batch of an older generation."""
-    from detector.metrics import Metrics
-    from detector.stream.app import InOrder
-    from detector.stream.settings import StreamSettings
-
-    applied: list[int] = []
-    app = _App()
-    in_order = InOrder(
+def _in_order(app: _App, applied: list[int]) -> InOrder:
+    """The agent's gate over ``app``, recording the offsets it applies."""
+    return InOrder(
         app,  # type: ignore[arg-type]
         StreamSettings(),
         Metrics(),
         lambda raw, msg, token: applied.append(msg.offset),
         lambda: None,
+        topic="events",
     )
+
+
+def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_acked() -> None:
+    """Faust moves ``consumer_generation_id`` only at the assignment, so between a
+    revocation (which counts a rebalance) and then, a batch looks current while its
+    partitions may already be restoring on another worker: applying it would race that
+    worker's changelog writes. It is dropped unacked, like a batch of an older generation."""
+    applied: list[int] = []
+    app = _App()
+    in_order = _in_order(app, applied)
+    app.consumer._committed_offset[("events", 0)] = 0
     in_order.take([_Event(_Msg(0, o, 1)) for o in (0, 1)])
     assert applied == [0, 1]
     app.rebalancing_count += 1  # revoked; not yet assigned: the generation is still 1
@@ -176,3 +196,105 @@ def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> N
         return seen
 
     assert asyncio.run(scenario()) == [False, True, False, True, [9], True]
+
+
+class _WatchedConsumer:
+    def __init__(self) -> None:
+        self._committed_offset: dict[object, int] = {}
+        self.ends: dict[object, int] = {}
+        self.sought: list[tuple[object, int]] = []
+        self.acked: list[tuple[int, int]] = []
+
+    def assignment(self) -> set[object]:
+        return set(self.ends)
+
+    def highwater(self, tp: object) -> int:
+        return self.ends[tp]
+
+    async def seek(self, tp: object, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+    def ack(self, record: Any) -> None:
+        self.acked.append((record.partition, record.offset))
+
+
+class _Kafka:
+    """What a read-back finds: records at the given offsets of each partition."""
+
+    def __init__(self, offsets: dict[int, set[int]]) -> None:
+        self.offsets = offsets
+
+    async def __call__(
+        self, settings: StreamSettings, topic: str, partition: int, start: int | None, end: int
+    ) -> tuple[int, list[tuple[int, bytes | None]]]:
+        assert start is not None  # the watch reads from what it expects
+        found = sorted(o for o in self.offsets.get(partition, ()) if start <= o < end)
+        return start, [(o, b"{}") for o in found]
+
+
+class _Flow:
+    active = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+def _watched_app() -> tuple[_App, _WatchedConsumer]:
+    app = _App()
+    consumer = _WatchedConsumer()
+    app.consumer = consumer  # type: ignore[assignment]
+    app.rebalancing = False  # type: ignore[attr-defined]
+    app.flow_control = _Flow()  # type: ignore[attr-defined]
+    return app, consumer
+
+
+def test_a_partition_whose_events_stopped_coming_is_read_again() -> None:
+    """Faust can drop the tail of a partition at a rebalance (fetched, discarded, its
+    position moved on): no later event reveals the hole. The watch notices the end
+    offset ahead of what was applied, with no progress over a whole interval, and has
+    Faust read the partition again from there, once."""
+    app, consumer = _watched_app()
+    applied: list[int] = []
+    in_order = _in_order(app, applied)
+    busy, stuck, idle = TP("events", 0), TP("events", 1), TP("events", 2)
+    marker = TP("events", 3)  # a transactional producer's last commit marker, at 4
+    in_order.read_back = _Kafka({0: set(range(50)), 1: set(range(40)), 3: {0, 1, 2, 3}})
+    consumer._committed_offset.update({busy: 0, stuck: 0, idle: 7, marker: 0})
+    consumer.ends.update({busy: 50, stuck: 40, idle: 7, marker: 5})
+    first = ((0, 0), (1, 0), (1, 1), (3, 0), (3, 1), (3, 2), (3, 3))
+    in_order.take([_Event(_Msg(p, o, 1)) for p, o in first])
+
+    def tick() -> list[tuple[object, int]]:
+        asyncio.run(in_order.watch())
+        return consumer.sought
+
+    assert tick() == []  # first sighting: maybe only busy
+    in_order.take([_Event(_Msg(0, 1, 1))])  # partition 0 progresses, 1 does not
+    assert tick() == [(stuck, 2)]
+    in_order.take([_Event(_Msg(0, 2, 1))])
+    assert tick() == [(stuck, 2)]  # asked once for that state
+    app.rebalancing = True  # type: ignore[attr-defined]
+    assert tick() == [(stuck, 2)]  # never while a rebalance is under way
+    app.rebalancing = False  # type: ignore[attr-defined]
+    tick()
+    assert tick() == [(stuck, 2), (busy, 3)]  # now partition 0 stopped too
+    assert applied == [0, 0, 1, 0, 1, 2, 3, 1, 2]
+    # Nothing to deliver behind the marker: marked done for the commit, not re-read.
+    assert consumer.acked == [(3, 4)] and in_order.gate.expected(3) == 5
+
+
+def test_a_generation_with_no_event_at_all_is_watched_from_the_commit() -> None:
+    """The whole of a newly assigned partition can be dropped: no batch at all arrives
+    in the generation, so what the gate expects is the previous generation's."""
+    app, consumer = _watched_app()
+    in_order = _in_order(app, [])
+    tp = TP("events", 3)
+    in_order.read_back = _Kafka({3: set(range(9))})
+    consumer._committed_offset[tp] = 5
+    consumer.ends[tp] = 9
+    in_order.take([_Event(_Msg(3, o, 1)) for o in (5, 6, 7, 8)])  # generation 1: all done
+    app.consumer_generation_id = 2
+    consumer._committed_offset[tp] = 5  # nothing committed since
+    for _ in range(2):
+        asyncio.run(in_order.watch())
+    assert consumer.sought == [(tp, 5)]
