@@ -295,6 +295,12 @@ class InOrder:
         """Has Faust read a partition again when its events stopped coming (see
         :mod:`detector.stream.ordering`): the end offset ahead of what was applied, and
         no progress over a whole watch interval, while no rebalance or read-back runs."""
+        try:
+            await self._watch()
+        except Exception as exc:  # the broker will be back; a timer must not die
+            log.warning("watching %s failed (%s); next try in %s s", self.topic, exc, WATCH_EVERY_S)
+
+    async def _watch(self) -> None:
         app, consumer = self.app, self.app.consumer
         generation = app.consumer_generation_id
         if app.rebalancing or not app.flow_control.is_active():
@@ -318,8 +324,8 @@ class InOrder:
                 continue
             if self._reread.get(p) == seen:
                 continue  # asked already; the events are on their way
-            self._reread[p] = seen
             if expected is not None and await self._only_markers(tp, expected, end, generation):
+                self._reread[p] = seen
                 continue
             start = done
             if start is None:
@@ -337,6 +343,7 @@ class InOrder:
             )
             self.metrics.delivery_holes = (self.metrics.delivery_holes or 0) + 1
             await consumer.seek(tp, start)
+            self._reread[p] = seen
 
     async def _only_markers(self, tp: TP, start: int, end: int, generation: int) -> bool:
         """True if ``start``..``end - 1`` of ``tp`` hold no record (a transactional

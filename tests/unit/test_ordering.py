@@ -298,3 +298,26 @@ def test_a_generation_with_no_event_at_all_is_watched_from_the_commit() -> None:
     for _ in range(2):
         asyncio.run(in_order.watch())
     assert consumer.sought == [(tp, 5)]
+
+
+def test_the_watch_survives_an_unreachable_broker() -> None:
+    """A timer that raises stops for good: the watch logs and tries again next time."""
+    app, consumer = _watched_app()
+    in_order = _in_order(app, [])
+    tp = TP("events", 0)
+    consumer._committed_offset[tp] = 0
+    consumer.ends[tp] = 9
+    in_order.take([_Event(_Msg(0, o, 1)) for o in (0, 1)])
+
+    async def unreachable(
+        settings: StreamSettings, topic: str, partition: int, start: int | None, end: int
+    ) -> tuple[int, list[tuple[int, bytes | None]]]:
+        raise ConnectionError("broker down")
+
+    in_order.read_back = unreachable
+    for _ in range(3):
+        asyncio.run(in_order.watch())  # does not raise
+    assert consumer.sought == []
+    in_order.read_back = _Kafka({0: set(range(9))})  # back
+    asyncio.run(in_order.watch())
+    assert consumer.sought == [(tp, 2)]
