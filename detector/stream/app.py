@@ -16,7 +16,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import faust
 import msgspec
@@ -27,6 +27,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.tuples import ack_lock
+from mode.services import WaitResults
 
 from detector.alerts import Alert
 from detector.alerts import decode as decode_alert
@@ -78,20 +79,38 @@ def _broker_credentials(settings: StreamSettings) -> Any:
     return None
 
 
-_in_handover: weakref.WeakKeyDictionary[ProducerBuffer, int] = weakref.WeakKeyDictionary()
+class _Progress:
+    """Messages put into a producer buffer, and how many of them were handed to aiokafka."""
+
+    __slots__ = ("handed", "queued")
+
+    def __init__(self) -> None:
+        self.queued = self.handed = 0
+
+
+_progress: weakref.WeakKeyDictionary[ProducerBuffer, _Progress] = weakref.WeakKeyDictionary()
+
+
+def _progress_of(buffer: ProducerBuffer) -> _Progress:
+    progress = _progress.get(buffer)
+    if progress is None:
+        progress = _progress[buffer] = _Progress()
+    return progress
+
+
+def _put_counted(self: ProducerBuffer, fut: Any) -> None:
+    _progress_of(self).queued += 1
+    _faust_put(self, fut)
 
 
 async def _send_counted(self: ProducerBuffer, fut: Any) -> None:
-    """``_send_pending`` with a count of the message being handed to the producer.
-
-    Faust's buffer task takes a message off its queue *before* handing it to aiokafka
-    (which may wait for topic metadata or room in a batch), so an empty queue does not
-    mean nothing is pending: the last message can still be in that hand-over."""
-    _in_handover[self] = _in_handover.get(self, 0) + 1
+    """``_send_pending``, counted once the message is with aiokafka. Faust's buffer task
+    takes a message off its queue *before* that hand-over (which may wait for topic
+    metadata or room in a batch), so an empty queue does not mean nothing is pending."""
     try:
         await _send_pending(self, fut)
     finally:
-        _in_handover[self] -= 1
+        _progress_of(self).handed += 1
 
 
 async def _drain(self: ProducerBuffer) -> None:
@@ -99,24 +118,34 @@ async def _drain(self: ProducerBuffer) -> None:
     messages still queued (a busy event loop is enough), and returns while the last
     message is still being handed to aiokafka. Commits rely on it, so an event could be
     committed with its alerts or state still in the buffer, and lost in a crash. This
-    waits until the buffer is empty *and* nothing is in hand-over (the producer's own
+    waits until every message put *before the call* is with aiokafka (the producer's own
     flush, which Faust calls next, then waits for delivery), and raises (so no commit
-    follows) if it cannot: Faust then retries the commit or re-delivers the events."""
+    follows) if it cannot: Faust then retries the commit or re-delivers the events.
+
+    Only those: Faust takes the offsets to commit before it flushes, and the agent puts
+    an event's sends before it is acked, so later messages belong to later offsets.
+    Waiting for an empty buffer instead made a commit wait as long as the agent kept
+    producing (6 s and more while catching up)."""
+    if cast(Any, self.app).conf.producer_threaded:  # not counted: Faust's own flush
+        await _faust_flush(self)
+        return
+    progress = _progress_of(self)
+    target = progress.queued
     deadline = time.monotonic() + 60.0
-    while self.size or _in_handover.get(self, 0):
+    while progress.handed < target:
         if self.state != "running":
-            raise RuntimeError(f"producer buffer stopped with {self.size} messages unsent")
-        if self.size:
-            await self.flush_atmost(None)
-        else:  # the last message is in hand-over: wait for it, not for the queue
-            self.message_sent.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            raise RuntimeError(f"producer buffer stopped, {target - progress.handed} unsent")
+        self.message_sent.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
         if time.monotonic() > deadline:
             raise RuntimeError(f"producer buffer not drained in 60 s: {self.size} left")
 
 
+_faust_put = ProducerBuffer.put
+_faust_flush = ProducerBuffer.flush
 _send_pending = ProducerBuffer._send_pending
+ProducerBuffer.put = _put_counted  # type: ignore[method-assign]
 ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
 ProducerBuffer.flush = _drain  # type: ignore[method-assign]
 
@@ -156,6 +185,73 @@ async def _no_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> N
 _faust_ack = Consumer.ack
 Consumer.ack = _ack_if_current  # type: ignore[method-assign]
 Consumer._add_gap = _no_gap  # type: ignore[method-assign]
+
+
+class _Resumed:
+    """Awaitable that goes on with a coroutine already stepped once (it yielded ``first``)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Any:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: hand it on
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+_EVENT_WAIT = asyncio.Event.wait.__code__
+
+
+async def _deliver_first(self: Consumer, *coros: Any, timeout: Any = None) -> WaitResults:
+    """Faust's fetch loop delivers each message with ``wait_first(deliver(message),
+    suspend_flow.wait())``, four tasks and an ``asyncio.wait`` per message, so that a
+    rebalance can interrupt a delivery blocked on a full stream buffer. Almost every
+    delivery does not block: this runs it to its end inline and falls back to Faust's
+    ``wait_first``, the delivery going on where it stopped, only when it blocks.
+
+    Not inline while the producer buffer is over its limit: the delivery would then
+    wait for it under ``asyncio.wait_for``, which from Python 3.12 on binds its timeout
+    to the task it starts in (this one, not the one the delivery goes on in)."""
+    buffer = self.app.producer.buffer
+    if (
+        len(coros) == 2
+        and timeout is None
+        and getattr(coros[1], "cr_code", None) is _EVENT_WAIT
+        and asyncio.iscoroutine(coros[0])
+        and not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())
+        and buffer.size <= buffer.max_messages
+    ):
+        deliver, suspended = coros
+        try:
+            first = deliver.send(None)
+        except StopIteration as stop:
+            suspended.close()
+            return WaitResults([deliver], [stop.value], False)
+        except BaseException:
+            suspended.close()
+            raise
+        return await _service_wait_first(self, _Resumed(deliver, first), suspended)
+    return await _service_wait_first(self, *coros, timeout=timeout)
+
+
+_service_wait_first = Consumer.wait_first
+Consumer.wait_first = _deliver_first  # type: ignore[method-assign,assignment]
 
 
 class _At(NamedTuple):
@@ -444,6 +540,9 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
+    # A batch's end writes up to batch_size table entries (plus alerts) at once; Faust's
+    # producer buffer warns and holds deliveries back from 100 messages on.
+    app.producer.buffer.max_messages = max(100, 4 * settings.batch_size)
     events_topic = app.topic(
         settings.events_topic,
         key_type=bytes,

@@ -1,0 +1,180 @@
+"""The worker's changes to Faust's delivery loop and producer buffer (detector.stream.app).
+
+Run against Faust's own consumer and buffer, without a broker: the fetch loop is Faust's
+``_drain_messages`` fed by a fake ``getmany``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from types import CoroutineType, SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from detector.stream import app as stream_app
+
+
+def _faust() -> tuple[Any, Any, Callable[[int], Any]]:
+    """A Faust app (never connected), its consumer and a message maker."""
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import ConsumerMessage
+
+    app = faust.App("delivery", broker="kafka://127.0.0.1:1")
+    tp = TP("events", 0)
+
+    def message(offset: int) -> ConsumerMessage:
+        return ConsumerMessage(
+            "events", 0, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, tp, generation_id=1
+        )  # fmt: skip
+
+    return app, app.consumer, message
+
+
+def _count_fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    faust_wait_first = stream_app._service_wait_first
+
+    async def counted(self: Any, *coros: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return await faust_wait_first(self, *coros, **kw)
+
+    monkeypatch.setattr(stream_app, "_service_wait_first", counted)
+    return calls
+
+
+def test_deliveries_that_do_not_block_run_inline_and_one_that_blocks_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's fetch loop, unchanged, delivers through the patched ``wait_first``: each
+    delivery that does not block finishes inline (no tasks), one that blocks goes on
+    from where it stopped under Faust's ``wait_first``, and the order holds."""
+    import mode
+
+    fallbacks = _count_fallbacks(monkeypatch)
+
+    async def scenario() -> list[int]:
+        _, consumer, message = _faust()
+        fetcher = mode.Service()
+        release = asyncio.Event()
+        delivered: list[int] = []
+
+        async def deliver(msg: Any) -> None:
+            delivered.append(msg.offset)
+            if msg.offset == 2:
+                await release.wait()  # blocks: a full stream buffer, say
+                delivered.append(-2)  # went on after the block
+
+        async def getmany(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+            for offset in range(5):
+                yield message(offset).tp, message(offset)
+            fetcher._stopped.set()
+
+        consumer.callback = deliver
+        consumer.getmany = getmany
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 5)
+        return delivered
+
+    assert asyncio.run(scenario()) == [0, 1, 2, -2, 3, 4]
+    assert len(fallbacks) == 1  # only the delivery that blocked
+
+
+def test_a_rebalance_interrupts_a_blocked_delivery_as_in_faust() -> None:
+    """What Faust's ``wait_first`` exists for: a delivery blocked on a full buffer is
+    cancelled when the flow is suspended for a rebalance, and the loop moves on."""
+
+    async def scenario() -> tuple[list[str], bool]:
+        _, consumer, message = _faust()
+        seen: list[str] = []
+
+        async def deliver(msg: Any) -> None:
+            seen.append("started")
+            try:
+                await asyncio.Event().wait()  # never set
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        waiting = asyncio.ensure_future(
+            consumer.wait_first(deliver(message(0)), consumer.suspend_flow.wait())
+        )
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        consumer.suspend_flow.set()
+        await asyncio.wait_for(waiting, 2)
+        await asyncio.sleep(0)  # the cancellation reaches the delivery
+        # Flow already suspended: Faust's own path, which also never finishes it.
+        await asyncio.wait_for(
+            consumer.wait_first(deliver(message(1)), consumer.suspend_flow.wait()), 2
+        )
+        await asyncio.sleep(0)
+        return seen, consumer.wait_first.__func__ is stream_app._deliver_first
+
+    seen, patched = asyncio.run(scenario())
+    assert seen == ["started", "cancelled", "started", "cancelled"]
+    assert patched
+
+
+def test_an_error_in_an_inline_delivery_reaches_the_fetch_loop() -> None:
+    async def scenario() -> CoroutineType[Any, Any, None]:
+        _, consumer, message = _faust()
+
+        async def deliver(msg: Any) -> None:
+            raise ValueError("bad message")
+
+        suspended = consumer.suspend_flow.wait()
+        with pytest.raises(ValueError, match="bad message"):
+            await consumer.wait_first(deliver(message(0)), suspended)
+        return cast("CoroutineType[Any, Any, None]", suspended)
+
+    suspended = asyncio.run(scenario())
+    assert suspended.cr_frame is None  # closed, not left "never awaited"
+
+
+def test_a_flush_waits_for_what_was_put_before_it_not_for_an_empty_buffer() -> None:
+    """A commit flushes the producer buffer after taking its offsets; only the messages
+    put before that belong to those offsets. With the agent still producing, the buffer
+    may never be empty: the flush must still return, once those are with aiokafka."""
+
+    async def scenario() -> tuple[list[int], int]:
+        app, _, _ = _faust()
+        buffer = app.producer.buffer
+        published: list[int] = []
+
+        class Channel:
+            async def publish_message(self, fut: Any, wait: bool) -> None:
+                await asyncio.sleep(0.002)  # slower than messages arrive below
+                published.append(fut.n)
+
+        channel = Channel()
+
+        def put(n: int) -> None:
+            buffer.put(SimpleNamespace(n=n, message=SimpleNamespace(channel=channel)))
+
+        await buffer.start()
+        try:
+            for n in range(5):
+                put(n)
+
+            async def keep_producing() -> None:
+                n = 5
+                while True:
+                    put(n)
+                    n += 1
+                    await asyncio.sleep(0.001)
+
+            producing = asyncio.ensure_future(keep_producing())
+            await asyncio.wait_for(buffer.flush(), 5)
+            at_return, left = list(published), buffer.size
+            producing.cancel()
+            await asyncio.wait_for(buffer.flush(), 5)  # the rest, before stopping
+            return at_return, left
+        finally:
+            await buffer.stop()
+
+    at_return, left = asyncio.run(scenario())
+    assert at_return[:5] == [0, 1, 2, 3, 4]
+    assert left > 0  # it did not wait for an empty buffer
