@@ -254,6 +254,24 @@ _service_wait_first = Consumer.wait_first
 Consumer.wait_first = _deliver_first  # type: ignore[method-assign,assignment]
 
 
+class _HoldBackNotice(logging.Filter):
+    """Faust logs a warning and an info line each time its producer buffer holds
+    deliveries back: normal flow control, hundreds of times a minute while catching up
+    (consumer lag shows the same), so they are logged only at DEBUG."""
+
+    _TEXTS = ("producer buffer full size", "producer flush took")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self._TEXTS):
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("faust.transport.producer").addFilter(_HoldBackNotice())
+
+
 class _At(NamedTuple):
     """Where a record read back by a hole fill comes from (a Faust message's fields)."""
 
@@ -540,9 +558,11 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
-    # A batch's end writes up to batch_size table entries (plus alerts) at once; Faust's
-    # producer buffer warns and holds deliveries back from 100 messages on.
-    app.producer.buffer.max_messages = max(100, 4 * settings.batch_size)
+    # Faust's producer buffer holds deliveries back from 100 messages on; that limit is
+    # kept. Raised to 4 x batch_size, the agent ran ahead of its own sends, so near
+    # capacity alerts waited in the buffer (A/B at 1,800 events/s: p99 110-594 ms against
+    # 41-88 ms; at 1,700 two of three runs fell behind against none), for ~12 % more
+    # catch-up speed. Its notice of each hold-back is quietened (_HoldBackNotice).
     events_topic = app.topic(
         settings.events_topic,
         key_type=bytes,

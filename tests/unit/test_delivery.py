@@ -7,6 +7,7 @@ Run against Faust's own consumer and buffer, without a broker: the fetch loop is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from types import CoroutineType, SimpleNamespace
 from typing import Any, cast
@@ -178,3 +179,44 @@ def test_a_flush_waits_for_what_was_put_before_it_not_for_an_empty_buffer() -> N
     at_return, left = asyncio.run(scenario())
     assert at_return[:5] == [0, 1, 2, 3, 4]
     assert left > 0  # it did not wait for an empty buffer
+
+
+def test_faust_holding_deliveries_back_is_logged_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Over 100 buffered messages Faust's buffer holds the stream back and says so, as a
+    warning, each time: flow control, not a fault. Logged at DEBUG when asked for, else
+    not at all; the hold-back itself (the ebb) is Faust's, unchanged."""
+
+    async def hold_back() -> int:
+        app, _, _ = _faust()
+        buffer = app.producer.buffer
+        assert buffer.max_messages == 100
+
+        class Channel:
+            async def publish_message(self, fut: Any, wait: bool) -> None:
+                await asyncio.sleep(0)
+
+        channel = Channel()
+        await buffer.start()
+        try:
+            for _ in range(150):
+                buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))
+            await asyncio.wait_for(buffer.wait_until_ebb(), 5)
+            return int(buffer.size)
+        finally:
+            await buffer.flush()
+            await buffer.stop()
+
+    def notices() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("producer ")]
+
+    caplog.set_level(logging.INFO)
+    assert asyncio.run(hold_back()) <= 100
+    assert not notices()
+
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="faust.transport.producer")
+    asyncio.run(hold_back())
+    assert notices() and {r.levelname for r in notices()} == {"DEBUG"}
+    assert notices()[0].getMessage().startswith("producer buffer full size")
