@@ -272,6 +272,20 @@ class _HoldBackNotice(logging.Filter):
 logging.getLogger("faust.transport.producer").addFilter(_HoldBackNotice())
 
 
+def client_position(consumer: Any, tp: TP) -> int | None:
+    """Where the Kafka client stands in ``tp``: the offset after the last record it handed
+    to Faust (records it fetched and still buffers come after). None if it has no position
+    yet or the client cannot be seen (Faust's aiokafka driver keeps it private)."""
+    try:
+        client = consumer._thread._consumer
+        state = client._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)
+
+
 class _At(NamedTuple):
     """Where a record read back by a hole fill comes from (a Faust message's fields)."""
 
@@ -407,8 +421,9 @@ class InOrder:
 
     async def watch(self) -> None:
         """Has Faust read a partition again when its events stopped coming (see
-        :mod:`detector.stream.ordering`): the end offset ahead of what was applied, and
-        no progress over a whole watch interval, while no rebalance or read-back runs."""
+        :mod:`detector.stream.ordering`): the end offset ahead of what was applied, no
+        progress over a whole watch interval, nothing of it left in the Kafka client,
+        while no rebalance or read-back runs."""
         try:
             await self._watch()
         except Exception as exc:  # the broker will be back; a timer must not die
@@ -430,6 +445,13 @@ class InOrder:
             committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
             done = expected if expected is not None else committed
             if end is None or (done is not None and done >= end):
+                self._behind.pop(p, None)
+                continue
+            position = client_position(consumer, tp)
+            if position is not None and position < end:
+                # The client has yet to hand Faust the rest: it will. Under a backlog it
+                # drains one partition's fetch at a time, and a partition can wait its
+                # turn longer than a watch interval; a seek would throw its fetch away.
                 self._behind.pop(p, None)
                 continue
             seen = (generation, expected, end)

@@ -21,8 +21,9 @@ looked up in Kafka before anything of that partition applies.
 A hole shows only when a later event arrives. When Faust drops the *tail* of a
 partition (fetched, then discarded at a rebalance, its position moved past), no
 later event comes until the source writes again; so the agent also watches for a
-partition whose end offset stays ahead of what it applied without progress, and
-has Faust read it again from there.
+partition whose end offset stays ahead of what it applied without progress although
+the Kafka client has handed Faust everything up to that end, and has Faust read it
+again from there.
 
 This module is the bookkeeping only; the agent in :mod:`detector.stream.app`
 does the reading and applying.
