@@ -3,7 +3,8 @@
 Starts its own broker on 127.0.0.1 (or uses ``KAFKA_BOOTSTRAP_SERVERS``), fills a
 topic with simulated events, then measures on the same topic and partitions:
 
-1. a plain aiokafka consumer that only decodes each JSON value (the baseline);
+1. a plain aiokafka consumer that only decodes each JSON value (the baseline), and the
+   same consumer feeding the engine as ``replay`` does (the ceiling of any design);
    then two Faust floors (bench/faust_floor.py): a no-op agent, and one that writes
    one table entry per event, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
@@ -34,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ async def fill(s: StreamSettings, lines: list[bytes]) -> None:
         await producer.stop()
 
 
-async def plain_consumer(s: StreamSettings, total: int) -> float:
+async def consume(s: StreamSettings, total: int, handle: Callable[[list[bytes]], None]) -> float:
+    """Seconds for a plain aiokafka consumer to hand all ``total`` values to ``handle``,
+    one fetched partition batch at a time."""
     consumer = AIOKafkaConsumer(
         s.events_topic,
         bootstrap_servers=s.bootstrap_servers,
@@ -98,13 +101,40 @@ async def plain_consumer(s: StreamSettings, total: int) -> float:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
-                for rec in records:
-                    orjson.loads(rec.value)
+                handle([rec.value for rec in records])
                 seen += len(records)
     finally:
         elapsed = time.perf_counter() - start
         await consumer.stop()
     return elapsed
+
+
+def decode_only(values: list[bytes]) -> None:
+    """The baseline's work: decode each JSON value."""
+    for value in values:
+        orjson.loads(value)
+
+
+async def engine_consumer(s: StreamSettings, total: int) -> tuple[float, int]:
+    """The same consumer feeding each fetched batch to the engine, as ``replay`` does
+    (examples/policy.toml, state in memory, no Faust, no changelog, alerts counted): what
+    any design that decodes and decides every event could reach here, at best.
+
+    Returns seconds and the number of alerts."""
+    from detector.engine import Engine
+    from detector.policy import Policy
+    from detector.replay import Replayer
+
+    engine = Engine(Policy.load(ROOT / "examples" / "policy.toml"), Fingerprinter(KEY.encode()))
+    alerts = 0
+
+    def count(_alert: object) -> None:
+        nonlocal alerts
+        alerts += 1
+
+    replayer = Replayer(engine, count, lambda _d: None)
+    elapsed = await consume(s, total, lambda values: replayer.feed(values, s.events_topic))
+    return elapsed, alerts
 
 
 async def committed_total(s: StreamSettings) -> int:
@@ -153,18 +183,35 @@ def start_worker(s: StreamSettings, tmp: Path, port: int) -> subprocess.Popen[by
     )
 
 
-def delivery_holes(port: int) -> str:
-    """The worker's own count of delivery holes and records read back (/metrics)."""
+def scrape(port: int) -> list[tuple[str, float]]:
+    """The worker's /metrics samples as (name{labels}, value)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    found = dict(
-        line.split(" ", 1)
-        for line in text.splitlines()
-        if line.startswith(("sessionwatch_delivery_holes_total", "sessionwatch_records_read_back"))
-    )
-    holes = float(found.get("sessionwatch_delivery_holes_total", "nan"))
-    back = float(found.get("sessionwatch_records_read_back_total", "nan"))
+    samples = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples.append((name, float(value)))
+    return samples
+
+
+def delivery_holes(port: int) -> str:
+    """The worker's own count of delivery holes and records read back."""
+    found = dict(scrape(port))
+    holes = found.get("sessionwatch_delivery_holes_total", float("nan"))
+    back = found.get("sessionwatch_records_read_back_total", float("nan"))
     return f"{holes:.0f} (records read back: {back:.0f})"
+
+
+def table_writes(port: int) -> float:
+    """Table sets and deletes so far (Faust's sensor): per event, how well batches merge
+    writes to the same entry."""
+    return sum(
+        value
+        for name, value in scrape(port)
+        if name.startswith("faust_table_operations_total{")
+        and ('operation="keys_updated"' in name or 'operation="keys_deleted"' in name)
+    )
 
 
 async def wait_committed(s: StreamSettings, total: int, timeout: float) -> float:
@@ -360,7 +407,8 @@ def main() -> None:
         Simulation(users=max(10, args.events // 62), hours=24, seed=42).write(buf)
         lines = buf.getvalue().splitlines()[: args.events]
         asyncio.run(fill(s, lines))
-        plain_s = asyncio.run(plain_consumer(s, len(lines)))
+        plain_s = asyncio.run(consume(s, len(lines), decode_only))
+        engine_s, engine_alerts = asyncio.run(engine_consumer(s, len(lines)))
         floors = [
             ("Faust no-op agent (take_events)", []),
             ("Faust no-op agent + a table write per event", ["--table"]),
@@ -394,12 +442,18 @@ def main() -> None:
         ratio = worker_rate / plain_rate
         print(f"events in topic ({args.partitions} partitions) {len(lines):>12,}")
         print(f"plain aiokafka consumer + JSON decode  {plain_rate:>12,.0f} events/s")
+        print(
+            f"same consumer + engine (no Faust)      {len(lines) / engine_s:>12,.0f} events/s"
+            f"   ({engine_alerts:,} alerts; ratio {plain_s / engine_s:.2f})"
+        )
         for (name, _), rate in zip(floors, floor_rates, strict=True):
             print(f"{name:<44} {rate:>10,.0f} events/s")
         print(f"sessionwatch worker                    {worker_rate:>12,.0f} events/s")
         print(f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5)")
         if floor_rates:
             print(f"ratio worker / Faust no-op + table     {worker_rate / floor_rates[1]:>12.2f}")
+        writes = table_writes(worker_port) / len(lines)
+        print(f"table writes per event, catching up    {writes:>12.2f}")
         # Attack traffic continues the day's event time: a jump to the wall clock would
         # expire the whole day's state at once and measure that instead.
         decoded = [decode(line) for line in lines[-1000:]]
