@@ -4,7 +4,8 @@ Starts its own broker on 127.0.0.1 (or uses ``KAFKA_BOOTSTRAP_SERVERS``), fills 
 topic with simulated events, then measures on the same topic and partitions:
 
 1. a plain aiokafka consumer that only decodes each JSON value (the baseline), and the
-   same consumer feeding the engine as ``replay`` does (the ceiling of any design);
+   same consumer feeding the engine as ``replay`` does, without and with one changelog
+   send per event (the ceilings of any design, without and with durable state);
    then two Faust floors (bench/faust_floor.py): a no-op agent, and one that writes
    one table entry per event, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
@@ -40,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,9 +85,11 @@ async def fill(s: StreamSettings, lines: list[bytes]) -> None:
         await producer.stop()
 
 
-async def consume(s: StreamSettings, total: int, handle: Callable[[list[bytes]], None]) -> float:
-    """Seconds for a plain aiokafka consumer to hand all ``total`` values to ``handle``,
-    one fetched partition batch at a time."""
+async def consume(
+    s: StreamSettings, total: int, handle: Callable[[list[ConsumerRecord[bytes, bytes]]], Any]
+) -> float:
+    """Seconds for a plain aiokafka consumer to hand all ``total`` records to ``handle``,
+    one fetched partition batch at a time (awaited if it returns an awaitable)."""
     consumer = AIOKafkaConsumer(
         s.events_topic,
         bootstrap_servers=s.bootstrap_servers,
@@ -101,7 +104,9 @@ async def consume(s: StreamSettings, total: int, handle: Callable[[list[bytes]],
         while seen < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
-                handle([rec.value for rec in records])
+                done = handle(records)
+                if done is not None:
+                    await done
                 seen += len(records)
     finally:
         elapsed = time.perf_counter() - start
@@ -109,16 +114,19 @@ async def consume(s: StreamSettings, total: int, handle: Callable[[list[bytes]],
     return elapsed
 
 
-def decode_only(values: list[bytes]) -> None:
+def decode_only(records: list[ConsumerRecord[bytes, bytes]]) -> None:
     """The baseline's work: decode each JSON value."""
-    for value in values:
-        orjson.loads(value)
+    for rec in records:
+        orjson.loads(rec.value)
 
 
-async def engine_consumer(s: StreamSettings, total: int) -> tuple[float, int]:
+async def engine_consumer(s: StreamSettings, total: int, changelog: bool) -> tuple[float, int]:
     """The same consumer feeding each fetched batch to the engine, as ``replay`` does
-    (examples/policy.toml, state in memory, no Faust, no changelog, alerts counted): what
-    any design that decodes and decides every event could reach here, at best.
+    (examples/policy.toml, state in memory, no Faust, alerts counted): what any design that
+    decodes and decides every event could reach here, at best. With ``changelog``, also one
+    aiokafka send per event (its own key and bytes, into a topic of the same partitions):
+    the least a design with durable per-key state pays when nearly every event changes an
+    entry (the worker writes 0.68-0.99 entries per event).
 
     Returns seconds and the number of alerts."""
     from detector.engine import Engine
@@ -133,8 +141,37 @@ async def engine_consumer(s: StreamSettings, total: int) -> tuple[float, int]:
         alerts += 1
 
     replayer = Replayer(engine, count, lambda _d: None)
-    elapsed = await consume(s, total, lambda values: replayer.feed(values, s.events_topic))
-    return elapsed, alerts
+
+    def decide(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        replayer.feed([rec.value for rec in records], s.events_topic)
+
+    if not changelog:
+        return await consume(s, total, decide), alerts
+    topic = f"changelog-{s.events_topic}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, s.partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.bootstrap_servers, linger_ms=5, max_batch_size=1 << 20, acks=1
+    )
+    await producer.start()
+    send = producer.send
+
+    async def decide_and_write(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        decide(records)
+        for rec in records:
+            await send(topic, value=rec.value, key=rec.key, partition=rec.partition)
+
+    try:
+        start = time.perf_counter()
+        await consume(s, total, decide_and_write)
+        await producer.flush()
+        return time.perf_counter() - start, alerts
+    finally:
+        await producer.stop()
 
 
 async def committed_total(s: StreamSettings) -> int:
@@ -408,7 +445,8 @@ def main() -> None:
         lines = buf.getvalue().splitlines()[: args.events]
         asyncio.run(fill(s, lines))
         plain_s = asyncio.run(consume(s, len(lines), decode_only))
-        engine_s, engine_alerts = asyncio.run(engine_consumer(s, len(lines)))
+        engine_s, engine_alerts = asyncio.run(engine_consumer(s, len(lines), changelog=False))
+        durable_s, _ = asyncio.run(engine_consumer(s, len(lines), changelog=True))
         floors = [
             ("Faust no-op agent (take_events)", []),
             ("Faust no-op agent + a table write per event", ["--table"]),
@@ -445,6 +483,10 @@ def main() -> None:
         print(
             f"same consumer + engine (no Faust)      {len(lines) / engine_s:>12,.0f} events/s"
             f"   ({engine_alerts:,} alerts; ratio {plain_s / engine_s:.2f})"
+        )
+        print(
+            f"  + one changelog send per event        {len(lines) / durable_s:>12,.0f} events/s"
+            f"   (ratio {plain_s / durable_s:.2f})"
         )
         for (name, _), rate in zip(floors, floor_rates, strict=True):
             print(f"{name:<44} {rate:>10,.0f} events/s")
