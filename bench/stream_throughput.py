@@ -34,9 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,8 @@ from detector.simulate import Simulation  # noqa: E402
 from detector.stream.clients import ensure_topics  # noqa: E402
 from detector.stream.routing import routing_key  # noqa: E402
 from detector.stream.settings import StreamSettings  # noqa: E402
+from tests.tools import Sample, samples, scrape  # noqa: E402
+from tests.tools import total as metric_total  # noqa: E402
 
 KEY = "benchmark-key"
 
@@ -85,11 +86,12 @@ async def fill(s: StreamSettings, lines: list[bytes]) -> None:
         await producer.stop()
 
 
-async def consume(
-    s: StreamSettings, total: int, handle: Callable[[list[ConsumerRecord[bytes, bytes]]], Any]
-) -> float:
+Handler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+
+
+async def consume(s: StreamSettings, total: int, handle: Handler) -> float:
     """Seconds for a plain aiokafka consumer to hand all ``total`` records to ``handle``,
-    one fetched partition batch at a time (awaited if it returns an awaitable)."""
+    one fetched partition batch at a time."""
     consumer = AIOKafkaConsumer(
         s.events_topic,
         bootstrap_servers=s.bootstrap_servers,
@@ -104,9 +106,7 @@ async def consume(
         while seen < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
-                done = handle(records)
-                if done is not None:
-                    await done
+                await handle(records)
                 seen += len(records)
     finally:
         elapsed = time.perf_counter() - start
@@ -114,7 +114,7 @@ async def consume(
     return elapsed
 
 
-def decode_only(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+async def decode_only(records: list[ConsumerRecord[bytes, bytes]]) -> None:
     """The baseline's work: decode each JSON value."""
     for rec in records:
         orjson.loads(rec.value)
@@ -129,11 +129,13 @@ async def engine_consumer(s: StreamSettings, total: int, changelog: bool) -> tup
     entry (the worker writes 0.68-0.99 entries per event).
 
     Returns seconds and the number of alerts."""
-    from detector.engine import Engine
+    from detector.cli import build_engine
     from detector.policy import Policy
     from detector.replay import Replayer
 
-    engine = Engine(Policy.load(ROOT / "examples" / "policy.toml"), Fingerprinter(KEY.encode()))
+    engine = build_engine(
+        Policy.load(ROOT / "examples" / "policy.toml"), Fingerprinter(KEY.encode())
+    )
     alerts = 0
 
     def count(_alert: object) -> None:
@@ -142,7 +144,7 @@ async def engine_consumer(s: StreamSettings, total: int, changelog: bool) -> tup
 
     replayer = Replayer(engine, count, lambda _d: None)
 
-    def decide(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def decide(records: list[ConsumerRecord[bytes, bytes]]) -> None:
         replayer.feed([rec.value for rec in records], s.events_topic)
 
     if not changelog:
@@ -161,7 +163,7 @@ async def engine_consumer(s: StreamSettings, total: int, changelog: bool) -> tup
     send = producer.send
 
     async def decide_and_write(records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        decide(records)
+        await decide(records)
         for rec in records:
             await send(topic, value=rec.value, key=rec.key, partition=rec.partition)
 
@@ -220,23 +222,15 @@ def start_worker(s: StreamSettings, tmp: Path, port: int) -> subprocess.Popen[by
     )
 
 
-def scrape(port: int) -> list[tuple[str, float]]:
-    """The worker's /metrics samples as (name{labels}, value)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    samples = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples.append((name, float(value)))
-    return samples
+def worker_metrics(port: int) -> dict[Sample, float]:
+    return samples(scrape(f"http://127.0.0.1:{port}/metrics"))
 
 
 def delivery_holes(port: int) -> str:
     """The worker's own count of delivery holes and records read back."""
-    found = dict(scrape(port))
-    holes = found.get("sessionwatch_delivery_holes_total", float("nan"))
-    back = found.get("sessionwatch_records_read_back_total", float("nan"))
+    values = worker_metrics(port)
+    holes = metric_total(values, "sessionwatch_delivery_holes_total")
+    back = metric_total(values, "sessionwatch_records_read_back_total")
     return f"{holes:.0f} (records read back: {back:.0f})"
 
 
@@ -245,9 +239,9 @@ def table_writes(port: int) -> float:
     writes to the same entry."""
     return sum(
         value
-        for name, value in scrape(port)
-        if name.startswith("faust_table_operations_total{")
-        and ('operation="keys_updated"' in name or 'operation="keys_deleted"' in name)
+        for (name, labels), value in worker_metrics(port).items()
+        if name == "faust_table_operations_total"
+        and dict(labels).get("operation") in ("keys_updated", "keys_deleted")
     )
 
 
