@@ -8,8 +8,8 @@ topic with simulated events, then measures on the same topic and partitions:
    changelog send per event, and with the changed state written every
    ``--checkpoint-seconds`` (the ceilings of any design, without durable state, with
    per-key state as Faust tables keep it, and with checkpointed state), each in a
-   process of its own; then two Faust floors (bench/faust_floor.py): a no-op agent, and one that writes
-   one table entry per event, to tell Faust's own cost from ours;
+   process of its own; then two Faust floors (bench/faust_floor.py): a no-op agent,
+   and one that writes one table entry per event, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
    reach the end of the topic;
 3. the sustainable *live* rate: paced runs of the same simulated traffic, stepping down
