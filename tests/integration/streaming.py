@@ -120,15 +120,20 @@ class Deployment:
         self, topic: str, until: Callable[[list[bytes]], bool], timeout: float = 120.0
     ) -> list[bytes]:
         """Reads ``topic`` from the beginning until ``until(values)`` holds or time runs out."""
-        values: list[bytes] = []
-        # An aiokafka call once hung around a rebalance: bound it, return what arrived.
-        with contextlib.suppress(TimeoutError):
-            asyncio.run(
-                asyncio.wait_for(
-                    _collect(self.bootstrap, topic, until, timeout, values), timeout + 30
-                )
-            )
-        return values
+        return collect(self.bootstrap, topic, until, timeout)
+
+
+def collect(
+    bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], timeout: float = 120.0
+) -> list[bytes]:
+    """Reads ``topic`` from the beginning until ``until(values)`` holds or time runs out."""
+    values: list[bytes] = []
+    # An aiokafka call once hung around a rebalance: bound it, return what arrived.
+    with contextlib.suppress(TimeoutError):
+        asyncio.run(
+            asyncio.wait_for(_collect(bootstrap, topic, until, timeout, values), timeout + 30)
+        )
+    return values
 
 
 async def _collect(

@@ -1,0 +1,146 @@
+"""The benchmarks still run and measure what they say, at sizes that take seconds.
+
+Speed is not asserted (bench/ prints ratios for people to compare); what is: each script
+exits 0 and prints every figure, and the stream benchmark's checkpointed-state ceiling
+writes each changed routing key's real state, once per checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import uuid
+from types import ModuleType
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from detector.events import Event, decode
+from detector.fingerprint import Fingerprinter
+from detector.stream.bundle import decode_bundle
+from detector.stream.routing import routing_key
+from tests.integration.streaming import ROOT
+
+NUMBER = r"([\d,]+(?:\.\d+)?)"
+
+
+def bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def figures(out: str, label: str) -> list[float]:
+    """The numbers on the output line that starts with ``label``."""
+    for line in out.splitlines():
+        if line.strip().startswith(label):
+            rest = line.strip()[len(label) :]
+            return [float(n.replace(",", "")) for n in re.findall(NUMBER, rest)]
+    raise AssertionError(f"no line {label!r} in:\n{out}")
+
+
+async def keyed_records(
+    bootstrap: str, topic: str, partitions: int
+) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) of ``topic``, read up to its end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[tuple[bytes, bytes | None]] = []
+        pending = [tp for tp in parts if ends[tp] > 0]
+        while pending:
+            for records in (await consumer.getmany(*pending, timeout_ms=1000)).values():
+                out.extend((r.key, r.value) for r in records if r.key is not None)
+            pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.kafka
+def test_stream_benchmark_ceilings_run_and_the_checkpoint_writes_each_changed_key_once(
+    kafka_bootstrap: str,
+) -> None:
+    stream = bench("stream_throughput")
+    events, partitions, tag = 4000, 2, uuid.uuid4().hex[:8]
+    out = run(
+        *("bench/stream_throughput.py", "--events", str(events)),
+        *("--partitions", str(partitions)),
+        *("--ceilings-only", "--checkpoint-seconds", "3600", "--tag", tag),
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+    )
+    assert figures(out, "events in topic")[-1] == events
+    assert figures(out, "plain aiokafka consumer + JSON decode")[0] > 0
+    rate, alerts, _ratio = figures(out, "same consumer + engine (no Faust)")
+    assert rate > 0 and alerts > 0
+    assert figures(out, "+ one changelog send per event")[0] > 0
+    _every, merged_rate, _ratio, per_event = figures(out, "+ changed state written every")
+    assert merged_rate > 0
+
+    # One checkpoint (the interval outlasts the run): each routing key of the input
+    # exactly once, holding that key's state as the worker's bundles do.
+    fp = Fingerprinter(stream.KEY.encode())
+    expected = {
+        routing_key(ev, fp).encode()
+        for ev in map(decode, stream.simulated_lines(events))
+        if type(ev) is Event
+    }
+    written = asyncio.run(
+        keyed_records(kafka_bootstrap, f"changelog-merged-events-{tag}", partitions)
+    )
+    assert sorted(k for k, _ in written) == sorted(expected)
+    assert per_event == pytest.approx(len(expected) / events, abs=0.0005)
+    live = 0
+    for key, value in written:
+        if value is None:  # expired by the end of the run: a tombstone
+            continue
+        live += 1
+        bundle = decode_bundle(value)
+        kind, name = key[:2], key[2:].decode()
+        if kind == b"u:":
+            assert bundle.user is not None
+            assert set(bundle.sessions) == set(bundle.user.sessions)
+            assert all(s.user == name for s in bundle.sessions.values())
+        else:
+            assert bundle.user is None and list(bundle.sessions) == [name]
+    assert live > len(expected) // 2
+
+
+def test_replay_benchmark_prints_every_figure() -> None:
+    out = run(
+        "bench/replay_throughput.py",
+        *("--events", "3000", "--sessions", "1000", "--rounds", "1", "--days", "1"),
+    )
+    for label in (
+        "replay, every rule",
+        "ratio every rule / parse-only",
+        "ratio compiled / Python path",
+        "ratio example / parse-only",
+        "ratio rules only / parse-only",
+        "ratio model on / parse-only",
+        "peak RSS,",
+    ):
+        assert figures(out, label)[-1] > 0, label
