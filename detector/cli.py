@@ -339,14 +339,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _stream_settings(args: argparse.Namespace) -> StreamSettings:
-    from detector.stream.settings import StreamSettings
+    from detector.stream.settings import InvalidSetting, StreamSettings
 
-    settings = StreamSettings()
-    for name in ("bootstrap_servers", "partitions", "app_id", "store", "data_dir", "web_port"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(settings, name, value)
-    problems = settings.validate()
+    try:
+        settings = StreamSettings()
+    except InvalidSetting as err:
+        problems = [str(err)]
+    else:
+        for name in ("bootstrap_servers", "partitions", "app_id", "store", "data_dir", "web_port"):
+            value = getattr(args, name, None)
+            if value is not None:
+                setattr(settings, name, value)
+        problems = settings.validate()
     if problems:
         print("sessionwatch: invalid streaming settings:", file=sys.stderr)
         for p in problems:

@@ -17,8 +17,25 @@ class BrokerUnreachable(Exception):
     Here, not beside the clients, so the CLI can catch it without importing aiokafka."""
 
 
+class InvalidSetting(ValueError):
+    """A setting's environment variable cannot be read as its type; the text names it."""
+
+
 def _env(name: str, default: str) -> Any:
     return field(default_factory=lambda: os.environ.get(name, default), metadata={"env": name})
+
+
+def _int_env(name: str, default: int) -> Any:
+    def read() -> int:
+        raw = os.environ.get(name)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidSetting(f"{name} must be a whole number, not {raw!r}") from None
+
+    return field(default_factory=read, metadata={"env": name})
 
 
 @dataclass
@@ -38,10 +55,7 @@ class StreamSettings:
     sasl_password: str = _env("SESSIONWATCH_SASL_PASSWORD", "")
     ssl_cafile: str = _env("SESSIONWATCH_SSL_CAFILE", "")
     app_id: str = _env("SESSIONWATCH_APP_ID", "sessionwatch")
-    partitions: int = field(
-        default_factory=lambda: int(os.environ.get("SESSIONWATCH_PARTITIONS", "8")),
-        metadata={"env": "SESSIONWATCH_PARTITIONS"},
-    )
+    partitions: int = _int_env("SESSIONWATCH_PARTITIONS", 8)
     events_topic: str = _env("SESSIONWATCH_TOPIC_EVENTS", "session-events")
     alerts_topic: str = _env("SESSIONWATCH_TOPIC_ALERTS", "session-alerts")
     actions_topic: str = _env("SESSIONWATCH_TOPIC_ACTIONS", "session-actions")
@@ -52,18 +66,12 @@ class StreamSettings:
     #: Address the web server binds; empty means web_host. A container binds 0.0.0.0
     #: while web_host is the name other workers reach it by (API forwarding).
     web_bind: str = _env("SESSIONWATCH_WEB_BIND", "")
-    web_port: int = field(
-        default_factory=lambda: int(os.environ.get("SESSIONWATCH_WEB_PORT", "6066")),
-        metadata={"env": "SESSIONWATCH_WEB_PORT"},
-    )
+    web_port: int = _int_env("SESSIONWATCH_WEB_PORT", 6066)
     api_token: str = _env("SESSIONWATCH_API_TOKEN", "")
     #: Vendor-format topics, ``topic:format,...`` (formats of detector.adapters): each
     #: is normalised onto session-events with the routing key (see README: Streaming).
     input_topics: str = _env("SESSIONWATCH_INPUT_TOPICS", "")
-    batch_size: int = field(
-        default_factory=lambda: int(os.environ.get("SESSIONWATCH_BATCH_SIZE", "500")),
-        metadata={"env": "SESSIONWATCH_BATCH_SIZE"},
-    )
+    batch_size: int = _int_env("SESSIONWATCH_BATCH_SIZE", 500)
 
     def validate(self) -> list[str]:
         problems = []
@@ -79,7 +87,13 @@ class StreamSettings:
         if self.sasl_mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"):
             problems.append(f"SASL mechanism {self.sasl_mechanism!r} is not supported")
         if self.partitions < 1:
-            problems.append("partitions must be at least 1")
+            problems.append("partitions must be at least 1 (SESSIONWATCH_PARTITIONS)")
+        if not 1 <= self.web_port <= 65535:
+            problems.append(
+                f"web port {self.web_port} must be 1-65535 (SESSIONWATCH_WEB_PORT or --web-port)"
+            )
+        if self.batch_size < 1:
+            problems.append("batch size must be at least 1 (SESSIONWATCH_BATCH_SIZE)")
         if not self.store.startswith(("rocksdb://", "memory://")):
             problems.append(f"store {self.store!r} must be rocksdb:// or memory://")
         try:

@@ -119,3 +119,37 @@ def test_no_broker_stops_the_clients_with_what_to_check(
     err = capsys.readouterr().err
     assert "cannot connect to Kafka at 127.0.0.1:1 over PLAINTEXT: no broker answered" in err
     assert "SESSIONWATCH_BOOTSTRAP_SERVERS" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "says"),
+    [
+        (
+            {"SESSIONWATCH_PARTITIONS": "eight"},
+            ["worker"],
+            "SESSIONWATCH_PARTITIONS must be a whole number, not 'eight'",
+        ),
+        ({"SESSIONWATCH_WEB_PORT": "70000"}, ["worker"], "web port 70000 must be 1-65535"),
+        ({}, ["worker", "--web-port", "0"], "web port 0 must be 1-65535"),
+        ({"SESSIONWATCH_BATCH_SIZE": "0"}, ["worker"], "batch size must be at least 1"),
+        ({"SESSIONWATCH_BATCH_SIZE": "1e3"}, ["alerts"], "SESSIONWATCH_BATCH_SIZE must be"),
+    ],
+)
+def test_bad_streaming_settings_are_refused_before_connecting(
+    env: dict[str, str],
+    argv: list[str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Refused with the setting to fix and exit code 2, not a traceback from int() or from
+    Faust's own checks (nothing listens on port 1: reaching the broker would fail later)."""
+    monkeypatch.setenv("SESSIONWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid streaming settings" in err and says in err
