@@ -6,6 +6,7 @@ import argparse
 import datetime
 import functools
 import logging
+import math
 import os
 import sys
 import time
@@ -411,6 +412,38 @@ def _kafka_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="policy TOML")
 
 
+def _input_path(path: str) -> str:
+    """A recorded log that can be opened (``-`` is stdin), checked before any work starts:
+    ``produce`` must not send half of its files and then stop at a typo in the last."""
+    if path != "-":
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as err:
+            raise argparse.ArgumentTypeError(f"cannot read {path}: {err.strerror}") from None
+    return path
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    return port
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (0 < number < math.inf):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionwatch",
@@ -420,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="run the detector over recorded JSON Lines logs")
-    rp.add_argument("inputs", nargs="+", metavar="INPUT", help="JSON Lines file, .gz, or -")
+    rp.add_argument(
+        "inputs", nargs="+", metavar="INPUT", type=_input_path, help="JSON Lines file, .gz, or -"
+    )
     rp.add_argument("--config", help="policy TOML (default: ServiceNow's defaults)")
     rp.add_argument("--alerts-out", default="-", help="alert JSON Lines (default: stdout)")
     rp.add_argument(
@@ -446,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="alert output: SPEC.md alerts (default) or OCSF Detection Findings",
     )
     rp.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus /metrics on this port while replaying"
+        "--metrics-port", type=_port, help="serve Prometheus /metrics on this port while replaying"
     )
     rp.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
     rp.add_argument(
@@ -461,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     ip = sub.add_parser(
         "import-policy", help="write a policy TOML from a ServiceNow sys_properties export"
     )
-    ip.add_argument("input", metavar="EXPORT", help="sys_properties as Table API JSON or CSV")
+    ip.add_argument(
+        "input", metavar="EXPORT", type=_input_path, help="sys_properties as Table API JSON or CSV"
+    )
     ip.add_argument("-o", "--output", default="-", help="policy TOML (default: stdout)")
     ip.set_defaults(func=cmd_import_policy)
 
@@ -483,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_simulate)
 
     tp = sub.add_parser("train", help="train the offline behaviour model on recorded logs")
-    tp.add_argument("inputs", nargs="+", metavar="RECORDED_LOG")
+    tp.add_argument("inputs", nargs="+", metavar="RECORDED_LOG", type=_input_path)
     tp.add_argument("-o", "--output", required=True, help="model file to write (.skops)")
     tp.add_argument("--config", help="policy TOML (timeouts, [behaviour] min_user_sessions)")
     tp.add_argument("--seed", type=int, default=0)
@@ -496,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=cmd_train)
 
     ep = sub.add_parser("evaluate", help="precision, recall, ROC AUC against simulator labels")
-    ep.add_argument("events", metavar="EVENTS")
-    ep.add_argument("labels", metavar="LABELS")
+    ep.add_argument("events", metavar="EVENTS", type=_input_path)
+    ep.add_argument("labels", metavar="LABELS", type=_input_path)
     ep.add_argument("--config", help="policy TOML, with the [behaviour] model to evaluate")
     ep.add_argument("--json", action="store_true", help="machine-readable output")
     ep.set_defaults(func=cmd_evaluate)
@@ -507,16 +544,16 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--app-id", help="consumer group / app id (default sessionwatch)")
     wp.add_argument("--store", help="rocksdb:// (default) or memory://")
     wp.add_argument("--data-dir", help="local table storage (default ./sessionwatch-data)")
-    wp.add_argument("--web-port", type=int, help="web server port (default 6066)")
+    wp.add_argument("--web-port", type=_port, help="web server port (default 6066)")
     wp.add_argument("-q", "--quiet", action="store_true")
     wp.set_defaults(func=cmd_worker)
 
     pp = sub.add_parser("produce", help="send recorded events to session-events")
     _kafka_options(pp)
-    pp.add_argument("inputs", nargs="+", metavar="FILE")
+    pp.add_argument("inputs", nargs="+", metavar="FILE", type=_input_path)
     speed = pp.add_mutually_exclusive_group()
-    speed.add_argument("--speed", type=float, help="replay recorded time, scaled by X")
-    speed.add_argument("--rate", type=float, help="send N events per second")
+    speed.add_argument("--speed", type=_positive, help="replay recorded time, scaled by X")
+    speed.add_argument("--rate", type=_positive, help="send N events per second")
     pp.set_defaults(func=cmd_produce)
 
     ap = sub.add_parser("alerts", help="print session-alerts")

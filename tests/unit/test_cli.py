@@ -130,7 +130,6 @@ def test_no_broker_stops_the_clients_with_what_to_check(
             "SESSIONWATCH_PARTITIONS must be a whole number, not 'eight'",
         ),
         ({"SESSIONWATCH_WEB_PORT": "70000"}, ["worker"], "web port 70000 must be 1-65535"),
-        ({}, ["worker", "--web-port", "0"], "web port 0 must be 1-65535"),
         ({"SESSIONWATCH_BATCH_SIZE": "0"}, ["worker"], "batch size must be at least 1"),
         ({"SESSIONWATCH_BATCH_SIZE": "1e3"}, ["alerts"], "SESSIONWATCH_BATCH_SIZE must be"),
     ],
@@ -153,3 +152,37 @@ def test_bad_streaming_settings_are_refused_before_connecting(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid streaming settings" in err and says in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["replay", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl: No such file"),
+        (["replay", "-q", str(SAMPLE), "/"], "cannot read /: Is a directory"),
+        (["produce", str(SAMPLE), "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+        (["evaluate", str(SAMPLE), "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+        (["train", "-o", "m.skops", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+        (["import-policy", "/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["replay", "--metrics-port", "70000", str(SAMPLE)], "'70000' is not a port number"),
+        (["worker", "--web-port", "0"], "'0' is not a port number (1-65535)"),
+        (["produce", "--rate", "0", str(SAMPLE)], "'0' is not a positive number"),
+        (["produce", "--speed", "-1", str(SAMPLE)], "'-1' is not a positive number"),
+        (["produce", "--speed", "nan", str(SAMPLE)], "'nan' is not a positive number"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(
+    argv: list[str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit code 2 and the argument to fix, not a traceback; ``produce`` in particular
+    must not send its first files and then stop at a typo in the last (port 1: nothing
+    listens, so reaching the broker would fail differently)."""
+    monkeypatch.setenv("SESSIONWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and says in err
