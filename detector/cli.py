@@ -147,7 +147,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         time.sleep(args.metrics_linger)  # one more scrape sees the final counts
     if not args.quiet:
         print_summary(summary, dead_letters=dlq_path if dead.count else None)
-    return 0
+    return _damaged(summary.damaged, "replayed")
+
+
+def _damaged(damaged: list[str], done: str) -> int:
+    """Exit code 1 and each unreadable input's reason, after everything readable was used."""
+    for reason in damaged:
+        print(
+            f"sessionwatch: input unreadable from some point on ({reason}); "
+            f"the records before it were {done}",
+            file=sys.stderr,
+        )
+    return 1 if damaged else 0
 
 
 def _replay_servicenow(replayer: Any, args: argparse.Namespace) -> Any:
@@ -158,14 +169,14 @@ def _replay_servicenow(replayer: Any, args: argparse.Namespace) -> Any:
 
     from detector.adapters.framing import records
     from detector.adapters.servicenow import merged
-    from detector.replay import open_input
+    from detector.replay import open_input, until_unreadable
 
     exports: list[list[Any]] = []
     refused: list[bytes] = []
     for path in args.inputs:
         rows = []
         with open_input(path) as fh:
-            for raw in records(fh):
+            for raw in until_unreadable(records(fh), path, replayer.summary.damaged):
                 try:
                     row = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -206,6 +217,19 @@ def _serve_metrics(replayer: Any, host: str, port: int) -> None:
     log.info("metrics on http://%s:%d/metrics", host, port)
 
 
+@contextmanager
+def _whole(path: str) -> Iterator[None]:
+    """For commands that need an input whole (evaluate, import-policy): exit 2 if it
+    cannot be read to its end, rather than a traceback or a result from part of it."""
+    from detector.replay import READ_ERRORS
+
+    try:
+        yield
+    except READ_ERRORS as err:
+        print(f"sessionwatch: cannot read {path} to its end: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
 def cmd_import_policy(args: argparse.Namespace) -> int:
     import orjson
 
@@ -213,7 +237,7 @@ def cmd_import_policy(args: argparse.Namespace) -> int:
     from detector.adapters.servicenow import policy_from_properties, policy_keys
     from detector.replay import open_input
 
-    with open_input(args.input) as fh:
+    with _whole(args.input), open_input(args.input) as fh:
         rows = [r for r in map(orjson.loads, records(fh)) if isinstance(r, dict)]
     section = policy_from_properties(rows)
     try:
@@ -297,9 +321,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.config)
     engine = build_engine(policy, Fingerprinter(b"sessionwatch-evaluate"))
-    with open_input(args.events) as fh:
+    with _whole(args.events), open_input(args.events) as fh:
         lines = fh.read().splitlines()
-    with open_input(args.labels) as fh:
+    with _whole(args.labels), open_input(args.labels) as fh:
         labels = [orjson.loads(line) for line in fh if line.strip()]
     report = replay_and_evaluate(engine, lines, labels)
     if args.json:
@@ -390,11 +414,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
     policy = load_policy(args.config)
     fp = Fingerprinter.from_env(policy.fingerprint_key_env)
     settings = _stream_settings(args)
+    damaged: list[str] = []
     sent = run_with_broker(
-        settings, produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate)
+        settings,
+        produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate, damaged=damaged),
     )
     print(f"sessionwatch: produced {sent} events", file=sys.stderr)
-    return 0
+    return _damaged(damaged, "sent")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import gzip
 import io
 import sys
 import time
+import zlib
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,11 @@ from detector.metrics import Metrics
 #: Lines per ``processing_seconds`` observation in replay.
 BLOCK_LINES: Final = 4096
 
+#: What reading a damaged input raises: a gzip stream cut short (EOFError), a file that
+#: is not gzip after all (gzip.BadGzipFile, an OSError), corrupt data (zlib.error), a
+#: failing disk (OSError).
+READ_ERRORS: Final = (EOFError, OSError, zlib.error)
+
 AlertSink = Callable[[Alert], None]
 DeadLetterSink = Callable[[DeadLetter], None]
 
@@ -43,6 +49,8 @@ class Summary:
     seconds: float = 0.0
     #: Vendor records of types with no meaning for sessions, skipped (``--format``).
     unmapped: Counter[str] = field(default_factory=Counter)
+    #: Inputs that could not be read to their end, and why (see :func:`until_unreadable`).
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -74,6 +82,26 @@ class Summary:
         return total / self.seconds if self.seconds > 0 else 0.0
 
 
+class _Decompressed(io.RawIOBase):
+    """A gzip stream as raw reads of whatever one read decompresses (``read1``).
+
+    A buffered reader straight over ``GzipFile`` asks it for a full buffer at a time, and
+    a stream cut short then raises with up to a megabyte of good lines decompressed but
+    not handed over; this way only what follows the cut is lost.
+    """
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._gz.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 @contextmanager
 def open_input(path: str) -> Iterator[BinaryIO]:
     """Opens a recorded log for binary line reading; ``-`` is stdin, ``.gz`` is gunzipped."""
@@ -84,7 +112,7 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     try:
         if path.endswith(".gz"):
             with gzip.GzipFile(fileobj=raw) as gz:
-                yield io.BufferedReader(gz, buffer_size=1 << 20)
+                yield io.BufferedReader(_Decompressed(gz), buffer_size=1 << 20)
         else:
             yield raw
     finally:
@@ -191,12 +219,24 @@ class Replayer:
         start = time.perf_counter()
         for path in paths:
             with open_input(path) as fh:
-                lines: Iterable[bytes] = fh if frame is None else frame(fh)
+                lines = until_unreadable(
+                    fh if frame is None else frame(fh), path, self.summary.damaged
+                )
                 if progress is not None:
                     lines = _counting(lines, progress)
                 self.feed(lines, "stdin" if path == "-" else path)
         self.summary.seconds += time.perf_counter() - start
         return self.summary
+
+
+def until_unreadable(lines: Iterable[bytes], path: str, damaged: list[str]) -> Iterator[bytes]:
+    """``lines`` up to where the input stops being readable; the reason then goes to
+    ``damaged``. A log cut off mid-copy still has its head processed (and written out),
+    and the run can say what it could not read instead of dying with a traceback."""
+    try:
+        yield from lines
+    except READ_ERRORS as err:
+        damaged.append(f"{'stdin' if path == '-' else path}: {err}")
 
 
 def _counting(fh: Iterable[bytes], progress: Callable[[int], None]) -> Iterator[bytes]:

@@ -30,7 +30,9 @@ def collect(
     scorer = Scorer([], min_user_sessions=policy.behaviour.min_user_sessions, rows=[])
     # Fingerprints only group rows by session here; a throwaway key is fine.
     engine = Engine(policy, Fingerprinter(b"training"), behaviour=scorer)
-    Replayer(engine, lambda _a: None, lambda _d: None).run(list(paths), frame=frame)
+    summary = Replayer(engine, lambda _a: None, lambda _d: None).run(list(paths), frame=frame)
+    if summary.damaged:  # a model fitted to part of a log is not what was asked for
+        raise ValueError(f"input unreadable from some point on ({'; '.join(summary.damaged)})")
     assert scorer.rows is not None
     numbers: dict[str, int] = {}
     rows, sessions = [], []

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
-from detector.replay import open_input
+from detector.replay import open_input, until_unreadable
 from detector.stream.routing import routing_key
 from detector.stream.settings import BrokerUnreachable, StreamSettings
 
@@ -118,13 +118,17 @@ async def produce(
     *,
     speed: float | None = None,
     rate: float | None = None,
+    damaged: list[str] | None = None,
 ) -> int:
     """Sends recorded events keyed by routing key; order per key is kept (idempotent producer).
 
     ``speed`` replays recorded time scaled (2.0 = twice as fast); ``rate`` sends at a
     fixed number of events per second; neither sends as fast as the broker takes them.
-    Lines that do not decode are sent unkeyed, so the worker dead-letters them.
+    Lines that do not decode are sent unkeyed, so the worker dead-letters them. An input
+    that stops being readable (a cut gzip) is sent up to there, the reason added to
+    ``damaged``.
     """
+    damaged = [] if damaged is None else damaged
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         **settings.aiokafka_kwargs(),
@@ -140,7 +144,7 @@ async def produce(
         start_wall = time.monotonic()  # after the connection: pacing starts with sending
         for path in paths:
             with open_input(path) as fh:
-                for line in fh:
+                for line in until_unreadable(fh, path, damaged):
                     line = line.strip()
                     if not line:
                         continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +439,45 @@ def test_produce_paces_by_recorded_time_or_rate(
     d2.produce(path, "--rate", "10")  # one event every 100 ms
     stamps = sorted(r.timestamp for r in _records(d2.bootstrap, d2.topics["events"], 6))
     assert stamps[-1] - stamps[0] >= (len(recorded) - 1) * 100 - 10
+
+
+def test_produce_sends_a_cut_gzip_up_to_the_cut_and_exits_1(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """Every complete line before the cut reaches session-events, in order; the command
+    then says what it could not read, with exit code 1 (not a traceback, and not silence
+    about the lost tail)."""
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": f"e{i}",
+                "ts": 1_700_000_000 + i,
+                "type": "transaction",
+                "session_id": "B" * 32,
+                "user": "cut",  # one key: one partition, order kept
+                "ip": "10.0.0.1",
+                "pad": os.urandom(60).hex(),  # incompressible: the cut falls mid-file
+            }
+        )
+        + b"\n"
+        for i in range(400)
+    ]
+    packed = gzip.compress(b"".join(lines))
+    cut = packed[: len(packed) // 2]
+    head = zlib.decompressobj(wbits=31).decompress(cut)
+    complete = head.count(b"\n")
+    assert 0 < complete < len(lines)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(cut)
+    d = deployment_factory(1)
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        d.produce(path)
+    assert info.value.returncode == 1
+    err = info.value.stderr.decode()
+    assert f"produced {complete} events" in err and "Compressed file ended" in err
+    assert "Traceback" not in err
+    sent = [
+        orjson.loads(r.value)["event_id"]
+        for r in _records(d.bootstrap, d.topics["events"], complete)
+    ]
+    assert sent == [f"e{i}" for i in range(complete)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,67 @@ def test_bad_arguments_are_refused_before_any_work(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "error: argument" in err and says in err
+
+
+def _cut_gzip(tmp: Path, keep: float) -> tuple[Path, bytes]:
+    """SAMPLE gzipped and cut short at ``keep`` of its bytes, and the complete lines a
+    decompressor gets back from what is left."""
+    packed = gzip.compress(SAMPLE.read_bytes())
+    cut = packed[: int(len(packed) * keep)]
+    path = tmp / "cut.jsonl.gz"
+    path.write_bytes(cut)
+    readable = zlib.decompressobj(wbits=31).decompress(cut)
+    return path, readable[: readable.rindex(b"\n") + 1]
+
+
+def test_a_gzip_cut_short_is_replayed_up_to_the_cut_and_the_run_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every complete line before the cut is replayed (the same alerts as those lines
+    replayed from a plain file), then exit code 1 and the reason, not a traceback."""
+    cut, head = _cut_gzip(tmp_path, 0.6)
+    assert head.count(b"\n") > 100
+    plain = tmp_path / "head.jsonl"
+    plain.write_bytes(head)
+    expected = replay_to(tmp_path, str(plain), name="head-alerts.jsonl")
+    assert expected  # the head has alerts to lose
+    out = tmp_path / "cut-alerts.jsonl"
+    code = main(
+        [
+            *("replay", "-q", "--config", str(POLICY), "--alerts-out", str(out)),
+            *("--dead-letter-out", str(tmp_path / "dlq.jsonl"), str(cut)),
+        ]
+    )
+    assert code == 1
+    assert out.read_bytes() == expected
+    err = capsys.readouterr().err
+    assert f"input unreadable from some point on ({cut}: Compressed file ended" in err
+    assert "Traceback" not in err
+
+
+def test_a_file_named_gz_that_is_not_gzip_is_reported_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "events.jsonl.gz"
+    fake.write_bytes(SAMPLE.read_bytes())
+    assert main(["replay", "-q", "--alerts-out", str(tmp_path / "a.jsonl"), str(fake)]) == 1
+    assert "Not a gzipped file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "import-policy", "train"])
+def test_commands_that_need_an_input_whole_refuse_a_cut_one(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut, _ = _cut_gzip(tmp_path, 0.6)
+    argv = {
+        "evaluate": ["evaluate", str(cut), str(cut)],
+        "import-policy": ["import-policy", str(cut)],
+        "train": ["train", "-o", str(tmp_path / "m.skops"), str(cut)],
+    }[command]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    assert "Compressed file ended before the end-of-stream marker" in capsys.readouterr().err
+    assert not (tmp_path / "m.skops").exists()
