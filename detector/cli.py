@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
@@ -450,6 +451,22 @@ def _input_path(path: str) -> str:
     return path
 
 
+def _output_path(path: str) -> str:
+    """An output that can be created (``-`` is stdout), checked before any work: a typo in
+    a directory must not end a run in a traceback, or only once its first alert is due."""
+    if path != "-":
+        target = Path(path)
+        if target.is_dir():
+            raise argparse.ArgumentTypeError(f"cannot write {path}: it is a directory")
+        if not target.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"cannot write {path}: no directory {target.parent}")
+        if not os.access(target.parent, os.W_OK):
+            raise argparse.ArgumentTypeError(
+                f"cannot write {path}: directory {target.parent} is not writable"
+            )
+    return path
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -483,9 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUT", type=_input_path, help="JSON Lines file, .gz, or -"
     )
     rp.add_argument("--config", help="policy TOML (default: ServiceNow's defaults)")
-    rp.add_argument("--alerts-out", default="-", help="alert JSON Lines (default: stdout)")
+    rp.add_argument(
+        "--alerts-out", default="-", type=_output_path, help="alert JSON Lines (default: stdout)"
+    )
     rp.add_argument(
         "--dead-letter-out",
+        type=_output_path,
         help=f"refused records (default: {DEFAULT_DEAD_LETTERS}, created only if needed)",
     )
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -525,7 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument(
         "input", metavar="EXPORT", type=_input_path, help="sys_properties as Table API JSON or CSV"
     )
-    ip.add_argument("-o", "--output", default="-", help="policy TOML (default: stdout)")
+    ip.add_argument(
+        "-o", "--output", default="-", type=_output_path, help="policy TOML (default: stdout)"
+    )
     ip.set_defaults(func=cmd_import_policy)
 
     sp = sub.add_parser("simulate", help="generate realistic traffic with labelled attacks")
@@ -533,8 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hours", type=float, default=24.0)
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--config", help="policy the attacks are built against (default: bundled)")
-    sp.add_argument("-o", "--output", default="-", help="events JSON Lines (default: stdout)")
-    sp.add_argument("--labels-out", help="labels JSON Lines: one line per expected alert")
+    sp.add_argument(
+        "-o", "--output", default="-", type=_output_path, help="events JSON Lines (default: stdout)"
+    )
+    sp.add_argument(
+        "--labels-out", type=_output_path, help="labels JSON Lines: one line per expected alert"
+    )
     sp.add_argument(
         "--behaviour-attacks",
         type=int,
@@ -547,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tp = sub.add_parser("train", help="train the offline behaviour model on recorded logs")
     tp.add_argument("inputs", nargs="+", metavar="RECORDED_LOG", type=_input_path)
-    tp.add_argument("-o", "--output", required=True, help="model file to write (.skops)")
+    tp.add_argument(
+        "-o", "--output", required=True, type=_output_path, help="model file to write (.skops)"
+    )
     tp.add_argument("--config", help="policy TOML (timeouts, [behaviour] min_user_sessions)")
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument(

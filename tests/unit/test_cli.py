@@ -169,6 +169,15 @@ def test_bad_streaming_settings_are_refused_before_connecting(
         (["produce", "--rate", "0", str(SAMPLE)], "'0' is not a positive number"),
         (["produce", "--speed", "-1", str(SAMPLE)], "'-1' is not a positive number"),
         (["produce", "--speed", "nan", str(SAMPLE)], "'nan' is not a positive number"),
+        (
+            ["replay", "--alerts-out", "/nonexistent/a.jsonl", str(SAMPLE)],
+            "cannot write /nonexistent/a.jsonl: no directory /nonexistent",
+        ),
+        (["replay", "--dead-letter-out", "/", str(SAMPLE)], "cannot write /: it is a directory"),
+        (["simulate", "-o", "/nonexistent/day.jsonl"], "no directory /nonexistent"),
+        (["simulate", "--labels-out", "/nonexistent/l.jsonl"], "no directory /nonexistent"),
+        (["train", "-o", "/nonexistent/m.skops", str(SAMPLE)], "no directory /nonexistent"),
+        (["import-policy", "-o", "/nonexistent/p.toml", str(SAMPLE)], "no directory"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(
