@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
-from detector.stream.settings import BrokerUnreachable
+from detector.stream.settings import BrokerUnreachable, NoSuchTopic
 
 if TYPE_CHECKING:
     from detector.engine import Engine
@@ -632,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, NoSuchTopic) as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
 

@@ -17,7 +17,7 @@ from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.routing import routing_key
-from detector.stream.settings import BrokerUnreachable, StreamSettings
+from detector.stream.settings import BrokerUnreachable, NoSuchTopic, StreamSettings
 
 _HINTS = (
     (
@@ -37,6 +37,8 @@ _HINTS = (
     ),
 )
 
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -171,9 +173,13 @@ async def produce(
 async def read_alerts(
     settings: StreamSettings, out: IO[bytes], *, follow: bool = False, idle_s: float = 1.0
 ) -> int:
-    """Prints session-alerts from the beginning; without ``follow``, stops at the end."""
+    """Prints session-alerts from the beginning; without ``follow``, stops at the end.
+
+    A missing topic is an error without ``follow`` (nothing can be read: most likely a
+    wrong name); with it, the client waits for a worker to create the topic. Subscribed
+    to a missing topic, aiokafka would log an error ten times a second and wait forever.
+    """
     consumer = AIOKafkaConsumer(
-        settings.alerts_topic,
         **settings.aiokafka_kwargs(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -181,6 +187,18 @@ async def read_alerts(
     count = 0
     try:
         await consumer.start()
+        waiting = False
+        while settings.alerts_topic not in await consumer.topics():
+            if not follow:
+                raise NoSuchTopic(
+                    f"no topic {settings.alerts_topic!r} on {settings.bootstrap_servers}: a "
+                    "worker creates it when it starts; check SESSIONWATCH_TOPIC_ALERTS"
+                )
+            if not waiting:
+                log.info("waiting for topic %s to be created", settings.alerts_topic)
+                waiting = True
+            await asyncio.sleep(idle_s)
+        consumer.subscribe([settings.alerts_topic])
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)  # no group: all partitions, once metadata is in
         tps = sorted(consumer.assignment())

@@ -17,6 +17,10 @@ class BrokerUnreachable(Exception):
     Here, not beside the clients, so the CLI can catch it without importing aiokafka."""
 
 
+class NoSuchTopic(Exception):
+    """A topic a client only reads is not on the broker; the text names the setting."""
+
+
 class InvalidSetting(ValueError):
     """A setting's environment variable cannot be read as its type; the text names it."""
 

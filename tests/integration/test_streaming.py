@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -481,3 +482,59 @@ def test_produce_sends_a_cut_gzip_up_to_the_cut_and_exits_1(
         for r in _records(d.bootstrap, d.topics["events"], complete)
     ]
     assert sent == [f"e{i}" for i in range(complete)]
+
+
+def test_alerts_on_a_missing_topic_says_so_and_follow_waits_for_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Without --follow: exit 1 naming the topic and the setting (it used to wait for
+    ever, aiokafka logging an error ten times a second). With --follow: it waits quietly
+    and prints what arrives once a worker (here, an admin client) creates the topic."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"alerts-missing-{os.getpid()}-{time.monotonic_ns()}"
+    env = {
+        **os.environ,
+        "SESSIONWATCH_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SESSIONWATCH_TOPIC_ALERTS": topic,
+        "SESSIONWATCH_KEY": "k",
+    }
+    cli = [sys.executable, "-m", "detector.cli", "alerts"]
+    once = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, timeout=60)
+    assert once.returncode == 1
+    assert f"no topic {topic!r}" in once.stderr.decode()
+    assert "SESSIONWATCH_TOPIC_ALERTS" in once.stderr.decode()
+
+    log = tmp_path / "follow.err"
+    with open(log, "wb") as err:
+        follower = subprocess.Popen(
+            [*cli, "--follow"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        time.sleep(3)  # it is waiting for the topic now
+        assert follower.poll() is None
+
+        async def create_and_send() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic, 2, 1)])
+            finally:
+                await admin.close()
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await producer.start()
+            try:
+                await producer.send_and_wait(topic, b'{"alert_id":"late"}', partition=1)
+            finally:
+                await producer.stop()
+
+        asyncio.run(create_and_send())
+        assert follower.stdout is not None
+        ready = select.select([follower.stdout], [], [], 60)[0]
+        assert ready, log.read_text()
+        assert follower.stdout.readline() == b'{"alert_id":"late"}\n'
+    finally:
+        follower.kill()
+        follower.wait(10)
+    assert log.read_text().count("not found in cluster metadata") < 3
