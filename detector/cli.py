@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
-from detector.stream.settings import BrokerUnreachable, NoSuchTopic
+from detector.stream.settings import BrokerUnreachable, NoSuchTopic, TopicMismatch
 
 if TYPE_CHECKING:
     from detector.engine import Engine
@@ -390,7 +390,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from detector.stream.app import create_app
-    from detector.stream.clients import ensure_topics, run_with_broker
+    from detector.stream.clients import check_partitions, ensure_topics, run_with_broker
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
@@ -399,6 +399,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
     # where an unreachable broker or refused credentials stop the worker, with a reason.
     run_with_broker(settings, ensure_topics(settings))
+    try:
+        run_with_broker(settings, check_partitions(settings))
+    except TopicMismatch as err:
+        print(f"sessionwatch: {err}", file=sys.stderr)
+        return 2
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.

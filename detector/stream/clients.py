@@ -17,7 +17,12 @@ from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.routing import routing_key
-from detector.stream.settings import BrokerUnreachable, NoSuchTopic, StreamSettings
+from detector.stream.settings import (
+    BrokerUnreachable,
+    NoSuchTopic,
+    StreamSettings,
+    TopicMismatch,
+)
 
 _HINTS = (
     (
@@ -111,6 +116,45 @@ async def ensure_topics(settings: StreamSettings, replication: int = 1) -> None:
                 await admin.create_topics(wanted)
     finally:
         await admin.close()
+
+
+def changelog_topic(settings: StreamSettings) -> str:
+    """Where Faust keeps the state table's changelog (its naming: app id, table name)."""
+    return f"{settings.app_id}-state-changelog"
+
+
+async def check_partitions(settings: StreamSettings) -> None:
+    """Refuses, with :class:`TopicMismatch`, a worker whose partition count differs from
+    existing input or changelog topics': the state table is partitioned like the input,
+    so events of the partitions beyond the changelog's count could not keep state (Faust
+    raises on each of their writes and the worker limps on). Topics made by ``produce``
+    with another ``--partitions``, or an earlier deployment, are the usual cause."""
+    # Vendor input topics may have any count: the normaliser re-keys their records onto
+    # the input topic and keeps no state of its own.
+    names = [settings.events_topic, changelog_topic(settings)]
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    try:
+        await admin.start()
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+    changelog = counts.pop(changelog_topic(settings), settings.partitions)
+    wrong = {name: n for name, n in counts.items() if n != settings.partitions}
+    if wrong:
+        found = ", ".join(f"{name!r} has {n}" for name, n in sorted(wrong.items()))
+        raise TopicMismatch(
+            f"the worker is configured for {settings.partitions} partitions but {found}: "
+            "set SESSIONWATCH_PARTITIONS (or --partitions) to the topics' count, the same "
+            "on every worker (a topic's partitions cannot be reduced)"
+        )
+    if changelog != settings.partitions:
+        raise TopicMismatch(
+            f"the state changelog {changelog_topic(settings)!r} has {changelog} partitions, "
+            f"the input {settings.partitions}: this app id's state was built for another "
+            "count. Start under a new SESSIONWATCH_APP_ID (state is rebuilt from what the "
+            "input still holds) or delete that changelog topic"
+        )
 
 
 async def produce(

@@ -17,6 +17,11 @@ class BrokerUnreachable(Exception):
     Here, not beside the clients, so the CLI can catch it without importing aiokafka."""
 
 
+class TopicMismatch(Exception):
+    """An existing topic's partition count is not the configured one; the text says what
+    to set. Faust fails on every table write of the partitions beyond the smaller count."""
+
+
 class NoSuchTopic(Exception):
     """A topic a client only reads is not on the broker; the text names the setting."""
 

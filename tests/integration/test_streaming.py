@@ -538,3 +538,56 @@ def test_alerts_on_a_missing_topic_says_so_and_follow_waits_for_it(
         follower.kill()
         follower.wait(10)
     assert log.read_text().count("not found in cluster metadata") < 3
+
+
+def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Run against an 8-partition input with 4 configured, the worker used to start,
+    and Faust raised PartitionsMismatch on every table write of partitions 4-7 while the
+    worker limped on. Now it stops at start-up (exit 2) saying what to set; a changelog
+    left by an earlier count is refused too, with what to do about it."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    env = {
+        **os.environ,
+        "SESSIONWATCH_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SESSIONWATCH_KEY": "k",
+        "SESSIONWATCH_APP_ID": f"mismatch-{tag}",
+        "SESSIONWATCH_TOPIC_EVENTS": f"events-{tag}",
+        "SESSIONWATCH_TOPIC_ALERTS": f"alerts-{tag}",
+        "SESSIONWATCH_TOPIC_ACTIONS": f"actions-{tag}",
+        "SESSIONWATCH_TOPIC_DLQ": f"dlq-{tag}",
+    }
+
+    async def create(name: str, partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            await admin.close()
+
+    def worker(partitions: int) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "detector.cli", "worker", "-q"],
+            env={**env, "SESSIONWATCH_PARTITIONS": str(partitions)},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=120,
+        )
+
+    asyncio.run(create(f"events-{tag}", 8))
+    refused = worker(4)
+    assert refused.returncode == 2
+    err = refused.stderr.decode()
+    assert f"configured for 4 partitions but 'events-{tag}' has 8" in err
+    assert "set SESSIONWATCH_PARTITIONS" in err
+
+    asyncio.run(create(f"mismatch-{tag}-state-changelog", 2))
+    refused = worker(8)
+    assert refused.returncode == 2
+    err = refused.stderr.decode()
+    assert f"changelog 'mismatch-{tag}-state-changelog' has 2 partitions, the input 8" in err
+    assert "new SESSIONWATCH_APP_ID" in err
