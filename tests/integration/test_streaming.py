@@ -31,6 +31,7 @@ from tests.integration.streaming import (
     Expected,
     Factory,
     alert_ids,
+    create_topic,
     free_port,
     produce_in_transactions,
     simulated_day,
@@ -491,7 +492,6 @@ def test_alerts_on_a_missing_topic_says_so_and_follow_waits_for_it(
     ever, aiokafka logging an error ten times a second). With --follow: it waits quietly
     and prints what arrives once a worker (here, an admin client) creates the topic."""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"alerts-missing-{os.getpid()}-{time.monotonic_ns()}"
     env = {
@@ -516,12 +516,7 @@ def test_alerts_on_a_missing_topic_says_so_and_follow_waits_for_it(
         assert follower.poll() is None
 
         async def create_and_send() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            await admin.start()
-            try:
-                await admin.create_topics([NewTopic(topic, 2, 1)])
-            finally:
-                await admin.close()
+            await create_topic(kafka_bootstrap, topic, 2)
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
             await producer.start()
             try:
@@ -547,8 +542,6 @@ def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
     and Faust raised PartitionsMismatch on every table write of partitions 4-7 while the
     worker limped on. Now it stops at start-up (exit 2) saying what to set; a changelog
     left by an earlier count is refused too, with what to do about it."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     env = {
         **os.environ,
@@ -561,14 +554,6 @@ def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
         "SESSIONWATCH_TOPIC_DLQ": f"dlq-{tag}",
     }
 
-    async def create(name: str, partitions: int) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(name, partitions, 1)])
-        finally:
-            await admin.close()
-
     def worker(partitions: int) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "detector.cli", "worker", "-q"],
@@ -578,14 +563,14 @@ def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
             timeout=120,
         )
 
-    asyncio.run(create(f"events-{tag}", 8))
+    asyncio.run(create_topic(kafka_bootstrap, f"events-{tag}", 8))
     refused = worker(4)
     assert refused.returncode == 2
     err = refused.stderr.decode()
     assert f"configured for 4 partitions but 'events-{tag}' has 8" in err
     assert "set SESSIONWATCH_PARTITIONS" in err
 
-    asyncio.run(create(f"mismatch-{tag}-state-changelog", 2))
+    asyncio.run(create_topic(kafka_bootstrap, f"mismatch-{tag}-state-changelog", 2))
     refused = worker(8)
     assert refused.returncode == 2
     err = refused.stderr.decode()

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from detector.adapters import ADAPTERS
 from detector.adapters.framing import records, to_spec_lines
@@ -28,6 +27,7 @@ from tests.integration.streaming import (
     POLICY,
     Factory,
     alert_ids,
+    create_topic,
     free_port,
     produce_in_transactions,
 )
@@ -35,15 +35,6 @@ from tests.tools import samples, scrape, tool, total
 from tests.vendors import okta_expressible, to_okta
 
 pytestmark = pytest.mark.kafka
-
-
-async def _create(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 @pytest.mark.parametrize("producer", ["kcat", "transactions"])
@@ -72,7 +63,7 @@ def test_okta_topic_is_normalised_and_detected(
     topic = f"okta-{uuid.uuid4().hex[:8]}"
     # One partition keeps each user's records in order (or key them by user).
     if producer == "kcat":
-        asyncio.run(_create(d.bootstrap, topic, 1))
+        asyncio.run(create_topic(d.bootstrap, topic, 1))
     else:
         lines = okta.splitlines()
         asyncio.run(produce_in_transactions(d.bootstrap, topic, 1, lines, [None] * len(lines), 40))
