@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -260,3 +263,26 @@ def test_commands_that_need_an_input_whole_refuse_a_cut_one(
     assert code == 2
     assert "Compressed file ended before the end-of-stream marker" in capsys.readouterr().err
     assert not (tmp_path / "m.skops").exists()
+
+
+def test_a_named_pipe_is_read_like_a_file(tmp_path: Path) -> None:
+    """Inputs are checked before any work without being opened: opening and closing a
+    pipe there would leave its writer with no reader (and the replay with no writer)."""
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as out:
+            out.write(SAMPLE.read_bytes())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    piped = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "replay", "-q", "--config", str(POLICY), str(fifo)],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    writer.join(10)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout == replay_to(tmp_path, str(SAMPLE))
