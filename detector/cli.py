@@ -324,8 +324,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     engine = build_engine(policy, Fingerprinter(b"sessionwatch-evaluate"))
     with _whole(args.events), open_input(args.events) as fh:
         lines = fh.read().splitlines()
+    labels: list[dict[str, Any]] = []
     with _whole(args.labels), open_input(args.labels) as fh:
-        labels = [orjson.loads(line) for line in fh if line.strip()]
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                label = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                label = None
+            if not (
+                isinstance(label, dict)
+                and isinstance(label.get("event_id"), str)
+                and isinstance(label.get("indicator"), str)
+            ):
+                print(
+                    f"sessionwatch: {args.labels}:{number} is not a label: need a JSON object "
+                    'with string "event_id" and "indicator" (as `simulate --labels-out` writes)',
+                    file=sys.stderr,
+                )
+                return 2
+            labels.append(label)
     report = replay_and_evaluate(engine, lines, labels)
     if args.json:
         out = {

@@ -286,3 +286,17 @@ def test_a_named_pipe_is_read_like_a_file(tmp_path: Path) -> None:
     writer.join(10)
     assert piped.returncode == 0, piped.stderr.decode()
     assert piped.stdout == replay_to(tmp_path, str(SAMPLE))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"not json\n", b"[1, 2]\n", b'{"event_id": "e1"}\n', b'{"event_id": 1, "indicator": "x"}\n'],
+)
+def test_evaluate_refuses_a_labels_file_that_is_not_labels(
+    bad: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    labels.write_bytes(b'{"event_id": "e0", "indicator": "ip_change"}\n\n' + bad)
+    assert main(["evaluate", str(SAMPLE), str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels}:3 is not a label" in err and "Traceback" not in err
