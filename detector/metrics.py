@@ -93,6 +93,9 @@ class Metrics(Collector):
         #: fill them (see detector.stream.ordering); None in replay (not exported).
         self.delivery_holes: int | None = None
         self.records_read_back = 0
+        #: Worker only: sessions forgotten to keep one key's state under Kafka's record
+        #: size limit (detector.stream.bundle.MAX_BUNDLE_BYTES).
+        self.sessions_shed = 0
         self.lag = Histogram(LAG_BUCKETS)
         self.processing = Histogram(PROCESSING_BUCKETS)
         self.census = census
@@ -170,6 +173,11 @@ class Metrics(Collector):
                 PREFIX + "records_read_back",
                 "Records read back from Kafka to fill delivery holes.",
                 value=self.records_read_back,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "sessions_shed",
+                "Sessions forgotten to keep one user's state under Kafka's record size limit.",
+                value=self.sessions_shed,
             )
         yield self.lag.family(
             PREFIX + "event_lag_seconds", "Processing time minus event time, per event."

@@ -701,6 +701,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     def end_of_batch() -> None:
         # One write per bundle touched, under its last event (hence its partition).
         store.flush(lambda last: _current_event.set(weakref.ref(last)))
+        metrics.sessions_shed = store.shed
 
     in_order = InOrder(
         app, settings, metrics, apply_one, end_of_batch, new_generation, topic=settings.events_topic

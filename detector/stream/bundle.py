@@ -8,6 +8,7 @@ batch events safely and what makes recovery and rebalancing exact.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, MutableMapping
 from functools import partial
@@ -18,8 +19,18 @@ import msgspec
 from detector.state import SessionState, UserState
 from detector.store import Census, ExpiryIndex, count_live
 
+log = logging.getLogger(__name__)
+
 #: Alerts of this many recent events per bundle are kept for re-sending (see Bundle).
 OUTBOX_EVENTS = 8
+
+#: Largest bundle written, encoded. Kafka refuses a record over ~1 MB by default (the
+#: broker's message.max.bytes, the producer's max_request_size) and Faust's producer
+#: then stops the worker. One user's thousands of sessions get there: an integration
+#: account that logs in for every request keeps each session for the state retention.
+MAX_BUNDLE_BYTES = 900_000
+#: A bundle over the limit is cut to this share of it, so the next writes fit too.
+SHED_TO = 0.75
 
 
 class Bundle(msgspec.Struct, gc=False):
@@ -78,6 +89,7 @@ class BundleStore:
         self._marks: dict[int, float] = {}  # event time per partition
         self._index: dict[int, ExpiryIndex[bytes]] = {}
         self.swept = 0
+        self.shed = 0  # sessions forgotten to keep bundles under MAX_BUNDLE_BYTES
         self.scans = 0  # full scans of the local table (one per rebalance)
         # Bundles touched in the current batch: read once, written once at flush().
         self._batch: dict[bytes, Bundle] = {}
@@ -153,12 +165,48 @@ class BundleStore:
         table, index = self.table, self._index
         for key, (b, token) in self._pending.items():
             before_write(token)
-            table[key] = _encode(b)
+            raw = _encode(b)
+            if len(raw) > MAX_BUNDLE_BYTES:
+                raw = self._shed(b, raw)
+            table[key] = raw
             index[b.partition].touch(key, partial(self._expiry, b))
         written = len(self._pending)
         self._pending.clear()
         self._batch.clear()
         return written
+
+    def _shed(self, b: Bundle, raw: bytes) -> bytes:
+        """Forgets the bundle's least useful sessions until it fits: ended ones first,
+        longest ended, then the least recently active. A forgotten session that comes
+        back is one the engine never saw (``unknown_session``), and a reuse of a
+        forgotten ended one goes unnoticed: rare (see README) and counted."""
+        order = sorted(
+            b.sessions,
+            key=lambda fp: (
+                (0, b.sessions[fp].ended_at)
+                if b.sessions[fp].ended is not None
+                else (1, b.sessions[fp].last)
+            ),
+        )
+        while len(raw) > MAX_BUNDLE_BYTES and order:
+            keep = int(len(order) * SHED_TO * MAX_BUNDLE_BYTES / len(raw))
+            dropped, order = order[: len(order) - keep], order[len(order) - keep :]
+            for fp in dropped:
+                del b.sessions[fp]
+            if b.user is not None:
+                gone = set(dropped)
+                b.user.sessions = [fp for fp in b.user.sessions if fp not in gone]
+            self.shed += len(dropped)
+            raw = _encode(b)
+        if len(raw) > MAX_BUNDLE_BYTES:  # no sessions left: only the re-send memory
+            b.outbox.clear()
+            raw = _encode(b)
+        log.warning(
+            "state of one routing key reached %d bytes: %d sessions forgotten so far",
+            MAX_BUNDLE_BYTES,
+            self.shed,
+        )
+        return raw
 
     # -- StateStore ---------------------------------------------------------------
     def get_session(self, fp: str) -> SessionState | None:

@@ -576,3 +576,79 @@ def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
     err = refused.stderr.decode()
     assert f"changelog 'mismatch-{tag}-state-changelog' has 2 partitions, the input 8" in err
     assert "new SESSIONWATCH_APP_ID" in err
+
+
+def test_a_user_with_thousands_of_sessions_does_not_stop_the_worker(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """3,000 logins of one account (an integration logging in per request) made its state
+    record larger than Kafka accepts, and Faust's producer took the worker down. Now the
+    record is cut to fit (sessions_shed counts what was forgotten) and detection goes on:
+    a reuse after logout by another user, sent after the burst, is still flagged."""
+    burst = b"".join(
+        orjson.dumps(
+            {
+                "event_id": f"svc{i}",
+                "ts": 1_764_900_000 + i * 0.1,
+                "type": "login",
+                "session_id": f"{i:032x}",
+                "user": "svc-integration",
+                "ip": f"10.0.{i % 200}.{i % 250 + 1}",
+                "user_agent": "python-requests/2.31 " + "x" * 200,
+            }
+        )
+        + b"\n"
+        for i in range(3000)
+    )
+    t = 1_764_900_400
+    probe = b"".join(
+        orjson.dumps(e) + b"\n"
+        for e in (
+            {
+                "event_id": "p1",
+                "ts": t,
+                "type": "login",
+                "session_id": "P" * 32,
+                "user": "ann",
+                "ip": "10.9.9.9",
+            },
+            {
+                "event_id": "p2",
+                "ts": t + 1,
+                "type": "logout",
+                "session_id": "P" * 32,
+                "user": "ann",
+                "ip": "10.9.9.9",
+            },
+            {
+                "event_id": "p3",
+                "ts": t + 400,  # past the logout grace of examples/policy.toml (2 min)
+                "type": "transaction",
+                "session_id": "P" * 32,
+                "user": "ann",
+                "ip": "10.9.9.9",
+                "url": "/x",
+            },
+        )
+    )
+    (tmp_path / "burst.jsonl").write_bytes(burst)
+    (tmp_path / "probe.jsonl").write_bytes(probe)
+    d = deployment_factory(1)
+    port = free_port()
+    worker = d.start_worker(web_port=port)
+    d.produce(tmp_path / "burst.jsonl")
+    d.produce(tmp_path / "probe.jsonl")
+
+    def reuse_flagged(values: list[bytes]) -> bool:
+        return any(
+            a["kind"] == "reuse_after_logout" and a["event_id"] == "p3"
+            for a in map(orjson.loads, values)
+        )
+
+    alerts = d.collect(d.topics["alerts"], reuse_flagged, timeout=120)
+    assert reuse_flagged(alerts), d.logs()
+    assert worker.poll() is None, d.logs()
+    shed = total(
+        samples(scrape(f"http://127.0.0.1:{port}/metrics")), "sessionwatch_sessions_shed_total"
+    )
+    assert shed > 0

@@ -169,3 +169,44 @@ def test_an_empty_bundle_is_due_at_once() -> None:
     index.touch(b"nothing-left", lambda: -math.inf)
     index.touch(b"locked", lambda: math.inf)
     assert index.due(0.0) == [b"nothing-left"] and len(index) == 0
+
+
+def test_a_bundle_over_the_record_limit_forgets_ended_then_idle_sessions_first(
+    monkeypatch: Any,
+) -> None:
+    """An integration account that logs in (and out) for every request keeps each
+    session for the retention: its one bundle outgrew Kafka's record limit and the
+    worker died on the send. Now every write fits; the sessions forgotten are the
+    ended ones, longest ended first, and every live session is kept."""
+    from detector.stream import bundle
+
+    monkeypatch.setattr(bundle, "MAX_BUNDLE_BYTES", 40_000)
+    w = Worker({})
+    s = Story()
+    ended = [f"{i:032x}" for i in range(300)]
+    for i, sid in enumerate(ended):
+        s.login(i * 0.1, sid=sid, user="svc")
+        s.add("logout", i * 0.1 + 0.05, session_id=sid, user="svc")
+    live = [f"{i + 10_000:032x}" for i in range(80)]  # enough to need a shed among them
+    for i, sid in enumerate(live):
+        s.login(30 + i * 0.1, sid=sid, user="svc")
+    w.feed(s.lines())
+    assert all(len(raw) <= 40_000 for raw in w.table.values())
+    assert w.store.shed > 0
+    kept = decode_bundle(w.table[b"u:svc"]).sessions
+    assert len(kept) < len(ended) + len(live)
+    assert {w.fp(sid) for sid in live} <= set(kept)
+    still_ended = [sid for sid in ended if w.fp(sid) in kept]
+    assert still_ended == ended[len(ended) - len(still_ended) :]  # the latest ended ones
+    user = decode_bundle(w.table[b"u:svc"]).user
+    assert user is not None and set(user.sessions) <= set(kept)
+
+
+def test_a_bundle_under_the_limit_is_written_whole() -> None:
+    w = Worker({})
+    s = Story()
+    for i in range(50):
+        s.login(i * 0.1, sid=f"{i:032x}", user="svc")
+    w.feed(s.lines())
+    assert w.store.shed == 0
+    assert len(decode_bundle(w.table[b"u:svc"]).sessions) == 50
