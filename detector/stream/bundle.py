@@ -167,7 +167,7 @@ class BundleStore:
             before_write(token)
             raw = _encode(b)
             if len(raw) > MAX_BUNDLE_BYTES:
-                raw = self._shed(b, raw)
+                raw = self._shed(key, b, raw)
             table[key] = raw
             index[b.partition].touch(key, partial(self._expiry, b))
         written = len(self._pending)
@@ -175,7 +175,7 @@ class BundleStore:
         self._batch.clear()
         return written
 
-    def _shed(self, b: Bundle, raw: bytes) -> bytes:
+    def _shed(self, key: bytes, b: Bundle, raw: bytes) -> bytes:
         """Forgets the bundle's least useful sessions until it fits: ended ones first,
         longest ended, then the least recently active. A forgotten session that comes
         back is one the engine never saw (``unknown_session``), and a reuse of a
@@ -201,8 +201,9 @@ class BundleStore:
         if len(raw) > MAX_BUNDLE_BYTES:  # no sessions left: only the re-send memory
             b.outbox.clear()
             raw = _encode(b)
-        log.warning(
-            "state of one routing key reached %d bytes: %d sessions forgotten so far",
+        log.warning(  # the routing key: a user name (not secret) or a fingerprint
+            "state of %s reached %d bytes: sessions forgotten to fit (%d so far)",
+            key.decode(errors="replace"),
             MAX_BUNDLE_BYTES,
             self.shed,
         )
