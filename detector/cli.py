@@ -418,11 +418,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
     # where an unreachable broker or refused credentials stop the worker, with a reason.
     run_with_broker(settings, ensure_topics(settings))
-    try:
-        run_with_broker(settings, check_partitions(settings))
-    except TopicMismatch as err:
-        print(f"sessionwatch: {err}", file=sys.stderr)
-        return 2
+    run_with_broker(settings, check_partitions(settings))
     worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.
@@ -664,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerUnreachable, NoSuchTopic) as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
+    except TopicMismatch as exc:  # a configuration error, like a bad setting
+        print(f"sessionwatch: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

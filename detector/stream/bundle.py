@@ -55,6 +55,12 @@ _decode = msgspec.msgpack.Decoder(Bundle).decode
 decode_bundle = _decode
 
 
+def _forget_first(s: SessionState) -> tuple[int, float]:
+    """Sort key of :meth:`BundleStore._shed`: ended sessions by end, then the rest by
+    last activity."""
+    return (0, s.ended_at) if s.ended is not None else (1, s.last)
+
+
 class BundleStore:
     """The engine's store, scoped to one routing key at a time.
 
@@ -180,14 +186,7 @@ class BundleStore:
         longest ended, then the least recently active. A forgotten session that comes
         back is one the engine never saw (``unknown_session``), and a reuse of a
         forgotten ended one goes unnoticed: rare (see README) and counted."""
-        order = sorted(
-            b.sessions,
-            key=lambda fp: (
-                (0, b.sessions[fp].ended_at)
-                if b.sessions[fp].ended is not None
-                else (1, b.sessions[fp].last)
-            ),
-        )
+        order = sorted(b.sessions, key=lambda fp: _forget_first(b.sessions[fp]))
         while len(raw) > MAX_BUNDLE_BYTES and order:
             keep = int(len(order) * SHED_TO * MAX_BUNDLE_BYTES / len(raw))
             dropped, order = order[: len(order) - keep], order[len(order) - keep :]
