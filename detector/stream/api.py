@@ -27,7 +27,7 @@ from yarl import URL
 from detector.alerts import rfc3339
 from detector.engine import Engine
 from detector.fingerprint import FINGERPRINT_PREFIX
-from detector.stream.bundle import decode_bundle
+from detector.stream.bundle import BundleStore
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 
@@ -65,7 +65,7 @@ async def _forward(app: faust.App, view: View, request: Request, owner: str) -> 
 def install_api(
     app: faust.App,
     token: str,
-    table: Any,
+    store: BundleStore,
     events_topic: Any,
     engine: Engine,
     partitions: int,
@@ -94,11 +94,11 @@ def install_api(
                     # Both sides think the other owns it: a rebalance is under way.
                     return self.error(503, "partition ownership is moving; retry shortly")
                 return await _forward(app, self, request, owner)
-            raw = table.get(key)
+            bundle = store.peek(key)  # with changes not yet written
             now = time.time()
             sessions: list[dict[str, Any]] = []
-            if raw is not None:
-                for fp, s in decode_bundle(raw).sessions.items():
+            if bundle is not None:
+                for fp, s in bundle.sessions.items():
                     if not engine.is_active(s, engine.watermark):
                         continue
                     sessions.append(

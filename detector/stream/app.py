@@ -2,8 +2,9 @@
 
 One agent, concurrency 1 (state is per partition and order matters). It takes
 events in batches (``take_events``) because Faust's one-event-at-a-time path
-cannot keep up, and marks each event as the current one while applying it, so
-table writes land in that event's partition (changelog and local RocksDB alike).
+cannot keep up, and writes changed state at checkpoints, each entry under the last
+event that changed it, so table writes land in that event's partition (changelog
+and local RocksDB alike); offsets are acked only once their state is written.
 Detection itself is :class:`detector.engine.Engine`, exactly as in replay.
 """
 
@@ -53,6 +54,9 @@ STREAM_SWEEP_EVERY_S = 900.0
 WATCH_EVERY_S = 5.0
 #: At most this many offsets behind are read to tell commit markers from undelivered events.
 MARKERS_PROBE = 64
+#: A checkpoint comes early once this many records wait for one (bounds the memory of
+#: unwritten state and what a crash makes the worker read again).
+MAX_UNACKED = 50_000
 
 _json = msgspec.json.Encoder()
 
@@ -335,8 +339,10 @@ class InOrder:
     See :mod:`detector.stream.ordering`. ``apply(raw, at, token)`` applies one record
     (``at`` has the record's topic, partition and offset; ``token`` is an event of the
     same partition, current while it applies, so table writes go to that partition);
-    ``done()`` runs after each batch or fill; ``new_generation()`` after a rebalance.
-    Neither path awaits between applying and ``done()`` (see ``detect``).
+    ``done()`` writes the state at each checkpoint, before the offsets it covers are
+    acked; ``new_generation()`` runs after a rebalance. A checkpoint comes after a batch
+    or fill once ``checkpoint_s`` has passed (0: after each), from a timer when the
+    input is idle, and never awaits between the write and the acks.
     """
 
     def __init__(
@@ -349,6 +355,7 @@ class InOrder:
         new_generation: Callable[[], None] = lambda: None,
         *,
         topic: str,
+        checkpoint_s: float = 0.0,
     ) -> None:
         self.app = app
         self.topic = topic
@@ -365,6 +372,11 @@ class InOrder:
         self.fills: dict[int, asyncio.Task[None]] = {}
         self.generation = -1
         self.revocations = 0  # Faust's rebalance count when this generation began
+        self.checkpoint_s = checkpoint_s
+        # Applied (or found empty) but not acked yet: acked, in offset order, at the next
+        # checkpoint, once ``done()`` has written the state they changed.
+        self.unacked: list[Any] = []
+        self.unacked_since = 0.0
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
@@ -376,6 +388,7 @@ class InOrder:
                 task.cancel()
             self.fills.clear()
             self.gate.reset()
+            self.unacked.clear()  # their partitions start again from the commit
             self.new_generation()
         # Faust moves the generation only at the assignment: between a revocation (which
         # counts a rebalance) and then, a batch would still look current while its
@@ -390,7 +403,50 @@ class InOrder:
                 msg.acked = True
                 continue
             self._admit(event, held_before=False)
+        self.after_batch()
+
+    def _hold_ack(self, record: Any) -> None:
+        """Keeps ``record`` (a Faust message or a read-back offset) unacked until the
+        next checkpoint; take_events must not ack it at the end of the batch either."""
+        record.acked = True
+        if not self.unacked:
+            self.unacked_since = time.monotonic()
+        self.unacked.append(record)
+
+    def after_batch(self) -> None:
+        """Checkpoints when the oldest unacked record has waited ``checkpoint_s``."""
+        if (
+            self.checkpoint_s <= 0
+            or len(self.unacked) >= MAX_UNACKED
+            or (self.unacked and time.monotonic() - self.unacked_since >= self.checkpoint_s)
+        ):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Writes the changed state (``done()``), then acks what it covers, so the next
+        commit passes those offsets. Nothing is written once a rebalance has begun: the
+        partitions may be restoring elsewhere, and their events come again from the
+        commit to whoever owns them (``new_generation()`` forgets the unwritten state).
+        No await: the state written and the offsets acked are the same."""
+        app = self.app
+        if app.consumer_generation_id != self.generation or (
+            app.rebalancing_count != self.revocations
+        ):
+            for record in self.unacked:
+                record.acked = True  # not counted: re-delivered from the commit
+            self.unacked.clear()
+            return
         self.done()
+        ack = app.consumer.ack
+        for record in self.unacked:
+            record.acked = False
+            ack(record)
+        self.unacked.clear()
+
+    async def checkpoint_when_idle(self) -> None:
+        """The timer's checkpoint, for when no batch comes to trigger one."""
+        if self.unacked and time.monotonic() - self.unacked_since >= self.checkpoint_s:
+            self.checkpoint()
 
     def _admit(self, event: Any, held_before: bool) -> bool:
         """Applies, holds or opens a hole; False once the event is held."""
@@ -399,9 +455,7 @@ class InOrder:
         verdict = self.gate.admit(msg.partition, msg.offset, event, committed)
         if verdict is Verdict.APPLY:
             self.apply(event.value, msg, event)
-            if held_before:  # take_events skipped its ack: count it as done now
-                msg.acked = False
-                self.app.consumer.ack(msg)
+            self._hold_ack(msg)
             return True
         msg.acked = True  # held: take_events must not ack it
         if verdict is Verdict.FILL:
@@ -499,8 +553,9 @@ class InOrder:
         ):
             return True  # moved on meanwhile; the next watch looks again
         for offset in range(start, end):
-            self.app.consumer.ack(_FilledRecord(_At(tp.topic, tp.partition, offset)))  # type: ignore[arg-type]
+            self._hold_ack(_FilledRecord(_At(tp.topic, tp.partition, offset)))
         self.gate.passed(tp.partition, end)
+        self.after_batch()
         return True
 
     async def _fill(self, hole: Hole, topic: str) -> None:
@@ -526,18 +581,15 @@ class InOrder:
         del self.fills[hole.partition]
         held = self.gate.filled(hole, len(records))
         token = held[0]  # an event of this partition
-        ack = self.app.consumer.ack
-        present: set[int] = set()
-        for offset, raw in records:
-            at = _At(topic, hole.partition, offset)
-            self.apply(raw or b"", at, token)
-            ack(_FilledRecord(at))  # type: ignore[arg-type]
-            present.add(offset)
         # Offsets with no record (transaction markers, compaction) are done too, or the
-        # commit could never pass them (Faust's own gap tracking is switched off).
-        for offset in range(start, hole.end):
-            if offset not in present:
-                ack(_FilledRecord(_At(topic, hole.partition, offset)))  # type: ignore[arg-type]
+        # commit could never pass them (Faust's own gap tracking is switched off); all
+        # in offset order, as Faust commits only a run of acked offsets.
+        present = dict(records)
+        for offset in range(start, hole.end):  # fetch_range keeps records in start..end
+            at = _At(topic, hole.partition, offset)
+            if offset in present:
+                self.apply(present[offset] or b"", at, token)
+            self._hold_ack(_FilledRecord(at))
         self.metrics.records_read_back += len(records)
         # No record at all: commit markers of a transactional producer, or a generation
         # starting where expected, nothing unusual. Records: the stream framework skipped
@@ -557,7 +609,7 @@ class InOrder:
                 for later in held[i + 1 :]:
                     self._admit(later, held_before=True)
                 break
-        self.done()
+        self.after_batch()
 
 
 def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
@@ -623,7 +675,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         table, engine.session_expiry, engine.user_expiry, sweep_every_s=STREAM_SWEEP_EVERY_S
     )
     engine.store = store
-    install_api(app, settings.api_token, table, events_topic, engine, settings.partitions)
+    install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)
 
     def committed_offsets_to_faust_gauge() -> None:
         # Faust 0.15 defines faust_topic_partition_offset_commited but never sets it
@@ -649,11 +701,12 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     @app.agent(events_topic, concurrency=1)
     async def detect(stream: Any) -> None:  # faust.Stream; StreamT lacks take_events
         async for batch in stream.take_events(settings.batch_size, within=0.01):
-            # No ``await`` in this body, on purpose. take_events acks the whole batch
-            # when the body ends *or is cancelled* (a worker stopping cancels the agent),
-            # so an await between a table write and the sends of its alerts could let
-            # Faust commit an event whose alerts never left. Sends go to Faust's
-            # producer buffer (send_soon), which is flushed before every commit.
+            # No ``await`` in this body, on purpose: an event's alerts are put into
+            # Faust's producer buffer (send_soon, flushed before every commit) in the
+            # same step that applies it. Events are acked only at the checkpoint that
+            # writes their state (InOrder.checkpoint); each one is marked so that
+            # take_events, which acks a batch when the body ends *or is cancelled*,
+            # does not.
             started = time.perf_counter()
             in_order.take(batch)
             metrics.processing.observe(time.perf_counter() - started)
@@ -696,17 +749,38 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             publish(alert, value)
 
     def new_generation() -> None:
+        store.discard()  # not written: the events behind it come again from the commit
         store.reset()  # partitions moved: re-index what this worker now holds
 
-    def end_of_batch() -> None:
-        # One write per bundle touched, under its last event (hence its partition).
+    def write_state() -> None:
+        # One write per bundle changed, under its last event (hence its partition).
         store.flush(lambda last: _current_event.set(weakref.ref(last)))
         metrics.sessions_shed = store.shed
 
     in_order = InOrder(
-        app, settings, metrics, apply_one, end_of_batch, new_generation, topic=settings.events_topic
+        app,
+        settings,
+        metrics,
+        apply_one,
+        write_state,
+        new_generation,
+        topic=settings.events_topic,
+        checkpoint_s=settings.checkpoint_seconds,
     )
     app.timer(WATCH_EVERY_S)(in_order.watch)
+    app.timer(min(1.0, settings.checkpoint_seconds or 1.0), name="checkpoint")(
+        in_order.checkpoint_when_idle
+    )
+    faust_stop_consumer = app._stop_consumer
+
+    async def stop_consumer() -> None:
+        # A clean stop writes what changed since the last checkpoint first (Faust then
+        # revokes the tables and makes its last commit), so a restart does not read
+        # those events again and send their alerts a second time.
+        in_order.checkpoint()
+        await faust_stop_consumer()
+
+    app._stop_consumer = stop_consumer  # type: ignore[method-assign]
 
     def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
         # The exception's message may quote event data (a session ID): log its type

@@ -65,8 +65,9 @@ class BundleStore:
     """The engine's store, scoped to one routing key at a time.
 
     ``load(key, partition, event)`` before an event, ``save()`` after it, ``flush()``
-    after a batch: a bundle touched by many events of a batch is read and written
-    once (one changelog message instead of one per event). Sessions past
+    at a checkpoint: a bundle touched by many events between two checkpoints is read
+    and written once (one changelog message instead of one per event); ``discard()``
+    forgets what was not written (the events behind it are read again). Sessions past
     their expiry are dropped on load. Bundles with nothing alive are deleted by a
     per-partition sweep run while an event *of that partition* is being processed,
     so the deletion goes to the right changelog partition and local store.
@@ -97,7 +98,7 @@ class BundleStore:
         self.swept = 0
         self.shed = 0  # sessions forgotten to keep bundles under MAX_BUNDLE_BYTES
         self.scans = 0  # full scans of the local table (one per rebalance)
-        # Bundles touched in the current batch: read once, written once at flush().
+        # Bundles touched since the last checkpoint: read once, written once at flush().
         self._batch: dict[bytes, Bundle] = {}
         self._pending: dict[bytes, tuple[Bundle, Any]] = {}
 
@@ -141,6 +142,25 @@ class BundleStore:
             del sessions[fp]
             self._dirty = True
 
+    def discard(self) -> None:
+        """Forgets bundles not yet written: their partitions moved, and whoever owns them
+        now reads their events again from the last commit."""
+        self._pending.clear()
+        self._batch.clear()
+
+    @property
+    def unwritten(self) -> int:
+        """Bundles changed since the last checkpoint."""
+        return len(self._pending)
+
+    def peek(self, key: bytes) -> Bundle | None:
+        """``key``'s bundle as this worker knows it now, written or not (read-only use)."""
+        bundle = self._batch.get(key)
+        if bundle is not None:
+            return bundle
+        raw = self.table.get(key)
+        return _decode(raw) if raw is not None else None
+
     def already_applied(self, offset: int) -> list[bytes] | None:
         """The alerts to re-send if the event at ``offset`` was applied before, else None."""
         if offset > self._bundle.offset:
@@ -159,13 +179,13 @@ class BundleStore:
         self._dirty = True
 
     def save(self) -> None:
-        """Marks the current bundle for writing at the end of the batch."""
+        """Marks the current bundle for writing at the next checkpoint."""
         if self._dirty:
             self._pending[self._key] = (self._bundle, self._token)
             self._dirty = False
 
     def flush(self, before_write: Callable[[Any], object]) -> int:
-        """Writes every bundle changed in this batch, once; ``before_write(token)`` runs
+        """Writes every bundle changed since the last checkpoint, once; ``before_write(token)`` runs
         before each write, so the agent can make that bundle's last event the current one
         (its partition is the write's partition). Returns the number of writes."""
         table, index = self.table, self._index
@@ -228,8 +248,11 @@ class BundleStore:
         return 0
 
     def census(self, active: Callable[[SessionState], bool]) -> Census:
-        """Scans this worker's local table (its assigned partitions)."""
-        bundles = [_decode(raw) for raw in list(self.table.values())]
+        """Scans this worker's local table (its assigned partitions), with the changes
+        not yet written."""
+        found = {key: _decode(raw) for key, raw in list(self.table.items())}
+        found.update(self._batch)
+        bundles = list(found.values())
         sessions = [s for b in bundles for s in b.sessions.values()]
         users, guests = count_live(sessions, active)
         accounts = sum(b.user is not None for b in bundles)

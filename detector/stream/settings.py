@@ -34,17 +34,24 @@ def _env(name: str, default: str) -> Any:
     return field(default_factory=lambda: os.environ.get(name, default), metadata={"env": name})
 
 
-def _int_env(name: str, default: int) -> Any:
-    def read() -> int:
+def _number_env(name: str, default: float, kind: type[float] = float) -> Any:
+    """A numeric setting; ``kind`` int accepts whole numbers only."""
+    what = "a whole number" if kind is int else "a number"
+
+    def read() -> float:
         raw = os.environ.get(name)
         if raw is None:
             return default
         try:
-            return int(raw)
+            return kind(raw)
         except ValueError:
-            raise InvalidSetting(f"{name} must be a whole number, not {raw!r}") from None
+            raise InvalidSetting(f"{name} must be {what}, not {raw!r}") from None
 
     return field(default_factory=read, metadata={"env": name})
+
+
+def _int_env(name: str, default: int) -> Any:
+    return _number_env(name, default, int)
 
 
 @dataclass
@@ -81,6 +88,10 @@ class StreamSettings:
     #: is normalised onto session-events with the routing key (see README: Streaming).
     input_topics: str = _env("SESSIONWATCH_INPUT_TOPICS", "")
     batch_size: int = _int_env("SESSIONWATCH_BATCH_SIZE", 500)
+    #: Seconds between writes of changed state (then the offsets they cover are
+    #: committed); 0 = after every batch. Longer: fewer writes, more to read again after
+    #: a crash or rebalance.
+    checkpoint_seconds: float = _number_env("SESSIONWATCH_CHECKPOINT_SECONDS", 5.0)
 
     def validate(self) -> list[str]:
         problems = []
@@ -103,6 +114,10 @@ class StreamSettings:
             )
         if self.batch_size < 1:
             problems.append("batch size must be at least 1 (SESSIONWATCH_BATCH_SIZE)")
+        if not 0 <= self.checkpoint_seconds <= 300:
+            problems.append(
+                "checkpoint interval must be 0-300 seconds (SESSIONWATCH_CHECKPOINT_SECONDS)"
+            )
         if not self.store.startswith(("rocksdb://", "memory://")):
             problems.append(f"store {self.store!r} must be rocksdb:// or memory://")
         try:

@@ -136,6 +136,13 @@ def test_no_broker_stops_the_clients_with_what_to_check(
         ({"SESSIONWATCH_WEB_PORT": "70000"}, ["worker"], "web port 70000 must be 1-65535"),
         ({"SESSIONWATCH_BATCH_SIZE": "0"}, ["worker"], "batch size must be at least 1"),
         ({"SESSIONWATCH_BATCH_SIZE": "1e3"}, ["alerts"], "SESSIONWATCH_BATCH_SIZE must be"),
+        (
+            {"SESSIONWATCH_CHECKPOINT_SECONDS": "5s"},
+            ["worker"],
+            "SESSIONWATCH_CHECKPOINT_SECONDS must be a number, not '5s'",
+        ),
+        ({"SESSIONWATCH_CHECKPOINT_SECONDS": "-1"}, ["worker"], "must be 0-300 seconds"),
+        ({"SESSIONWATCH_CHECKPOINT_SECONDS": "nan"}, ["worker"], "must be 0-300 seconds"),
     ],
 )
 def test_bad_streaming_settings_are_refused_before_connecting(

@@ -109,6 +109,12 @@ class _Event:
 class _Consumer:
     def __init__(self) -> None:
         self._committed_offset: dict[object, int] = {}
+        self.acks: list[tuple[int, int]] = []  # (partition, offset), in ack order
+
+    def ack(self, record: Any) -> bool:
+        record.acked = True
+        self.acks.append((record.partition, record.offset))
+        return True
 
 
 class _App:
@@ -152,6 +158,39 @@ def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_
     app.consumer._committed_offset[("events", 0)] = 2
     in_order.take([_Event(_Msg(0, o, 2)) for o in (2, 3)])  # re-delivered from the commit
     assert applied == [0, 1, 2, 3]
+
+
+def test_offsets_are_acked_only_after_the_checkpoint_that_writes_their_state() -> None:
+    """Applied events stay unacked (so uncommitted) until the state they changed is
+    written; then they are acked in offset order. A rebalance before the checkpoint
+    drops them unwritten and unacked: whoever owns the partition reads them again."""
+    app = _App()
+    writes: list[int] = []
+    in_order = InOrder(
+        app,  # type: ignore[arg-type]
+        StreamSettings(),
+        Metrics(),
+        lambda raw, msg, token: None,
+        lambda: writes.append(len(app.consumer.acks)),
+        topic="events",
+        checkpoint_s=10.0,
+    )
+    app.consumer._committed_offset.update({("events", 0): 0, ("events", 1): 0})
+    batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1))]
+    in_order.take(batch)
+    assert all(e.message.acked for e in batch)  # take_events must not ack them
+    assert app.consumer.acks == [] and writes == []
+    asyncio.run(in_order.checkpoint_when_idle())  # not due yet
+    assert app.consumer.acks == [] and writes == []
+    in_order.unacked_since -= 10.0
+    asyncio.run(in_order.checkpoint_when_idle())
+    assert writes == [0]  # the state was written before any ack
+    assert app.consumer.acks == [(0, 0), (1, 0), (0, 1)]
+    in_order.take([_Event(_Msg(0, 2, 1))])
+    app.rebalancing_count += 1  # revoked before the next checkpoint
+    in_order.checkpoint()
+    assert writes == [0] and app.consumer.acks == [(0, 0), (1, 0), (0, 1)]
+    assert in_order.unacked == []
 
 
 def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> None:
@@ -294,7 +333,8 @@ def test_a_partition_whose_events_stopped_coming_is_read_again() -> None:
     assert tick() == [(stuck, 2), (busy, 3)]  # now partition 0 stopped too
     assert applied == [0, 0, 1, 0, 1, 2, 3, 1, 2]
     # Nothing to deliver behind the marker: marked done for the commit, not re-read.
-    assert consumer.acked == [(3, 4)] and in_order.gate.expected(3) == 5
+    assert [a for a in consumer.acked if a[0] == 3] == [(3, o) for o in range(5)]
+    assert in_order.gate.expected(3) == 5
 
 
 class _Client:
