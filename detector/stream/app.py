@@ -44,6 +44,7 @@ from detector.stream.bundle import BundleStore
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.routing import routing_key
+from detector.stream.sensor import install as install_quick_sensor
 from detector.stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -691,6 +692,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     # One registry per app: ours first, then Faust's own sensor; served together on
     # /metrics. Faust's names get the fixed prefix "faust_" whatever the app id.
     setup_prometheus_sensors(app, registry=registry_with(metrics), name_prefix="faust")
+    install_quick_sensor(app)
     app.sessionwatch = {  # type: ignore[attr-defined]
         "engine": engine,
         "store": store,
