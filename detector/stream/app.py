@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -55,9 +56,11 @@ STREAM_SWEEP_EVERY_S = 900.0
 WATCH_EVERY_S = 5.0
 #: At most this many offsets behind are read to tell commit markers from undelivered events.
 MARKERS_PROBE = 64
-#: A checkpoint comes early once this many records wait for one (bounds the memory of
-#: unwritten state and what a crash makes the worker read again).
+#: Everything is written early once this many records wait for their state's write
+#: (bounds the memory of unwritten state and what a crash makes the worker read again).
 MAX_UNACKED = 50_000
+#: Seconds between rolling checkpoints: each writes the state changed longest ago.
+ROLL_EVERY_S = 0.1
 
 _json = msgspec.json.Encoder()
 
@@ -340,10 +343,13 @@ class InOrder:
     See :mod:`detector.stream.ordering`. ``apply(raw, at, token)`` applies one record
     (``at`` has the record's topic, partition and offset; ``token`` is an event of the
     same partition, current while it applies, so table writes go to that partition);
-    ``done()`` writes the state at each checkpoint, before the offsets it covers are
-    acked; ``new_generation()`` runs after a rebalance. A checkpoint comes after a batch
-    or fill once ``checkpoint_s`` has passed (0: after each), from a timer when the
-    input is idle, and never awaits between the write and the acks.
+    ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
+    offset whose effects are still unwritten; records before it are then acked.
+    ``new_generation()`` runs after a rebalance. Checkpoints roll: every
+    ``ROLL_EVERY_S``, after a batch or fill (or from a timer when the input is idle),
+    the state first changed ``checkpoint_s`` ago is written, so writes spread evenly
+    rather than in bursts that would hold alerts back. ``checkpoint_s`` 0 writes
+    everything after each batch. No await between the writes and the acks.
     """
 
     def __init__(
@@ -352,7 +358,7 @@ class InOrder:
         settings: StreamSettings,
         metrics: Metrics,
         apply: Callable[[bytes, Any, Any], None],
-        done: Callable[[], None],
+        done: Callable[[bool], dict[int, int]],
         new_generation: Callable[[], None] = lambda: None,
         *,
         topic: str,
@@ -374,10 +380,11 @@ class InOrder:
         self.generation = -1
         self.revocations = 0  # Faust's rebalance count when this generation began
         self.checkpoint_s = checkpoint_s
-        # Applied (or found empty) but not acked yet: acked, in offset order, at the next
-        # checkpoint, once ``done()`` has written the state they changed.
-        self.unacked: list[Any] = []
-        self.unacked_since = 0.0
+        # Per partition, records applied (or found empty) but not acked yet: acked, in
+        # offset order, once ``done()`` has written the state they changed.
+        self.unacked: dict[int, deque[Any]] = {}
+        self.n_unacked = 0
+        self.last_roll = 0.0
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
@@ -389,7 +396,7 @@ class InOrder:
                 task.cancel()
             self.fills.clear()
             self.gate.reset()
-            self.unacked.clear()  # their partitions start again from the commit
+            self._drop_unacked()  # their partitions start again from the commit
             self.new_generation()
         # Faust moves the generation only at the assignment: between a revocation (which
         # counts a rebalance) and then, a batch would still look current while its
@@ -407,46 +414,58 @@ class InOrder:
         self.after_batch()
 
     def _hold_ack(self, record: Any) -> None:
-        """Keeps ``record`` (a Faust message or a read-back offset) unacked until the
-        next checkpoint; take_events must not ack it at the end of the batch either."""
+        """Keeps ``record`` (a Faust message or a read-back offset) unacked until its
+        state is written; take_events must not ack it at the end of the batch either."""
         record.acked = True
-        if not self.unacked:
-            self.unacked_since = time.monotonic()
-        self.unacked.append(record)
+        queue = self.unacked.get(record.partition)
+        if queue is None:
+            queue = self.unacked[record.partition] = deque()
+        queue.append(record)
+        self.n_unacked += 1
+
+    def _drop_unacked(self) -> None:
+        for queue in self.unacked.values():
+            for record in queue:
+                record.acked = True  # not counted: re-delivered from the commit
+        self.unacked.clear()
+        self.n_unacked = 0
 
     def after_batch(self) -> None:
-        """Checkpoints when the oldest unacked record has waited ``checkpoint_s``."""
-        if (
-            self.checkpoint_s <= 0
-            or len(self.unacked) >= MAX_UNACKED
-            or (self.unacked and time.monotonic() - self.unacked_since >= self.checkpoint_s)
-        ):
+        """A rolling checkpoint every ``ROLL_EVERY_S``; with ``checkpoint_s`` 0, or too
+        much waiting, a full one."""
+        if self.checkpoint_s <= 0 or self.n_unacked >= MAX_UNACKED:
+            self.checkpoint(full=True)
+        elif time.monotonic() - self.last_roll >= ROLL_EVERY_S:
             self.checkpoint()
 
-    def checkpoint(self) -> None:
-        """Writes the changed state (``done()``), then acks what it covers, so the next
-        commit passes those offsets. Nothing is written once a rebalance has begun: the
-        partitions may be restoring elsewhere, and their events come again from the
-        commit to whoever owns them (``new_generation()`` forgets the unwritten state).
-        No await: the state written and the offsets acked are the same."""
+    def checkpoint(self, full: bool = False) -> None:
+        """Writes state (``done(full)``: all of it, or what changed ``checkpoint_s`` ago),
+        then acks every record before the oldest change still unwritten in its
+        partition, so the next commit passes only offsets whose effects are in the
+        table. Nothing is written once a rebalance has begun: the partitions may be
+        restoring elsewhere, and their events come again from the commit to whoever
+        owns them (``new_generation()`` forgets the unwritten state). No await between
+        the writes and the acks."""
         app = self.app
+        self.last_roll = time.monotonic()
         if app.consumer_generation_id != self.generation or (
             app.rebalancing_count != self.revocations
         ):
-            for record in self.unacked:
-                record.acked = True  # not counted: re-delivered from the commit
-            self.unacked.clear()
+            self._drop_unacked()
             return
-        self.done()
+        unwritten = self.done(full)
         ack = app.consumer.ack
-        for record in self.unacked:
-            record.acked = False
-            ack(record)
-        self.unacked.clear()
+        for partition, queue in self.unacked.items():
+            limit = unwritten.get(partition)
+            while queue and (limit is None or queue[0].offset < limit):
+                record = queue.popleft()
+                record.acked = False
+                ack(record)
+                self.n_unacked -= 1
 
     async def checkpoint_when_idle(self) -> None:
-        """The timer's checkpoint, for when no batch comes to trigger one."""
-        if self.unacked and time.monotonic() - self.unacked_since >= self.checkpoint_s:
+        """The timer's rolling checkpoint, for when no batch comes to trigger one."""
+        if self.n_unacked:
             self.checkpoint()
 
     def _admit(self, event: Any, held_before: bool) -> bool:
@@ -754,10 +773,12 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store.discard()  # not written: the events behind it come again from the commit
         store.reset()  # partitions moved: re-index what this worker now holds
 
-    def write_state() -> None:
+    def write_state(full: bool) -> dict[int, int]:
         # One write per bundle changed, under its last event (hence its partition).
-        store.flush(lambda last: _current_event.set(weakref.ref(last)))
+        older_than = None if full else settings.checkpoint_seconds
+        store.flush(lambda last: _current_event.set(weakref.ref(last)), older_than)
         metrics.sessions_shed = store.shed
+        return store.unwritten_from()
 
     in_order = InOrder(
         app,
@@ -770,16 +791,14 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         checkpoint_s=settings.checkpoint_seconds,
     )
     app.timer(WATCH_EVERY_S)(in_order.watch)
-    app.timer(min(1.0, settings.checkpoint_seconds or 1.0), name="checkpoint")(
-        in_order.checkpoint_when_idle
-    )
+    app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)
     faust_stop_consumer = app._stop_consumer
 
     async def stop_consumer() -> None:
         # A clean stop writes what changed since the last checkpoint first (Faust then
         # revokes the tables and makes its last commit), so a restart does not read
         # those events again and send their alerts a second time.
-        in_order.checkpoint()
+        in_order.checkpoint(full=True)
         await faust_stop_consumer()
 
     app._stop_consumer = stop_consumer  # type: ignore[method-assign]
@@ -867,7 +886,7 @@ def install_normalizer(
             events_topic.send_soon(key=key, value=line)
 
     # In order and without holes, as detection (a skipped vendor record is a lost event).
-    in_order = InOrder(app, settings, metrics, normalize_one, lambda: None, topic=topic_name)
+    in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
 
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)

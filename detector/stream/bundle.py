@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import Any
@@ -55,6 +56,16 @@ _decode = msgspec.msgpack.Decoder(Bundle).decode
 decode_bundle = _decode
 
 
+class _Unwritten:
+    """A changed bundle waiting for its write: since when (monotonic), the event to
+    write it under, and the source offset of its first change not yet written."""
+
+    __slots__ = ("bundle", "first", "since", "token")
+
+    def __init__(self, bundle: Bundle, token: Any, since: float, first: int) -> None:
+        self.bundle, self.token, self.since, self.first = bundle, token, since, first
+
+
 def _forget_first(s: SessionState) -> tuple[int, float]:
     """Sort key of :meth:`BundleStore._shed`: ended sessions by end, then the rest by
     last activity."""
@@ -98,9 +109,11 @@ class BundleStore:
         self.swept = 0
         self.shed = 0  # sessions forgotten to keep bundles under MAX_BUNDLE_BYTES
         self.scans = 0  # full scans of the local table (one per rebalance)
-        # Bundles touched since the last checkpoint: read once, written once at flush().
+        # Bundles read since they were last written (read once, written once at flush())
+        # and the changed ones, in the order of their first unwritten change.
         self._batch: dict[bytes, Bundle] = {}
-        self._pending: dict[bytes, tuple[Bundle, Any]] = {}
+        self._pending: dict[bytes, _Unwritten] = {}
+        self._unwritten_in: dict[int, int] = {}  # changed bundles per partition
 
     def reset(self) -> None:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
@@ -147,6 +160,7 @@ class BundleStore:
         now reads their events again from the last commit."""
         self._pending.clear()
         self._batch.clear()
+        self._unwritten_in.clear()
 
     @property
     def unwritten(self) -> int:
@@ -181,25 +195,60 @@ class BundleStore:
     def save(self) -> None:
         """Marks the current bundle for writing at the next checkpoint."""
         if self._dirty:
-            self._pending[self._key] = (self._bundle, self._token)
+            entry = self._pending.get(self._key)
+            if entry is None:
+                b = self._bundle
+                self._pending[self._key] = _Unwritten(b, self._token, time.monotonic(), b.offset)
+                self._unwritten_in[b.partition] = self._unwritten_in.get(b.partition, 0) + 1
+            else:
+                entry.token = self._token
             self._dirty = False
 
-    def flush(self, before_write: Callable[[Any], object]) -> int:
-        """Writes every bundle changed since the last checkpoint, once; ``before_write(token)`` runs
-        before each write, so the agent can make that bundle's last event the current one
-        (its partition is the write's partition). Returns the number of writes."""
-        table, index = self.table, self._index
-        for key, (b, token) in self._pending.items():
-            before_write(token)
+    def flush(self, before_write: Callable[[Any], object], older_than: float | None = None) -> int:
+        """Writes changed bundles, each once, oldest first change first: all of them, or
+        those first changed at least ``older_than`` seconds ago (so that writes spread
+        evenly instead of coming in one burst that holds alerts back).
+        ``before_write(token)`` runs before each write, so the agent can make that
+        bundle's last event the current one (its partition is the write's partition).
+        Returns the number of writes."""
+        cutoff = math.inf if older_than is None else time.monotonic() - older_than
+        due = []
+        for key, entry in self._pending.items():
+            if entry.since > cutoff:
+                break
+            due.append(key)
+        table, index, batch = self.table, self._index, self._batch
+        for key in due:
+            entry = self._pending.pop(key)
+            b = entry.bundle
+            before_write(entry.token)
             raw = _encode(b)
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)
             table[key] = raw
             index[b.partition].touch(key, partial(self._expiry, b))
-        written = len(self._pending)
-        self._pending.clear()
-        self._batch.clear()
-        return written
+            self._unwritten_in[b.partition] -= 1
+            batch.pop(key, None)
+        if not self._pending:
+            batch.clear()
+        elif len(batch) > 2 * len(self._pending) + 1000:  # read, never changed: re-sends
+            self._batch = {key: entry.bundle for key, entry in self._pending.items()}
+        return len(due)
+
+    def unwritten_from(self) -> dict[int, int]:
+        """Per partition with changes not yet written, the source offset of the oldest:
+        everything before it is in the table. Changes are saved in offset order within a
+        partition (the agent's ordering gate), so the first entry of a partition in
+        first-change order is its oldest."""
+        want = sum(1 for n in self._unwritten_in.values() if n)
+        found: dict[int, int] = {}
+        for entry in self._pending.values():
+            p = entry.bundle.partition
+            if p not in found:
+                found[p] = entry.first
+                if len(found) == want:
+                    break
+        return found
 
     def _shed(self, key: bytes, b: Bundle, raw: bytes) -> bytes:
         """Forgets the bundle's least useful sessions until it fits: ended ones first,

@@ -237,3 +237,28 @@ def test_changes_between_checkpoints_are_kept_in_memory_and_written_once() -> No
     w.store.discard()  # a rebalance: what was not written is forgotten
     assert w.store.peek(b"u:alice").offset == 4  # type: ignore[union-attr]
     assert w.store.unwritten == 0
+
+
+def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() -> None:
+    """Writes spread out: only bundles first changed ``older_than`` seconds ago are
+    written, oldest first; per partition, the offset of the oldest change still unwritten
+    bounds what may be committed."""
+    w = Worker({"u:bob": 1})
+    s = Story()
+    s.login(0, user="alice")  # offset 1, partition 0
+    w.feed(s.lines(), flush=False)
+    w.store._pending[b"u:alice"].since -= 10  # changed ten seconds ago
+    s2 = Story()
+    s2.login(1, sid=SID2, user="bob")  # offset 2, partition 1
+    s2.tx(2, user="alice")  # offset 3: alice again, her first unwritten change stays 1
+    w.feed(s2.lines(), flush=False)
+    assert w.store.unwritten_from() == {0: 1, 1: 2}
+    assert w.store.flush(w.written.append, older_than=5.0) == 1
+    assert set(w.table) == {b"u:alice"} and decode_bundle(w.table[b"u:alice"]).offset == 3
+    assert w.store.unwritten_from() == {1: 2}
+    s3 = Story()
+    s3.tx(3, user="alice")  # offset 4: a change after the write
+    w.feed(s3.lines(), flush=False)
+    assert w.store.unwritten_from() == {0: 4, 1: 2}
+    assert w.store.flush(w.written.append) == 2
+    assert w.store.unwritten_from() == {} and w.store.unwritten == 0

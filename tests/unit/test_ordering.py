@@ -133,7 +133,7 @@ def _in_order(app: _App, applied: list[int]) -> InOrder:
         StreamSettings(),
         Metrics(),
         lambda raw, msg, token: applied.append(msg.offset),
-        lambda: None,
+        lambda full: {},
         topic="events",
     )
 
@@ -160,37 +160,49 @@ def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_
     assert applied == [0, 1, 2, 3]
 
 
-def test_offsets_are_acked_only_after_the_checkpoint_that_writes_their_state() -> None:
-    """Applied events stay unacked (so uncommitted) until the state they changed is
-    written; then they are acked in offset order. A rebalance before the checkpoint
-    drops them unwritten and unacked: whoever owns the partition reads them again."""
+def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None:
+    """Applied events stay unacked (so uncommitted) while any change of their partition
+    from their offset on is unwritten; each checkpoint acks, in offset order, what the
+    writes made durable. A rebalance drops the rest unwritten and unacked: whoever owns
+    the partition reads those events again."""
     app = _App()
-    writes: list[int] = []
+    # What the store reports after each write: partition -> oldest unwritten offset.
+    unwritten: list[dict[int, int]] = [{0: 1, 1: 0}, {0: 2}, {}]
+    calls: list[tuple[bool, int]] = []
+
+    def write(full: bool) -> dict[int, int]:
+        calls.append((full, len(app.consumer.acks)))  # acks so far: none may come first
+        return unwritten.pop(0)
+
     in_order = InOrder(
         app,  # type: ignore[arg-type]
         StreamSettings(),
         Metrics(),
         lambda raw, msg, token: None,
-        lambda: writes.append(len(app.consumer.acks)),
+        write,
         topic="events",
         checkpoint_s=10.0,
     )
     app.consumer._committed_offset.update({("events", 0): 0, ("events", 1): 0})
-    batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1))]
-    in_order.take(batch)
+    batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1), (0, 2))]
+    in_order.take(batch)  # the first batch rolls a checkpoint: offset 0 of partition 0
     assert all(e.message.acked for e in batch)  # take_events must not ack them
-    assert app.consumer.acks == [] and writes == []
-    asyncio.run(in_order.checkpoint_when_idle())  # not due yet
-    assert app.consumer.acks == [] and writes == []
-    in_order.unacked_since -= 10.0
-    asyncio.run(in_order.checkpoint_when_idle())
-    assert writes == [0]  # the state was written before any ack
-    assert app.consumer.acks == [(0, 0), (1, 0), (0, 1)]
-    in_order.take([_Event(_Msg(0, 2, 1))])
-    app.rebalancing_count += 1  # revoked before the next checkpoint
-    in_order.checkpoint()
-    assert writes == [0] and app.consumer.acks == [(0, 0), (1, 0), (0, 1)]
-    assert in_order.unacked == []
+    assert calls == [(False, 0)] and app.consumer.acks == [(0, 0)]
+    in_order.take([])  # within ROLL_EVERY_S of the last: no checkpoint
+    assert len(calls) == 1
+    in_order.last_roll -= 1.0
+    asyncio.run(in_order.checkpoint_when_idle())  # the timer's, with nothing coming
+    assert calls[-1] == (False, 1)
+    assert app.consumer.acks == [(0, 0), (0, 1), (1, 0)]  # 0/2 still waits for its write
+    in_order.checkpoint(full=True)  # a clean stop
+    assert calls[-1] == (True, 3) and app.consumer.acks[-1] == (0, 2)
+    assert in_order.n_unacked == 0
+    in_order.take([_Event(_Msg(0, 3, 1))])
+    app.rebalancing_count += 1  # revoked before the state of 0/3 is written
+    unwritten.append({})
+    in_order.checkpoint(full=True)
+    assert len(calls) == 3 and app.consumer.acks[-1] == (0, 2)
+    assert in_order.n_unacked == 0 and in_order.unacked == {}
 
 
 def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> None:
