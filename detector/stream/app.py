@@ -59,8 +59,6 @@ MARKERS_PROBE = 64
 #: Everything is written early once this many records wait for their state's write
 #: (bounds the memory of unwritten state and what a crash makes the worker read again).
 MAX_UNACKED = 50_000
-#: Seconds between rolling checkpoints: each writes the state changed longest ago.
-ROLL_EVERY_S = 0.1
 
 _json = msgspec.json.Encoder()
 
@@ -345,10 +343,10 @@ class InOrder:
     same partition, current while it applies, so table writes go to that partition);
     ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
     offset whose effects are still unwritten; records before it are then acked.
-    ``new_generation()`` runs after a rebalance. Checkpoints roll: every
-    ``ROLL_EVERY_S``, after a batch or fill (or from a timer when the input is idle),
-    the state first changed ``checkpoint_s`` ago is written, so writes spread evenly
-    rather than in bursts that would hold alerts back. ``checkpoint_s`` 0 writes
+    ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
+    fill (or from a timer when the input is idle), the state first changed
+    ``checkpoint_s`` ago is written, so writes spread evenly rather than in bursts that
+    would hold alerts back. ``checkpoint_s`` 0 writes
     everything after each batch. No await between the writes and the acks.
     """
 
@@ -384,7 +382,6 @@ class InOrder:
         # offset order, once ``done()`` has written the state they changed.
         self.unacked: dict[int, deque[Any]] = {}
         self.n_unacked = 0
-        self.last_roll = 0.0
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
@@ -431,12 +428,9 @@ class InOrder:
         self.n_unacked = 0
 
     def after_batch(self) -> None:
-        """A rolling checkpoint every ``ROLL_EVERY_S``; with ``checkpoint_s`` 0, or too
-        much waiting, a full one."""
-        if self.checkpoint_s <= 0 or self.n_unacked >= MAX_UNACKED:
-            self.checkpoint(full=True)
-        elif time.monotonic() - self.last_roll >= ROLL_EVERY_S:
-            self.checkpoint()
+        """A rolling checkpoint after each batch; with ``checkpoint_s`` 0, or too much
+        waiting, a full one."""
+        self.checkpoint(full=self.checkpoint_s <= 0 or self.n_unacked >= MAX_UNACKED)
 
     def checkpoint(self, full: bool = False) -> None:
         """Writes state (``done(full)``: all of it, or what changed ``checkpoint_s`` ago),
@@ -447,7 +441,6 @@ class InOrder:
         owns them (``new_generation()`` forgets the unwritten state). No await between
         the writes and the acks."""
         app = self.app
-        self.last_roll = time.monotonic()
         if app.consumer_generation_id != self.generation or (
             app.rebalancing_count != self.revocations
         ):

@@ -185,23 +185,21 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
     )
     app.consumer._committed_offset.update({("events", 0): 0, ("events", 1): 0})
     batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1), (0, 2))]
-    in_order.take(batch)  # the first batch rolls a checkpoint: offset 0 of partition 0
+    in_order.take(batch)  # each batch rolls a checkpoint: offset 0 of partition 0
     assert all(e.message.acked for e in batch)  # take_events must not ack them
     assert calls == [(False, 0)] and app.consumer.acks == [(0, 0)]
-    in_order.take([])  # within ROLL_EVERY_S of the last: no checkpoint
-    assert len(calls) == 1
-    in_order.last_roll -= 1.0
     asyncio.run(in_order.checkpoint_when_idle())  # the timer's, with nothing coming
     assert calls[-1] == (False, 1)
     assert app.consumer.acks == [(0, 0), (0, 1), (1, 0)]  # 0/2 still waits for its write
     in_order.checkpoint(full=True)  # a clean stop
     assert calls[-1] == (True, 3) and app.consumer.acks[-1] == (0, 2)
     assert in_order.n_unacked == 0
+    unwritten.append({0: 3})  # what the next batch's roll leaves unwritten
     in_order.take([_Event(_Msg(0, 3, 1))])
+    assert calls[-1] == (False, 4) and app.consumer.acks[-1] == (0, 2)
     app.rebalancing_count += 1  # revoked before the state of 0/3 is written
-    unwritten.append({})
     in_order.checkpoint(full=True)
-    assert len(calls) == 3 and app.consumer.acks[-1] == (0, 2)
+    assert len(calls) == 4 and app.consumer.acks[-1] == (0, 2)
     assert in_order.n_unacked == 0 and in_order.unacked == {}
 
 
