@@ -358,6 +358,8 @@ def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None
     """List a user's live sessions by fingerprint, terminate one, see its reuse flagged."""
     d = deployment_factory(2)
     d.env["SESSIONWATCH_API_TOKEN"] = "s3cret-token"
+    # Nothing is written to the table within the test: the API must read unwritten state.
+    d.env["SESSIONWATCH_CHECKPOINT_SECONDS"] = "300"
     sid = "9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E"
     first = tmp_path / "first.jsonl"
     first.write_bytes(
