@@ -346,8 +346,8 @@ class InOrder:
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
     fill (or from a timer when the input is idle), the state first changed
     ``checkpoint_s`` ago is written, so writes spread evenly rather than in bursts that
-    would hold alerts back. ``checkpoint_s`` 0 writes
-    everything after each batch. No await between the writes and the acks.
+    would hold alerts back. ``checkpoint_s`` 0 writes everything after each batch.
+    No await between the writes and the acks.
     """
 
     def __init__(
@@ -407,7 +407,7 @@ class InOrder:
                 # acked either (take_events would), or the commit could step over it.
                 msg.acked = True
                 continue
-            self._admit(event, held_before=False)
+            self._admit(event)
         self.after_batch()
 
     def _hold_ack(self, record: Any) -> None:
@@ -461,7 +461,7 @@ class InOrder:
         if self.n_unacked:
             self.checkpoint()
 
-    def _admit(self, event: Any, held_before: bool) -> bool:
+    def _admit(self, event: Any) -> bool:
         """Applies, holds or opens a hole; False once the event is held."""
         msg = event.message
         committed = self.app.consumer._committed_offset.get(msg.tp)  # type: ignore[attr-defined]
@@ -617,10 +617,10 @@ class InOrder:
             len(records),
         )
         for i, event in enumerate(held):
-            if not self._admit(event, held_before=True):
+            if not self._admit(event):
                 # A second hole among the held events: the rest waits behind it.
                 for later in held[i + 1 :]:
-                    self._admit(later, held_before=True)
+                    self._admit(later)
                 break
         self.after_batch()
 

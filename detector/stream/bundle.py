@@ -164,7 +164,7 @@ class BundleStore:
 
     @property
     def unwritten(self) -> int:
-        """Bundles changed since the last checkpoint."""
+        """Changed bundles not yet written."""
         return len(self._pending)
 
     def peek(self, key: bytes) -> Bundle | None:
