@@ -684,8 +684,17 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     )
     fingerprint = Fingerprinter.from_env(policy.fingerprint_key_env)
     engine = Engine(policy, fingerprint, sweep_every_s=60.0)
+
+    def committed(partition: int) -> int | None:
+        offsets = app.consumer._committed_offset  # type: ignore[attr-defined]
+        return cast(int | None, offsets.get(TP(settings.events_topic, partition)))
+
     store = BundleStore(
-        table, engine.session_expiry, engine.user_expiry, sweep_every_s=STREAM_SWEEP_EVERY_S
+        table,
+        engine.session_expiry,
+        engine.user_expiry,
+        sweep_every_s=STREAM_SWEEP_EVERY_S,
+        committed=committed,
     )
     engine.store = store
     install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)

@@ -81,7 +81,10 @@ class BundleStore:
     forgets what was not written (the events behind it are read again). Sessions past
     their expiry are dropped on load. Bundles with nothing alive are deleted by a
     per-partition sweep run while an event *of that partition* is being processed,
-    so the deletion goes to the right changelog partition and local store.
+    so the deletion goes to the right changelog partition and local store, and only
+    once the last event that changed them is committed (``committed(partition)``:
+    the partition's committed offset, None if unknown), so no event read again after
+    a crash finds its entry gone.
 
     The sweep reads only the entries an in-memory expiry index says are due. The
     index is rebuilt with one scan of the local table after every rebalance
@@ -94,8 +97,10 @@ class BundleStore:
         session_expiry: Callable[[SessionState], float],
         user_expiry: Callable[[UserState], float],
         sweep_every_s: float = 900.0,
+        committed: Callable[[int], float | None] = lambda partition: math.inf,
     ) -> None:
         self.table = table
+        self._committed = committed
         self._session_expiry = session_expiry
         self._user_expiry = user_expiry
         self._key = b""
@@ -328,17 +333,20 @@ class BundleStore:
         dropped = 0
         for key in index.due(now):
             if key in self._pending:
-                continue  # written this batch: filed again at flush
+                continue  # changed, not written yet: filed again when written
             raw = self.table.get(key)
             if raw is None:
                 continue
             b = _decode(raw)
             if b.partition != partition:
                 continue
-            if self._expiry(b) <= now:
+            committed = self._committed(partition)
+            if self._expiry(b) <= now and committed is not None and b.offset < committed:
                 del self.table[key]
                 self._batch.pop(key, None)
                 dropped += 1
             else:
+                # Alive, or dead but changed by an event not committed yet: after a
+                # crash that event comes again and must find the entry as it left it.
                 index.touch(key, partial(self._expiry, b))
         return dropped

@@ -262,3 +262,23 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     assert w.store.unwritten_from() == {0: 4, 1: 2}
     assert w.store.flush(w.written.append) == 2
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
+
+
+def test_a_dead_bundle_stays_until_the_event_that_last_changed_it_is_committed() -> None:
+    """After a crash, Kafka re-delivers events from the commit on; one of them must find
+    its entry as it left it, so the sweep deletes an entry only once its last event is
+    committed (and never while the commit is unknown)."""
+    w = Worker({})
+    commits: dict[int, int | None] = {0: None}
+    w.store._committed = commits.get
+    s = Story()
+    s.login(0, user="alice")  # offset 1
+    w.feed(s.lines())
+    w.tick(2 * 24 * 60)  # dead by then; the commit is unknown
+    assert "u:alice" in w.users()
+    commits[0] = 1  # offset 1 itself not committed yet
+    w.tick(2 * 24 * 60 + 20)
+    assert "u:alice" in w.users()
+    commits[0] = 2
+    w.tick(2 * 24 * 60 + 40)
+    assert "u:alice" not in w.users()
