@@ -344,10 +344,10 @@ class InOrder:
     ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
     offset whose effects are still unwritten; records before it are then acked.
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
-    fill (or from a timer when the input is idle), the state first changed
-    ``checkpoint_s`` ago is written, so writes spread evenly rather than in bursts that
-    would hold alerts back. ``checkpoint_s`` 0 writes everything after each batch.
-    No await between the writes and the acks.
+    fill (or from a timer when the input is idle), ``done`` writes what is due (the
+    agent's: state first changed the checkpoint interval ago), so writes spread evenly
+    rather than in bursts that would hold alerts back. No await between the writes and
+    the acks.
     """
 
     def __init__(
@@ -360,7 +360,6 @@ class InOrder:
         new_generation: Callable[[], None] = lambda: None,
         *,
         topic: str,
-        checkpoint_s: float = 0.0,
     ) -> None:
         self.app = app
         self.topic = topic
@@ -377,7 +376,6 @@ class InOrder:
         self.fills: dict[int, asyncio.Task[None]] = {}
         self.generation = -1
         self.revocations = 0  # Faust's rebalance count when this generation began
-        self.checkpoint_s = checkpoint_s
         # Per partition, records applied (or found empty) but not acked yet: acked, in
         # offset order, once ``done()`` has written the state they changed.
         self.unacked: dict[int, deque[Any]] = {}
@@ -428,12 +426,11 @@ class InOrder:
         self.n_unacked = 0
 
     def after_batch(self) -> None:
-        """A rolling checkpoint after each batch; with ``checkpoint_s`` 0, or too much
-        waiting, a full one."""
-        self.checkpoint(full=self.checkpoint_s <= 0 or self.n_unacked >= MAX_UNACKED)
+        """A rolling checkpoint after each batch; a full one when too much waits."""
+        self.checkpoint(full=self.n_unacked >= MAX_UNACKED)
 
     def checkpoint(self, full: bool = False) -> None:
-        """Writes state (``done(full)``: all of it, or what changed ``checkpoint_s`` ago),
+        """Writes state (``done(full)``: all of it, or what is due),
         then acks every record before the oldest change still unwritten in its
         partition, so the next commit passes only offsets whose effects are in the
         table. Nothing is written once a rebalance has begun: the partitions may be
@@ -776,7 +773,8 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store.reset()  # partitions moved: re-index what this worker now holds
 
     def write_state(full: bool) -> dict[int, int]:
-        # One write per bundle changed, under its last event (hence its partition).
+        # One write per bundle changed, under its last event (hence its partition); an
+        # interval of 0 makes everything due, so it is all written after every batch.
         older_than = None if full else settings.checkpoint_seconds
         store.flush(lambda last: _current_event.set(weakref.ref(last)), older_than)
         metrics.sessions_shed = store.shed
@@ -790,7 +788,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         write_state,
         new_generation,
         topic=settings.events_topic,
-        checkpoint_s=settings.checkpoint_seconds,
     )
     app.timer(WATCH_EVERY_S)(in_order.watch)
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)

@@ -116,7 +116,7 @@ class BundleStore:
         self.scans = 0  # full scans of the local table (one per rebalance)
         # Bundles read since they were last written (read once, written once at flush())
         # and the changed ones, in the order of their first unwritten change.
-        self._batch: dict[bytes, Bundle] = {}
+        self._loaded: dict[bytes, Bundle] = {}
         self._pending: dict[bytes, _Unwritten] = {}
         self._unwritten_in: dict[int, int] = {}  # changed bundles per partition
 
@@ -146,12 +146,12 @@ class BundleStore:
             self.swept += self._sweep_partition(partition, now)
         self._key = bkey = key.encode()
         self._token = token
-        bundle = self._batch.get(bkey)
+        bundle = self._loaded.get(bkey)
         if bundle is None:
             raw = self.table.get(bkey)
             bundle = _decode(raw) if raw is not None else Bundle(partition=partition)
             bundle.partition = partition
-            self._batch[bkey] = bundle
+            self._loaded[bkey] = bundle
         self._bundle = bundle
         self._dirty = False
         sessions = self._bundle.sessions
@@ -164,7 +164,7 @@ class BundleStore:
         """Forgets bundles not yet written: their partitions moved, and whoever owns them
         now reads their events again from the last commit."""
         self._pending.clear()
-        self._batch.clear()
+        self._loaded.clear()
         self._unwritten_in.clear()
 
     @property
@@ -174,7 +174,7 @@ class BundleStore:
 
     def peek(self, key: bytes) -> Bundle | None:
         """``key``'s bundle as this worker knows it now, written or not (read-only use)."""
-        bundle = self._batch.get(key)
+        bundle = self._loaded.get(key)
         if bundle is not None:
             return bundle
         raw = self.table.get(key)
@@ -222,7 +222,7 @@ class BundleStore:
             if entry.since > cutoff:
                 break
             due.append(key)
-        table, index, batch = self.table, self._index, self._batch
+        table, index, loaded = self.table, self._index, self._loaded
         for key in due:
             entry = self._pending.pop(key)
             b = entry.bundle
@@ -233,11 +233,11 @@ class BundleStore:
             table[key] = raw
             index[b.partition].touch(key, partial(self._expiry, b))
             self._unwritten_in[b.partition] -= 1
-            batch.pop(key, None)
+            loaded.pop(key, None)
         if not self._pending:
-            batch.clear()
-        elif len(batch) > 2 * len(self._pending) + 1000:  # read, never changed: re-sends
-            self._batch = {key: entry.bundle for key, entry in self._pending.items()}
+            loaded.clear()
+        elif len(loaded) > 2 * len(self._pending) + 1000:  # read, never changed: re-sends
+            self._loaded = {key: entry.bundle for key, entry in self._pending.items()}
         return len(due)
 
     def unwritten_from(self) -> dict[int, int]:
@@ -305,7 +305,7 @@ class BundleStore:
         """Scans this worker's local table (its assigned partitions), with the changes
         not yet written."""
         found = {key: _decode(raw) for key, raw in list(self.table.items())}
-        found.update(self._batch)
+        found.update(self._loaded)
         bundles = list(found.values())
         sessions = [s for b in bundles for s in b.sessions.values()]
         users, guests = count_live(sessions, active)
@@ -343,7 +343,7 @@ class BundleStore:
             committed = self._committed(partition)
             if self._expiry(b) <= now and committed is not None and b.offset < committed:
                 del self.table[key]
-                self._batch.pop(key, None)
+                self._loaded.pop(key, None)
                 dropped += 1
             else:
                 # Alive, or dead but changed by an event not committed yet: after a

@@ -181,7 +181,6 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
         lambda raw, msg, token: None,
         write,
         topic="events",
-        checkpoint_s=10.0,
     )
     app.consumer._committed_offset.update({("events", 0): 0, ("events", 1): 0})
     batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1), (0, 2))]
