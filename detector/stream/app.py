@@ -59,6 +59,8 @@ MARKERS_PROBE = 64
 #: Everything is written early once this many records wait for their state's write
 #: (bounds the memory of unwritten state and what a crash makes the worker read again).
 MAX_UNACKED = 50_000
+#: Longest wait of a fetch while a partition is out of it for a full stream buffer.
+PRESSURE_POLL_S = 0.02
 
 _json = msgspec.json.Encoder()
 
@@ -258,6 +260,22 @@ async def _deliver_first(self: Consumer, *coros: Any, timeout: Any = None) -> Wa
 
 _service_wait_first = Consumer.wait_first
 Consumer.wait_first = _deliver_first  # type: ignore[method-assign,assignment]
+
+
+async def _wait_next_records_promptly(self: Consumer, timeout: float) -> Any:
+    """Faust takes a partition out of the fetch while its stream's buffer is over the
+    high-water mark and puts it back once the buffer drains; but a fetch already waiting
+    (its timeout is 1 s) does not see it come back: it waits on for the partitions left,
+    often none with data, while the agent, its buffer drained, has nothing to do. That
+    was 30 % of a catch-up's time. While a partition is out, a fetch waits at most
+    ``PRESSURE_POLL_S``, and the next one asks again for every partition back in."""
+    if self._buffered_partitions:
+        timeout = min(timeout, PRESSURE_POLL_S)
+    return await _faust_wait_next_records(self, timeout)
+
+
+_faust_wait_next_records = Consumer._wait_next_records
+Consumer._wait_next_records = _wait_next_records_promptly  # type: ignore[method-assign]
 
 
 class _HoldBackNotice(logging.Filter):

@@ -220,3 +220,37 @@ def test_faust_holding_deliveries_back_is_logged_only_at_debug(
     asyncio.run(hold_back())
     assert notices() and {r.levelname for r in notices()} == {"DEBUG"}
     assert notices()[0].getMessage().startswith("producer buffer full size")
+
+
+def test_a_fetch_waits_briefly_while_a_partition_is_out_for_a_full_stream_buffer() -> None:
+    """Faust takes a partition out of the fetch while its stream's buffer is full and
+    puts it back when the buffer drains. A fetch that then waited its full second for
+    the partitions left (none with data) kept the drained agent idle: it waits at most
+    PRESSURE_POLL_S while any partition is out, and its full timeout otherwise."""
+    from faust.types import TP
+
+    async def scenario() -> list[tuple[list[int], float]]:
+        _, consumer, _ = _faust()
+        events, leader = TP("events", 0), TP("leader", 0)
+        consumer._active_partitions = {events, leader}
+        asked: list[tuple[list[int], float]] = []
+
+        async def getmany(active_partitions: set[Any], timeout: float) -> dict[Any, Any]:
+            asked.append(
+                (sorted(tp.partition for tp in active_partitions if tp == events), timeout)
+            )
+            return {}
+
+        consumer._getmany = getmany
+        await consumer._wait_next_records(1.0)
+        consumer.on_buffer_full(events)  # what the conductor does at high pressure
+        await consumer._wait_next_records(1.0)
+        consumer.on_buffer_drop(events)
+        await consumer._wait_next_records(1.0)
+        return asked
+
+    assert asyncio.run(scenario()) == [
+        ([0], 1.0),
+        ([], stream_app.PRESSURE_POLL_S),  # out: ask again soon
+        ([0], 1.0),  # back in
+    ]
