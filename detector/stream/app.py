@@ -26,6 +26,7 @@ import orjson
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -61,6 +62,8 @@ MARKERS_PROBE = 64
 MAX_UNACKED = 50_000
 #: Longest wait of a fetch while a partition is out of it for a full stream buffer.
 PRESSURE_POLL_S = 0.02
+#: Longest wait of a fetch for data (Faust's is 1,500 ms; see _create_worker_consumer).
+FETCH_MAX_WAIT_MS = 100
 
 _json = msgspec.json.Encoder()
 
@@ -276,6 +279,24 @@ async def _wait_next_records_promptly(self: Consumer, timeout: float) -> Any:
 
 _faust_wait_next_records = Consumer._wait_next_records
 Consumer._wait_next_records = _wait_next_records_promptly  # type: ignore[method-assign]
+
+
+def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+    """Faust's Kafka consumer with a fetch that waits at most ``FETCH_MAX_WAIT_MS`` for
+    data, not Faust's fixed 1,500 ms. aiokafka keeps one fetch in flight per broker and
+    leaves out of it partitions whose records the worker has yet to take; under load
+    that can leave a fetch of only the partitions with no data (Faust's leader topic,
+    always), and nothing is fetched until its wait ends. Live traffic near capacity then
+    stalled for up to 1.5 s at a time, and the worker fell behind at a rate it could
+    otherwise sustain (5,000 against 7,200 events/s). The cost: an idle worker fetches
+    ten times a second instead of less than once."""
+    consumer = _faust_create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+    return consumer
+
+
+_faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
 
 
 class _HoldBackNotice(logging.Filter):

@@ -254,3 +254,19 @@ def test_a_fetch_waits_briefly_while_a_partition_is_out_for_a_full_stream_buffer
         ([], stream_app.PRESSURE_POLL_S),  # out: ask again soon
         ([0], 1.0),  # back in
     ]
+
+
+def test_the_kafka_consumer_faust_builds_waits_at_most_fetch_max_wait_for_data() -> None:
+    """Faust builds its consumer with a fixed 1,500 ms fetch wait; under load a fetch of
+    only data-less partitions (its leader topic) then held every other fetch back for
+    that long. The consumer Faust builds, through its own factory, waits 100 ms."""
+
+    async def scenario() -> tuple[int, int]:
+        app, consumer, _ = _faust()
+        built = consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return built._fetch_max_wait_ms, stream_app.FETCH_MAX_WAIT_MS
+        finally:
+            await built.stop()
+
+    assert asyncio.run(scenario()) == (100, 100)
