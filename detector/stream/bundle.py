@@ -330,6 +330,8 @@ class BundleStore:
 
     def _sweep_partition(self, partition: int, now: float) -> int:
         index = self._index[partition]
+        committed = self._committed(partition)  # no await below: it stays the same
+        deletable_before = -math.inf if committed is None else committed
         dropped = 0
         for key in index.due(now):
             if key in self._pending:
@@ -340,8 +342,7 @@ class BundleStore:
             b = _decode(raw)
             if b.partition != partition:
                 continue
-            committed = self._committed(partition)
-            if self._expiry(b) <= now and committed is not None and b.offset < committed:
+            if self._expiry(b) <= now and b.offset < deletable_before:
                 del self.table[key]
                 self._loaded.pop(key, None)
                 dropped += 1
