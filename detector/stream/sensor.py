@@ -49,6 +49,19 @@ class QuickPrometheusMonitor(PrometheusMonitor):
         per_topic.inc()
         per_partition.set(offset)
 
+    def on_messages_in(self, tp: TP, n: int, last_offset: int) -> None:
+        """``on_message_in`` for ``n`` records of ``tp`` at once, up to ``last_offset``:
+        the records the worker takes from the fetch directly, which no stream sees. The
+        in-flight gauges (``faust_active_messages``) are left alone: nothing would
+        count these records out."""
+        self.messages_received_total += n
+        self.messages_received_by_topic[tp.topic] += n
+        self.tp_read_offsets[tp] = last_offset
+        self._metrics.messages_received.inc(n)
+        per_topic, per_partition, _ = self._series(tp)
+        per_topic.inc(n)
+        per_partition.set(last_offset)
+
     def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> Any:
         state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
         m = self._metrics

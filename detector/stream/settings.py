@@ -88,6 +88,10 @@ class StreamSettings:
     #: is normalised onto session-events with the routing key (see README: Streaming).
     input_topics: str = _env("SESSIONWATCH_INPUT_TOPICS", "")
     batch_size: int = _int_env("SESSIONWATCH_BATCH_SIZE", 500)
+    #: How records reach the engine: "fetch", a fetch's records at once (fast); or
+    #: "stream", one at a time through Faust's agent stream and take_events (stock
+    #: Faust, ~2x slower; the fallback should a Faust change break the other).
+    delivery: str = _env("SESSIONWATCH_DELIVERY", "fetch")
     #: Seconds between writes of changed state (then the offsets they cover are
     #: committed); 0 = after every batch. Longer: fewer writes, more to read again after
     #: a crash or rebalance.
@@ -114,6 +118,10 @@ class StreamSettings:
             )
         if self.batch_size < 1:
             problems.append("batch size must be at least 1 (SESSIONWATCH_BATCH_SIZE)")
+        if self.delivery not in ("fetch", "stream"):
+            problems.append(
+                f"delivery {self.delivery!r} must be fetch or stream (SESSIONWATCH_DELIVERY)"
+            )
         if not 0 <= self.checkpoint_seconds <= 300:
             problems.append(
                 "checkpoint interval must be 0-300 seconds (SESSIONWATCH_CHECKPOINT_SECONDS)"

@@ -41,13 +41,16 @@ from tests.tools import samples, scrape, total
 pytestmark = pytest.mark.kafka
 
 
-@pytest.mark.parametrize("partitions", [1, 8])
+@pytest.mark.parametrize(("partitions", "delivery"), [(1, "fetch"), (8, "fetch"), (8, "stream")])
 def test_stream_alerts_equal_replay_alerts(
-    deployment_factory: Factory, tmp_path: Path, partitions: int
+    deployment_factory: Factory, tmp_path: Path, partitions: int, delivery: str
 ) -> None:
+    """The default delivery takes a fetch's records at once; "stream", Faust's agent
+    stream in take_events batches, is the fallback (SESSIONWATCH_DELIVERY)."""
     day, expected = simulated_day(tmp_path)
     assert len(expected) > 20
     d = deployment_factory(partitions)
+    d.env["SESSIONWATCH_DELIVERY"] = delivery
     d.produce(day)
     d.start_worker()
     got = d.collect(d.topics["alerts"], lambda v: len(alert_ids(v)) >= len(expected))

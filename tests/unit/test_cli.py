@@ -143,6 +143,11 @@ def test_no_broker_stops_the_clients_with_what_to_check(
         ),
         ({"SESSIONWATCH_CHECKPOINT_SECONDS": "-1"}, ["worker"], "must be 0-300 seconds"),
         ({"SESSIONWATCH_CHECKPOINT_SECONDS": "nan"}, ["worker"], "must be 0-300 seconds"),
+        (
+            {"SESSIONWATCH_DELIVERY": "batch"},
+            ["worker"],
+            "delivery 'batch' must be fetch or stream (SESSIONWATCH_DELIVERY)",
+        ),
     ],
 )
 def test_bad_streaming_settings_are_refused_before_connecting(

@@ -270,3 +270,115 @@ def test_the_kafka_consumer_faust_builds_waits_at_most_fetch_max_wait_for_data()
             await built.stop()
 
     assert asyncio.run(scenario()) == (100, 100)
+
+
+def _record(topic: str, partition: int, offset: int) -> Any:
+    """A fetched record, as the Kafka client hands it to Faust."""
+    from aiokafka.structs import ConsumerRecord
+
+    value = f"{offset}".encode()
+    return ConsumerRecord(topic, partition, offset, 0, 0, b"k", value, None, 1, 2, ())
+
+
+def test_a_fetch_hands_a_direct_topics_records_over_at_once_and_others_to_the_loop() -> None:
+    """Faust's ``getmany``, fed one fetch: the records of the direct topic reach its
+    handler in one call, per partition in offset order, after Faust's own checks; the
+    other topic's records still come out one at a time for Faust's fetch loop."""
+    from faust.types import TP
+
+    async def scenario() -> tuple[list[dict[TP, list[int]]], list[tuple[TP, int]]]:
+        app, consumer, _ = _faust()
+        events0, events1, other = TP("events", 0), TP("events", 1), TP("changelog", 0)
+        fetched = {
+            events0: [_record("events", 0, o) for o in range(10, 14)],
+            events1: [_record("events", 1, o) for o in range(3)],
+            other: [_record("changelog", 0, o) for o in range(2)],
+        }
+        handed: list[dict[TP, list[int]]] = []
+
+        async def handler(records_by_tp: dict[TP, list[Any]]) -> None:
+            handed.append({tp: [m.offset for m in ms] for tp, ms in records_by_tp.items()})
+
+        async def wait_next_records(timeout: float) -> Any:
+            return fetched, set(fetched)
+
+        app.sessionwatch_direct = {"events": handler}
+        consumer._wait_next_records = wait_next_records
+        consumer.highwater = lambda tp: 100
+        passed = [(tp, m.offset) async for tp, m in consumer.getmany(timeout=1.0)]
+        return handed, passed
+
+    handed, passed = asyncio.run(scenario())
+    assert handed == [{TP("events", 0): [10, 11, 12, 13], TP("events", 1): [0, 1, 2]}]
+    assert passed == [(TP("changelog", 0), 0), (TP("changelog", 0), 1)]
+
+
+def test_without_direct_topics_a_fetch_is_faust_s() -> None:
+    from faust.types import TP
+
+    async def scenario() -> list[tuple[TP, int]]:
+        _, consumer, _ = _faust()
+        fetched = {TP("events", 0): [_record("events", 0, o) for o in range(3)]}
+
+        async def wait_next_records(timeout: float) -> Any:
+            return fetched, set(fetched)
+
+        consumer._wait_next_records = wait_next_records
+        consumer.highwater = lambda tp: 100
+        return [(tp, m.offset) async for tp, m in consumer.getmany(timeout=1.0)]
+
+    assert asyncio.run(scenario()) == [(TP("events", 0), o) for o in range(3)]
+
+
+def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The records of a fetch go to the agent body in chunks of at most DIRECT_CHUNK;
+    before each, the delivery waits while a rebalance suspends the flow and while the
+    producer buffer is over its limit, as Faust's conductor does before each record."""
+    from faust.types import TP
+
+    async def scenario() -> tuple[list[list[tuple[int, int]]], list[str]]:
+        app, _, _ = _faust()
+        chunk = stream_app.DIRECT_CHUNK
+        by_tp = {
+            TP("events", 0): [_record("events", 0, o) for o in range(chunk + 20)],
+            TP("events", 1): [_record("events", 1, o) for o in range(chunk)],
+        }
+        taken: list[list[tuple[int, int]]] = []
+        seen: list[str] = []
+        buffer = app.producer.buffer
+
+        def take(batch: list[Any]) -> None:
+            taken.append([(e.message.partition, e.message.offset) for e in batch])
+            assert all(e.value == f"{e.message.offset}".encode() for e in batch)
+            if len(taken) == 1:
+                app.flow_control.suspend()  # a rebalance begins
+                asyncio.get_running_loop().call_later(0.05, resume)
+            elif len(taken) == 2:
+                pending[0] = buffer.max_messages + 1
+
+        def resume() -> None:
+            seen.append("resumed")
+            app.flow_control.resume()
+
+        async def wait_until_ebb() -> None:
+            seen.append("ebb")
+            pending[0] = 0
+
+        buffer.wait_until_ebb = wait_until_ebb
+        pending = [0]
+        monkeypatch.setattr(type(buffer), "size", property(lambda self: pending[0]))
+        observed: list[float] = []
+        app.flow_control.resume()
+        deliver = stream_app.direct_delivery(app, take, observed.append)
+        await asyncio.wait_for(deliver(by_tp), 5)
+        assert len(observed) == len(taken)
+        return taken, seen
+
+    taken, seen = asyncio.run(scenario())
+    chunk = stream_app.DIRECT_CHUNK
+    assert [len(batch) for batch in taken] == [chunk, chunk, 20]
+    flat = [at for batch in taken for at in batch]
+    assert flat == [(0, o) for o in range(chunk + 20)] + [(1, o) for o in range(chunk)]
+    assert seen == ["resumed", "ebb"]  # the second chunk after the resume, the third after the ebb

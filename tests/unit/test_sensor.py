@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
@@ -55,3 +56,33 @@ def test_the_quick_sensor_exports_what_faust_exports() -> None:
         in quick
     )
     assert any(line.startswith("faust_total_events_per_stream") for line in quick)
+
+
+def test_records_counted_at_once_export_what_one_at_a_time_does() -> None:
+    """Records taken from the fetch directly are counted per partition at once
+    (``on_messages_in``): the same received counters and read offsets as Faust's hook
+    called once per record; only the in-flight gauge, which nothing would count down
+    for them, is left alone."""
+
+    def exported(at_once: bool) -> tuple[list[str], Any]:
+        registry = CollectorRegistry()
+        monitor = QuickPrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+        for tp, offsets in ((TP("session-events", 0), range(5, 45)), (TP("other", 2), range(3))):
+            if at_once:
+                monitor.on_messages_in(tp, len(offsets), offsets[-1])
+            else:
+                for offset in offsets:
+                    monitor.on_message_in(tp, offset, SimpleNamespace(time_in=None))
+        lines = generate_latest(registry).decode().splitlines()
+        kept = [line for line in lines if "_created" not in line and "active_messages" not in line]
+        state = (
+            monitor.messages_received_total,
+            dict(monitor.messages_received_by_topic),
+            dict(monitor.tp_read_offsets),
+        )
+        return kept, state
+
+    assert exported(at_once=True) == exported(at_once=False)
+    lines, (total, _, read) = exported(at_once=True)
+    assert total == 43 and read[TP("session-events", 0)] == 44
+    assert 'faust_messages_received_per_topic_total{topic="session-events"} 40.0' in lines
