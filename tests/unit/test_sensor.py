@@ -32,6 +32,7 @@ def _exported(monitor_class: type[PrometheusMonitor]) -> list[str]:
     monitor = monitor_class(metrics=FaustMetrics.create(registry, "faust"))
     stream = _Stream()
     tps = [TP("session-events", 0), TP("session-events", 3), TP("other", 1)]
+    tables = [SimpleNamespace(name="state"), SimpleNamespace(name="other")]
 
     def traffic(first: int) -> None:
         for i in range(first, first + 30):
@@ -39,6 +40,12 @@ def _exported(monitor_class: type[PrometheusMonitor]) -> list[str]:
             monitor.track_tp_end_offset(tp, 1000 + i)
             monitor.on_message_in(tp, i, SimpleNamespace(time_in=None))  # type: ignore[arg-type]
             monitor.on_stream_event_in(tp, i, stream, None)  # type: ignore[arg-type]
+            table = tables[i % 2]
+            monitor.on_table_get(table, b"k")  # type: ignore[arg-type]
+            if i % 3:
+                monitor.on_table_set(table, b"k", b"v")  # type: ignore[arg-type]
+            if i % 5 == 0:
+                monitor.on_table_del(table, b"k")  # type: ignore[arg-type]
 
     traffic(0)
     monitor._clear_partition_related_metrics()  # a rebalance: Faust removes the series
@@ -56,6 +63,10 @@ def test_the_quick_sensor_exports_what_faust_exports() -> None:
         in quick
     )
     assert any(line.startswith("faust_total_events_per_stream") for line in quick)
+    assert (
+        'faust_table_operations_total{operation="keys_updated",table="table.state"} 20.0'
+        in quick
+    )
 
 
 def test_records_counted_at_once_export_what_one_at_a_time_does() -> None:
