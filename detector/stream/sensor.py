@@ -86,10 +86,8 @@ class QuickPrometheusMonitor(PrometheusMonitor):
     def _table_series(self, table: Any, operation: str) -> Any:
         series = self._table_ops.get((table.name, operation))
         if series is None:
-            series = self._table_ops[table.name, operation] = (
-                self._metrics.table_operations.labels(
-                    table=f"table.{table.name}", operation=operation
-                )
+            series = self._table_ops[table.name, operation] = self._metrics.table_operations.labels(
+                table=f"table.{table.name}", operation=operation
             )
         return series
 

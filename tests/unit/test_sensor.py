@@ -64,8 +64,7 @@ def test_the_quick_sensor_exports_what_faust_exports() -> None:
     )
     assert any(line.startswith("faust_total_events_per_stream") for line in quick)
     assert (
-        'faust_table_operations_total{operation="keys_updated",table="table.state"} 20.0'
-        in quick
+        'faust_table_operations_total{operation="keys_updated",table="table.state"} 20.0' in quick
     )
 
 
