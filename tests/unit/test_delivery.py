@@ -382,3 +382,26 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
     flat = [at for batch in taken for at in batch]
     assert flat == [(0, o) for o in range(chunk + 20)] + [(1, o) for o in range(chunk)]
     assert seen == ["resumed", "ebb"]  # the second chunk after the resume, the third after the ebb
+
+
+def test_the_worker_takes_its_startup_objects_out_of_the_garbage_collectors_view(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Full collections walked every object the worker started with, ~100 ms each, with
+    alerts waiting behind them: a task of the app freezes them once it has started."""
+    import gc
+
+    from detector.policy import Policy
+    from detector.stream.settings import StreamSettings
+
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    settings = StreamSettings()
+    settings.data_dir = str(tmp_path)
+    app = stream_app.create_app(settings, Policy.load(None))
+    task = next(t for t in app._app_tasks if "freeze_startup_objects" in repr(t))
+    before = gc.get_freeze_count()
+    try:
+        asyncio.run(cast("CoroutineType[Any, Any, None]", task()))
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
