@@ -364,7 +364,8 @@ class _Taken:
         return self.message.value
 
 
-#: Records applied between two looks at the producer buffer and the flow control.
+#: Records applied between two looks at the producer buffer and the flow control, and
+#: between two turns of the event loop.
 DIRECT_CHUNK = 100
 
 
@@ -385,6 +386,11 @@ def direct_delivery(
         batch = [_Taken(m) for records in records_by_tp.values() for m in records]
         buffer, acquire = app.producer.buffer, app.flow_control.acquire
         for start in range(0, len(batch), DIRECT_CHUNK):
+            if start:
+                # A fetch catching up holds ~20,000 records, a second's work: let the
+                # producer, timers, the web server and rebalance callbacks run between
+                # chunks, as Faust's fetch loop does every 100 records.
+                await asyncio.sleep(0)
             await acquire()
             if buffer.size > buffer.max_messages:
                 await buffer.wait_until_ebb()

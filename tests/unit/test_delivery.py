@@ -405,3 +405,22 @@ def test_the_worker_takes_its_startup_objects_out_of_the_garbage_collectors_view
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+def test_direct_delivery_lets_other_tasks_run_between_chunks() -> None:
+    """A fetch catching up holds a second's work; the producer, timers and rebalance
+    callbacks run between its chunks, not after the whole fetch."""
+    from faust.types import TP
+
+    async def scenario() -> list[int]:
+        app, _, _ = _faust()
+        app.flow_control.resume()
+        taken: list[int] = []
+        ran_at: list[int] = []
+        records = [_record("events", 0, o) for o in range(3 * stream_app.DIRECT_CHUNK)]
+        deliver = stream_app.direct_delivery(app, lambda b: taken.append(len(b)), lambda s: None)
+        asyncio.get_running_loop().call_soon(lambda: ran_at.append(len(taken)))
+        await deliver({TP("events", 0): records})
+        return ran_at
+
+    assert asyncio.run(scenario()) == [1]
