@@ -116,6 +116,10 @@ class _Consumer:
         self.acks.append((record.partition, record.offset))
         return True
 
+    def ack_offsets(self, tp: TP, offsets: list[int]) -> int:
+        self.acks.extend((tp.partition, offset) for offset in offsets)
+        return len(offsets)
+
 
 class _App:
     """What InOrder reads of a Faust app around a rebalance."""
@@ -249,6 +253,58 @@ def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> N
     assert asyncio.run(scenario()) == [False, True, False, True, [9], True]
 
 
+def test_offsets_acked_together_count_as_faust_counts_them_one_by_one() -> None:
+    """The checkpoint acks each partition's written offsets in one call. Faust must then
+    see what its own ``ack`` of each would have left: the same acked offsets (none below
+    the commit, none twice), the same count towards its commit trigger, the same offset
+    to commit; and nothing while a rebalance suspends the flow."""
+    import faust
+    from faust.transport.consumer import Consumer
+    from faust.types.tuples import ConsumerMessage
+
+    import detector.stream.app  # noqa: F401  (installs Consumer.ack_offsets)
+
+    def state(consumer: Consumer, tp: TP) -> tuple[list[int], set[int], int, int | None]:
+        acked, index = list(consumer._acked[tp]), set(consumer._acked_index[tp])
+        n, offset = consumer._n_acked, consumer._new_offset(tp)
+        return acked, index, n, offset
+
+    def scenario(together: bool) -> list[object]:
+        app = faust.App(f"acks-{together}", broker="kafka://127.0.0.1:1")
+        consumer = cast(Consumer, app.consumer)
+        tp = TP("events", 3)
+        app.topics.acking_topics.add("events")
+        app.consumer_generation_id = 1
+        consumer._committed_offset[tp] = 10
+
+        def message(offset: int) -> ConsumerMessage:
+            return ConsumerMessage(
+                "events", 3, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, tp, generation_id=1
+            )  # fmt: skip
+
+        def ack(offsets: list[int]) -> int:
+            if together:
+                return cast(int, consumer.ack_offsets(tp, offsets))  # type: ignore[attr-defined]
+            return sum(bool(consumer.ack(message(o))) for o in offsets)
+
+        seen: list[object] = []
+        app.flow_control.suspend()  # a rebalance under way: nothing counts
+        seen.append(ack([10, 11]))
+        app.flow_control.resume()
+        seen.append(ack([8, 9, 10, 11, 12]))  # 8 and 9 are below the commit
+        seen.append(ack([12, 13, 15]))  # 12 again
+        seen.append(ack([]))
+        seen.append(state(consumer, tp))
+        other = TP("other", 0)  # a topic without acks
+        seen.append(consumer.ack_offsets(other, [1]) if together else 0)  # type: ignore[attr-defined]
+        return seen
+
+    together, one_by_one = scenario(True), scenario(False)
+    assert together == one_by_one
+    assert together[:4] == [0, 3, 2, 0]
+    assert together[4] == ([10, 11, 12, 13, 15], {10, 11, 12, 13, 15}, 5, 14)  # 15 waits
+
+
 class _WatchedConsumer:
     def __init__(self) -> None:
         self._committed_offset: dict[object, int] = {}
@@ -265,8 +321,9 @@ class _WatchedConsumer:
     async def seek(self, tp: object, offset: int) -> None:
         self.sought.append((tp, offset))
 
-    def ack(self, record: Any) -> None:
-        self.acked.append((record.partition, record.offset))
+    def ack_offsets(self, tp: TP, offsets: list[int]) -> int:
+        self.acked.extend((tp.partition, offset) for offset in offsets)
+        return len(offsets)
 
 
 class _Kafka:
