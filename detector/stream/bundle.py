@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import Any
@@ -57,13 +58,13 @@ decode_bundle = _decode
 
 
 class _Unwritten:
-    """A changed bundle waiting for its write: since when (monotonic), the event to
-    write it under, and the source offset of its first change not yet written."""
+    """A changed bundle waiting for its write: its key, since when (monotonic), the
+    event to write it under, and the source offset of its first change not yet written."""
 
-    __slots__ = ("bundle", "first", "since", "token")
+    __slots__ = ("bundle", "first", "key", "since", "token")
 
-    def __init__(self, bundle: Bundle, token: Any, since: float, first: int) -> None:
-        self.bundle, self.token, self.since, self.first = bundle, token, since, first
+    def __init__(self, key: bytes, bundle: Bundle, token: Any, since: float, first: int) -> None:
+        self.key, self.bundle, self.token, self.since, self.first = key, bundle, token, since, first
 
 
 def _forget_first(s: SessionState) -> tuple[int, float]:
@@ -115,10 +116,14 @@ class BundleStore:
         self.shed = 0  # sessions forgotten to keep bundles under MAX_BUNDLE_BYTES
         self.scans = 0  # full scans of the local table (one per rebalance)
         # Bundles read since they were last written (read once, written once at flush())
-        # and the changed ones, in the order of their first unwritten change.
+        # and the changed ones, by key and in the order of their first unwritten change:
+        # all of them, and per partition. Flushes take the oldest, so the queues lose
+        # their heads (a dict's iteration would walk every slot popped from its front:
+        # per checkpoint, thousands while catching up).
         self._loaded: dict[bytes, Bundle] = {}
         self._pending: dict[bytes, _Unwritten] = {}
-        self._unwritten_in: dict[int, int] = {}  # changed bundles per partition
+        self._order: deque[_Unwritten] = deque()
+        self._order_in: dict[int, deque[_Unwritten]] = {}
 
     def reset(self) -> None:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
@@ -165,7 +170,8 @@ class BundleStore:
         now reads their events again from the last commit."""
         self._pending.clear()
         self._loaded.clear()
-        self._unwritten_in.clear()
+        self._order.clear()
+        self._order_in.clear()
 
     @property
     def unwritten(self) -> int:
@@ -203,8 +209,13 @@ class BundleStore:
             entry = self._pending.get(self._key)
             if entry is None:
                 b = self._bundle
-                self._pending[self._key] = _Unwritten(b, self._token, time.monotonic(), b.offset)
-                self._unwritten_in[b.partition] = self._unwritten_in.get(b.partition, 0) + 1
+                entry = _Unwritten(self._key, b, self._token, time.monotonic(), b.offset)
+                self._pending[self._key] = entry
+                self._order.append(entry)
+                in_partition = self._order_in.get(b.partition)
+                if in_partition is None:
+                    in_partition = self._order_in[b.partition] = deque()
+                in_partition.append(entry)
             else:
                 entry.token = self._token
             self._dirty = False
@@ -217,43 +228,35 @@ class BundleStore:
         bundle's last event the current one (its partition is the write's partition).
         Returns the number of writes."""
         cutoff = math.inf if older_than is None else time.monotonic() - older_than
-        due = []
-        for key, entry in self._pending.items():
-            if entry.since > cutoff:
-                break
-            due.append(key)
-        table, index, loaded = self.table, self._index, self._loaded
-        for key in due:
-            entry = self._pending.pop(key)
-            b = entry.bundle
+        table, index, loaded, pending = self.table, self._index, self._loaded, self._pending
+        order, order_in = self._order, self._order_in
+        written = 0
+        while order and order[0].since <= cutoff:
+            entry = order.popleft()
+            key, b = entry.key, entry.bundle
+            # The oldest change overall is the oldest of its partition.
+            order_in[b.partition].popleft()
+            del pending[key]
             before_write(entry.token)
             raw = _encode(b)
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)
             table[key] = raw
             index[b.partition].touch(key, partial(self._expiry, b))
-            self._unwritten_in[b.partition] -= 1
             loaded.pop(key, None)
-        if not self._pending:
+            written += 1
+        if not pending:
             loaded.clear()
-        elif len(loaded) > 2 * len(self._pending) + 1000:  # read, never changed: re-sends
-            self._loaded = {key: entry.bundle for key, entry in self._pending.items()}
-        return len(due)
+        elif len(loaded) > 2 * len(pending) + 1000:  # read, never changed: re-sends
+            self._loaded = {key: entry.bundle for key, entry in pending.items()}
+        return written
 
     def unwritten_from(self) -> dict[int, int]:
         """Per partition with changes not yet written, the source offset of the oldest:
         everything before it is in the table. Changes are saved in offset order within a
         partition (the agent's ordering gate), so the first entry of a partition in
         first-change order is its oldest."""
-        want = sum(1 for n in self._unwritten_in.values() if n)
-        found: dict[int, int] = {}
-        for entry in self._pending.values():
-            p = entry.bundle.partition
-            if p not in found:
-                found[p] = entry.first
-                if len(found) == want:
-                    break
-        return found
+        return {p: queue[0].first for p, queue in self._order_in.items() if queue}
 
     def _shed(self, key: bytes, b: Bundle, raw: bytes) -> bytes:
         """Forgets the bundle's least useful sessions until it fits: ended ones first,

@@ -4,8 +4,13 @@ partition through an expiry index instead of scans of the whole table."""
 from __future__ import annotations
 
 import math
+import random
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+import detector.stream.bundle as bundle_module
 from detector.alerts import Alert
 from detector.engine import Engine
 from detector.events import Event, decode
@@ -262,6 +267,46 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     assert w.store.unwritten_from() == {0: 4, 1: 2}
     assert w.store.flush(w.written.append) == 2
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
+
+
+def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of changes over four partitions with a rolling flush after every few:
+    each time, what ``unwritten_from`` reports is the oldest first change still unwritten
+    per partition (recomputed here from the pending changes), and the writes come oldest
+    first, every changed bundle's latest state once."""
+    clock = [0.0]
+    monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    table: dict[bytes, bytes] = {}
+    store = BundleStore(table, lambda s: math.inf, lambda u: math.inf)
+    rng = random.Random(7)
+    pending: dict[str, tuple[int, int]] = {}  # key -> (partition, first unwritten offset)
+    written: list[str] = []
+    for offset in range(5000):
+        clock[0] = float(offset)  # seconds
+        key = f"u:{rng.randrange(300)}"
+        partition = int(key[2:]) % 4
+        store.load(key, partition, key, 0.0)
+        store.applied(offset, [])
+        store.save()
+        pending.setdefault(key, (partition, offset))
+        if offset % 7 == 0:
+            older = None if offset % 700 == 0 else rng.choice([0.0, 50.0, 200.0])
+            cutoff = math.inf if older is None else clock[0] - older
+            due = [k for k, (_, first) in pending.items() if first <= cutoff]
+            assert store.flush(written.append, older) == len(due)
+            assert written[len(written) - len(due) :] == due
+            for k in due:
+                del pending[k]
+            oldest: dict[int, int] = {}
+            for p, first in pending.values():
+                oldest[p] = min(first, oldest.get(p, first))
+            assert store.unwritten_from() == oldest
+            assert store.unwritten == len(pending)
+    store.flush(written.append)
+    assert store.unwritten_from() == {} and store.unwritten == 0
+    assert set(table) == {f"u:{n}".encode() for n in range(300)}
 
 
 def test_a_dead_bundle_stays_until_the_event_that_last_changed_it_is_committed() -> None:
