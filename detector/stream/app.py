@@ -340,61 +340,96 @@ _faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
 
 
-#: What the worker does with the records of one topic taken straight from a fetch.
-DirectHandler = Callable[[dict[TP, list[Any]]], Awaitable[None]]
+#: What the worker does with the records of one topic taken straight from a fetch
+#: (per partition, in offset order) and the consumer generation they were fetched in.
+DirectHandler = Callable[[dict[TP, list[Any]], int], Awaitable[None]]
 
 
 async def _getmany_taking_direct(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
     """Faust's ``getmany``, with the records of the app's *direct* topics (an attribute
-    ``sessionwatch_direct``: topic -> handler) handed to their handler in one call per
-    fetch instead of one at a time through Faust's conductor, channel queue, stream and
+    ``sessionwatch_direct``: topic -> handler) handed to their handler as the Kafka
+    client returned them, one call per fetch, instead of one at a time through Faust's
+    per-record checks, message objects, conductor, channel queue, stream and
     ``take_events`` buffer. That per-record path was half the worker's time while
     catching up (an agent doing nothing reads 0.05 x a plain consumer here); the
     handler applies a fetch's records in order per partition, as the agent did.
 
-    The records have passed Faust's own checks (flow active, same generation, partition
-    active) and its end-offset tracking. Faust's read-offset filter is not applied: the
-    ordering gate drops nothing and dedups downstream (README, Order and holes). Other
-    topics (table changelogs in recovery, vendor topics in stream mode) go on to the
-    fetch loop unchanged, before the direct ones of the same fetch."""
+    Faust's checks are made per partition and fetch instead of per record: the flow is
+    active (else, as in Faust, the fetch is dropped and the consumer seeks back to the
+    commits), the generation has not moved, the partition is active; its end offset is
+    tracked. Faust's read-offset filter is not applied: the ordering gate drops nothing
+    and dedups downstream (README, Order and holes). Other topics (table changelogs in
+    recovery, vendor topics in stream mode) go to the fetch loop as in Faust 0.15's
+    ``getmany``, before the direct ones of the same fetch."""
     direct: dict[str, DirectHandler] | None = getattr(self.app, "sessionwatch_direct", None)
     if not direct:
         async for item in _faust_getmany(self, timeout):
             yield item
         return
+    app = self.app
+    records, active = await self._wait_next_records(timeout)
+    generation = app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+    if not self.flow_active:
+        self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.log.warning(f"exception performing seek when flow not active {exc}")
+        return
+    buffered = self._buffered_partitions
     taken: dict[str, dict[TP, list[Any]]] = {}
-    async for tp, message in _faust_getmany(self, timeout):
-        if tp.topic in direct:
-            of_topic = taken.get(tp.topic)
-            if of_topic is None:
-                of_topic = taken[tp.topic] = {}
-            records = of_topic.get(tp)
-            if records is None:
-                records = of_topic[tp] = []
-            records.append(message)
-        else:
-            yield tp, message
-    for topic, records_by_tp in taken.items():
-        await direct[topic](records_by_tp)
+    rest: dict[TP, list[Any]] = {}
+    for tp, of_tp in records.items():
+        if tp.topic not in direct:
+            rest[tp] = of_tp
+        elif active is None or tp in active or tp in buffered:
+            by_tp = taken.get(tp.topic)
+            if by_tp is None:
+                by_tp = taken[tp.topic] = {}
+            by_tp[tp] = of_tp
+    monitor = app.monitor
+    if rest:
+        to_message = self._to_message
+        for tp, record in self.scheduler.iterate(rest):
+            if not self.flow_active or app.consumer_generation_id != generation:
+                return  # as Faust: the rest of the fetch is dropped
+            if active is None or tp in active or tp in buffered:
+                monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
+    for topic, by_tp in taken.items():
+        if not self.flow_active or app.consumer_generation_id != generation:
+            return
+        for tp in by_tp:
+            monitor.track_tp_end_offset(tp, self.highwater(tp))
+        await direct[topic](by_tp, generation)
 
 
 _faust_getmany = Consumer.getmany
 Consumer.getmany = _getmany_taking_direct  # type: ignore[method-assign]
 
 
-class _Taken:
-    """A record taken from the fetch, as the agent body sees a Faust event: its message
-    and value, and current (``_current_event``) while it applies, so that table writes
-    go to its partition."""
+class _Fetched:
+    """A record taken straight from a fetch, as the agent body sees a Faust event and
+    Faust's table writes see its message (one object: ``message`` is itself): where it
+    comes from, its value, the generation it was fetched in, whether it is acked.
+    Current (``_current_event``) while it applies, so that table writes go to its
+    partition."""
 
-    __slots__ = ("__weakref__", "message")
+    __slots__ = (
+        "__weakref__", "acked", "generation_id", "offset", "partition", "topic", "tp", "value"
+    )  # fmt: skip
 
-    def __init__(self, message: Any) -> None:
-        self.message = message
+    def __init__(self, tp: TP, record: Any, generation: int) -> None:
+        self.tp, self.topic, self.partition = tp, tp.topic, tp.partition
+        self.offset, self.value = record.offset, record.value
+        self.generation_id = generation
+        self.acked = False
 
     @property
-    def value(self) -> Any:
-        return self.message.value
+    def message(self) -> _Fetched:
+        return self
 
 
 #: Records applied between two looks at the producer buffer and the flow control, and
@@ -411,12 +446,12 @@ def direct_delivery(
     queue behind the worker's own sends). Faust's per-record sensor hook is counted per
     partition instead (the quick sensor's ``on_messages_in``)."""
 
-    async def deliver(records_by_tp: dict[TP, list[Any]]) -> None:
+    async def deliver(records_by_tp: dict[TP, list[Any]], generation: int) -> None:
         monitor = app.monitor
         if isinstance(monitor, QuickPrometheusMonitor):
             for tp, records in records_by_tp.items():
                 monitor.on_messages_in(tp, len(records), records[-1].offset)
-        batch = [_Taken(m) for records in records_by_tp.values() for m in records]
+        batch = [_Fetched(tp, r, generation) for tp, rs in records_by_tp.items() for r in rs]
         buffer, acquire = app.producer.buffer, app.flow_control.acquire
         for start in range(0, len(batch), DIRECT_CHUNK):
             if start:

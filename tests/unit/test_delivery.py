@@ -281,36 +281,96 @@ def _record(topic: str, partition: int, offset: int) -> Any:
 
 
 def test_a_fetch_hands_a_direct_topics_records_over_at_once_and_others_to_the_loop() -> None:
-    """Faust's ``getmany``, fed one fetch: the records of the direct topic reach its
-    handler in one call, per partition in offset order, after Faust's own checks; the
-    other topic's records still come out one at a time for Faust's fetch loop."""
+    """One fetch through the worker's ``getmany``: the records of the direct topic reach
+    its handler in one call, per partition in offset order, with the generation they were
+    fetched in, after Faust's checks (an inactive partition's records are left out); the
+    other topic's records still come out one at a time, as Faust's messages, first."""
     from faust.types import TP
 
-    async def scenario() -> tuple[list[dict[TP, list[int]]], list[tuple[TP, int]]]:
+    async def scenario() -> tuple[list[object], list[tuple[TP, int]], dict[TP, int]]:
         app, consumer, _ = _faust()
-        events0, events1, other = TP("events", 0), TP("events", 1), TP("changelog", 0)
+        events0, events1, events2 = TP("events", 0), TP("events", 1), TP("events", 2)
+        other = TP("changelog", 0)
         fetched = {
             events0: [_record("events", 0, o) for o in range(10, 14)],
             events1: [_record("events", 1, o) for o in range(3)],
+            events2: [_record("events", 2, o) for o in range(5)],  # not active: left out
             other: [_record("changelog", 0, o) for o in range(2)],
         }
-        handed: list[dict[TP, list[int]]] = []
+        handed: list[object] = []
 
-        async def handler(records_by_tp: dict[TP, list[Any]]) -> None:
-            handed.append({tp: [m.offset for m in ms] for tp, ms in records_by_tp.items()})
+        async def handler(records_by_tp: dict[TP, list[Any]], generation: int) -> None:
+            handed.append(generation)
+            handed.append({tp: [r.offset for r in rs] for tp, rs in records_by_tp.items()})
 
         async def wait_next_records(timeout: float) -> Any:
-            return fetched, set(fetched)
+            return fetched, {events0, events1, other}
+
+        tracked: dict[TP, int] = {}
+        app.monitor.track_tp_end_offset = tracked.__setitem__
+        app.sessionwatch_direct = {"events": handler}
+        app.consumer_generation_id = 4
+        app.flow_control.resume()
+        consumer._wait_next_records = wait_next_records
+        consumer.highwater = lambda tp: 100 + tp.partition
+        passed = []
+        async for tp, m in consumer.getmany(timeout=1.0):
+            assert handed == []  # the other topic's records come first
+            passed.append((tp, m.offset))
+        return handed, passed, tracked
+
+    handed, passed, tracked = asyncio.run(scenario())
+    assert handed == [4, {TP("events", 0): [10, 11, 12, 13], TP("events", 1): [0, 1, 2]}]
+    assert passed == [(TP("changelog", 0), 0), (TP("changelog", 0), 1)]
+    assert tracked == {TP("changelog", 0): 100, TP("events", 0): 100, TP("events", 1): 101}
+
+
+@pytest.mark.parametrize("others", [1, 2])
+def test_a_fetch_is_dropped_as_in_faust_when_the_flow_stops_or_the_generation_moves(
+    others: int,
+) -> None:
+    """A fetch that returns while a rebalance has stopped the flow is dropped and the
+    consumer seeks back to its commits, as Faust's ``getmany`` does; once the generation
+    moves while the fetch's other records are passed on, its direct records are dropped
+    too (their partitions may have moved; Kafka delivers them again from the commit)."""
+    from faust.types import TP
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        app, consumer, _ = _faust()
+        fetched = {
+            TP("changelog", 0): [_record("changelog", 0, o) for o in range(others)],
+            TP("events", 0): [_record("events", 0, o) for o in range(3)],
+        }
+        handed: list[int] = []
+
+        async def handler(records_by_tp: dict[TP, list[Any]], generation: int) -> None:
+            handed.append(generation)
+
+        async def wait_next_records(timeout: float) -> Any:
+            return fetched, None
+
+        sought: list[int] = []
+
+        async def perform_seek() -> None:
+            sought.append(1)
 
         app.sessionwatch_direct = {"events": handler}
+        app.consumer_generation_id = 1
         consumer._wait_next_records = wait_next_records
         consumer.highwater = lambda tp: 100
-        passed = [(tp, m.offset) async for tp, m in consumer.getmany(timeout=1.0)]
-        return handed, passed
+        consumer.perform_seek = perform_seek
+        consumer.stop_flow()  # a rebalance began
+        stopped = [m async for _, m in consumer.getmany(timeout=1.0)]
+        assert stopped == [] and handed == [] and sought == [1]
+        consumer.resume_flow()
+        passed = 0
+        async for _ in consumer.getmany(timeout=1.0):
+            passed += 1
+            app.consumer_generation_id = 2  # a rebalance completes meanwhile
+        return handed, passed, sought
 
-    handed, passed = asyncio.run(scenario())
-    assert handed == [{TP("events", 0): [10, 11, 12, 13], TP("events", 1): [0, 1, 2]}]
-    assert passed == [(TP("changelog", 0), 0), (TP("changelog", 0), 1)]
+    handed, passed, sought = asyncio.run(scenario())
+    assert handed == [] and passed == 1 and sought == [1]
 
 
 def test_without_direct_topics_a_fetch_is_faust_s() -> None:
@@ -372,7 +432,7 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
         observed: list[float] = []
         app.flow_control.resume()
         deliver = stream_app.direct_delivery(app, take, observed.append)
-        await asyncio.wait_for(deliver(by_tp), 5)
+        await asyncio.wait_for(deliver(by_tp, 1), 5)
         assert len(observed) == len(taken)
         return taken, seen
 
@@ -420,7 +480,7 @@ def test_direct_delivery_lets_other_tasks_run_between_chunks() -> None:
         records = [_record("events", 0, o) for o in range(3 * stream_app.DIRECT_CHUNK)]
         deliver = stream_app.direct_delivery(app, lambda b: taken.append(len(b)), lambda s: None)
         asyncio.get_running_loop().call_soon(lambda: ran_at.append(len(taken)))
-        await deliver({TP("events", 0): records})
+        await deliver({TP("events", 0): records}, 1)
         return ran_at
 
     assert asyncio.run(scenario()) == [1]
