@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.structs import TopicPartition
@@ -110,11 +110,6 @@ class _Consumer:
     def __init__(self) -> None:
         self._committed_offset: dict[object, int] = {}
         self.acks: list[tuple[int, int]] = []  # (partition, offset), in ack order
-
-    def ack(self, record: Any) -> bool:
-        record.acked = True
-        self.acks.append((record.partition, record.offset))
-        return True
 
     def ack_offsets(self, tp: TP, offsets: list[int]) -> int:
         self.acks.extend((tp.partition, offset) for offset in offsets)
