@@ -4,9 +4,10 @@ One agent body, run once at a time (state is per partition and order matters). I
 gets a fetch's records at once, straight from Faust's fetch (``_getmany_taking_direct``),
 because Faust's one-event-at-a-time path through its conductor and stream was half of
 its time (``SESSIONWATCH_DELIVERY=stream`` keeps that path, in ``take_events`` batches).
-It writes changed state at checkpoints, each entry under the last event that changed
-it, so table writes land in that event's partition (changelog and local RocksDB
-alike); offsets are acked only once their state is written.
+It writes changed state at checkpoints, each entry in the partition of the last event
+that changed it (changelog and local RocksDB alike), a partition's entries in one step
+(:mod:`detector.stream.changelog`); offsets are acked only once their state is written
+and its changelog delivered.
 Detection itself is :class:`detector.engine.Engine`, exactly as in replay.
 """
 
@@ -46,6 +47,7 @@ from detector.metrics import Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
+from detector.stream.changelog import ChangelogWriter
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.routing import routing_key
@@ -61,7 +63,7 @@ STREAM_SWEEP_EVERY_S = 900.0
 WATCH_EVERY_S = 5.0
 #: At most this many offsets behind are read to tell commit markers from undelivered events.
 MARKERS_PROBE = 64
-#: Everything is written early once this many records wait for their state's write
+#: Everything is written early once this many records were applied since it last was
 #: (bounds the memory of unwritten state and what a crash makes the worker read again).
 MAX_UNACKED = 50_000
 #: Longest wait of a fetch while a partition is out of it for a full stream buffer.
@@ -551,7 +553,7 @@ class InOrder:
     (``at`` has the record's topic, partition and offset; ``token`` is an event of the
     same partition, current while it applies, so table writes go to that partition);
     ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
-    offset whose effects are still unwritten; records before it are then acked.
+    offset whose effects are not yet durable; records before it are then acked.
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
     fill (or from a timer when the input is idle), ``done`` writes what is due (the
     agent's: state first changed the checkpoint interval ago), so writes spread evenly
@@ -589,6 +591,10 @@ class InOrder:
         # offset order, once ``done()`` has written the state they changed.
         self.unacked: dict[int, list[int]] = {}
         self.n_unacked = 0
+        # Records applied since the last full checkpoint. Not n_unacked: records whose
+        # state is written stay unacked until its delivery, and must not make every
+        # checkpoint in between a full one.
+        self.since_full = 0
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
@@ -625,6 +631,7 @@ class InOrder:
             held = self.unacked[partition] = []
         held.append(offset)
         self.n_unacked += 1
+        self.since_full += 1
 
     def _drop_unacked(self) -> None:
         """Forgets every held offset, not counted: re-delivered from the commit."""
@@ -633,16 +640,17 @@ class InOrder:
 
     def after_batch(self) -> None:
         """A rolling checkpoint after each batch; a full one when too much waits."""
-        self.checkpoint(full=self.n_unacked >= MAX_UNACKED)
+        self.checkpoint(full=self.since_full >= MAX_UNACKED)
 
     def checkpoint(self, full: bool = False) -> None:
-        """Writes state (``done(full)``: all of it, or what is due),
-        then acks every record before the oldest change still unwritten in its
-        partition, so the next commit passes only offsets whose effects are in the
-        table. Nothing is written once a rebalance has begun: the partitions may be
-        restoring elsewhere, and their events come again from the commit to whoever
-        owns them (``new_generation()`` forgets the unwritten state). No await between
-        the writes and the acks."""
+        """Writes state (``done(full)``: all of it, or what is due), then acks every
+        record before the oldest change not yet durable in its partition (unwritten, or
+        written with its changelog not yet delivered), so the next commit passes only
+        offsets whose effects are in the table and its changelog. Nothing is written
+        once a rebalance has begun: the partitions may be restoring elsewhere, and
+        their events come again from the commit to whoever owns them
+        (``new_generation()`` forgets the unwritten state). No await between the writes
+        and the acks."""
         app = self.app
         if app.consumer_generation_id != self.generation or (
             app.rebalancing_count != self.revocations
@@ -650,6 +658,8 @@ class InOrder:
             self._drop_unacked()
             return
         unwritten = self.done(full)
+        if full:
+            self.since_full = 0
         ack_offsets: Callable[[TP, list[int]], int] = app.consumer.ack_offsets  # type: ignore[attr-defined]
         for partition, held in self.unacked.items():
             limit = unwritten.get(partition)
@@ -897,12 +907,14 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         offsets = app.consumer._committed_offset  # type: ignore[attr-defined]
         return cast(int | None, offsets.get(TP(settings.events_topic, partition)))
 
+    writer = ChangelogWriter(app, table)
     store = BundleStore(
         table,
         engine.session_expiry,
         engine.user_expiry,
         sweep_every_s=STREAM_SWEEP_EVERY_S,
         committed=committed,
+        writer=writer,
     )
     engine.store = store
     install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)
@@ -988,7 +1000,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # One write per bundle changed, under its last event (hence its partition); an
         # interval of 0 makes everything due, so it is all written after every batch.
         older_than = None if full else settings.checkpoint_seconds
-        store.flush(lambda last: _current_event.set(weakref.ref(last)), older_than)
+        store.flush(older_than)
         metrics.sessions_shed = store.shed
         return store.unwritten_from()
 
@@ -1018,6 +1030,8 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # revokes the tables and makes its last commit), so a restart does not read
         # those events again and send their alerts a second time.
         in_order.checkpoint(full=True)
+        await writer.drain()
+        in_order.checkpoint()  # acks what the first one wrote, now delivered
         await faust_stop_consumer()
 
     app._stop_consumer = stop_consumer  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -67,6 +67,52 @@ class _Unwritten:
         self.key, self.bundle, self.token, self.since, self.first = key, bundle, token, since, first
 
 
+class Writer(Protocol):
+    """Where a flush's writes go. ``put`` takes one key's new value (None: delete it)
+    under ``token``, an event of ``partition``, with ``first``, the source offset of the
+    oldest change it carries (None for a deletion, which no event waits for); ``end``
+    closes the flush. ``undelivered_from()`` says, per partition, the oldest ``first``
+    put but not yet durable: records from there on must not be acked yet."""
+
+    def put(
+        self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any
+    ) -> None: ...
+
+    def end(self) -> None: ...
+
+    def undelivered_from(self) -> dict[int, int]: ...
+
+
+class MappingWriter:
+    """Writes into the table mapping itself, key by key, durable as it is written: a
+    dict in tests, or a Faust table (one changelog message per key, under
+    ``before_write(token)``'s current event)."""
+
+    def __init__(
+        self,
+        table: MutableMapping[bytes, bytes],
+        before_write: Callable[[Any], object] | None = None,
+    ) -> None:
+        self.table = table
+        self.before_write = before_write
+
+    def put(
+        self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any
+    ) -> None:
+        if self.before_write is not None:
+            self.before_write(token)
+        if value is None:
+            del self.table[key]
+        else:
+            self.table[key] = value
+
+    def end(self) -> None:
+        pass
+
+    def undelivered_from(self) -> dict[int, int]:
+        return {}
+
+
 def _forget_first(s: SessionState) -> tuple[int, float]:
     """Sort key of :meth:`BundleStore._shed`: ended sessions by end, then the rest by
     last activity."""
@@ -99,8 +145,10 @@ class BundleStore:
         user_expiry: Callable[[UserState], float],
         sweep_every_s: float = 900.0,
         committed: Callable[[int], float | None] = lambda partition: math.inf,
+        writer: Writer | None = None,
     ) -> None:
         self.table = table
+        self.writer: Writer = MappingWriter(table) if writer is None else writer
         self._committed = committed
         self._session_expiry = session_expiry
         self._user_expiry = user_expiry
@@ -148,7 +196,7 @@ class BundleStore:
             now = self._marks[partition] = ts
         if now >= self._next_sweep.get(partition, -math.inf):
             self._next_sweep[partition] = now + self.sweep_every_s
-            self.swept += self._sweep_partition(partition, now)
+            self.swept += self._sweep_partition(partition, now, token)
         self._key = bkey = key.encode()
         self._token = token
         bundle = self._loaded.get(bkey)
@@ -220,16 +268,15 @@ class BundleStore:
                 entry.token = self._token
             self._dirty = False
 
-    def flush(self, before_write: Callable[[Any], object], older_than: float | None = None) -> int:
+    def flush(self, older_than: float | None = None) -> int:
         """Writes changed bundles, each once, oldest first change first: all of them, or
         those first changed at least ``older_than`` seconds ago (so that writes spread
-        evenly instead of coming in one burst that holds alerts back).
-        ``before_write(token)`` runs before each write, so the agent can make that
-        bundle's last event the current one (its partition is the write's partition).
-        Returns the number of writes."""
+        evenly instead of coming in one burst that holds alerts back). Each goes to the
+        writer under its last event (its partition). Returns the number of writes."""
         cutoff = math.inf if older_than is None else time.monotonic() - older_than
-        table, index, loaded, pending = self.table, self._index, self._loaded, self._pending
+        index, loaded, pending = self._index, self._loaded, self._pending
         order, order_in = self._order, self._order_in
+        put = self.writer.put
         written = 0
         while order and order[0].since <= cutoff:
             entry = order.popleft()
@@ -237,14 +284,15 @@ class BundleStore:
             # The oldest change overall is the oldest of its partition.
             order_in[b.partition].popleft()
             del pending[key]
-            before_write(entry.token)
             raw = _encode(b)
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)
-            table[key] = raw
+            put(b.partition, key, raw, entry.first, entry.token)
             index[b.partition].touch(key, partial(self._expiry, b))
             loaded.pop(key, None)
             written += 1
+        if written:
+            self.writer.end()
         if not pending:
             loaded.clear()
         elif len(loaded) > 2 * len(pending) + 1000:  # read, never changed: re-sends
@@ -252,11 +300,17 @@ class BundleStore:
         return written
 
     def unwritten_from(self) -> dict[int, int]:
-        """Per partition with changes not yet written, the source offset of the oldest:
-        everything before it is in the table. Changes are saved in offset order within a
-        partition (the agent's ordering gate), so the first entry of a partition in
-        first-change order is its oldest."""
-        return {p: queue[0].first for p, queue in self._order_in.items() if queue}
+        """Per partition with changes not yet durable, the source offset of the oldest:
+        everything before it is in the table and its changelog. Changes are saved in
+        offset order within a partition (the agent's ordering gate), so the first entry
+        of a partition in first-change order is its oldest; written ones the writer has
+        not yet delivered are older still."""
+        oldest = self.writer.undelivered_from()
+        for p, queue in self._order_in.items():
+            if queue:
+                first = queue[0].first
+                oldest[p] = min(first, oldest.get(p, first))
+        return oldest
 
     def _shed(self, key: bytes, b: Bundle, raw: bytes) -> bytes:
         """Forgets the bundle's least useful sessions until it fits: ended ones first,
@@ -331,7 +385,7 @@ class BundleStore:
             index = self._index.setdefault(b.partition, ExpiryIndex())
             index.touch(key, partial(self._expiry, b))
 
-    def _sweep_partition(self, partition: int, now: float) -> int:
+    def _sweep_partition(self, partition: int, now: float, token: Any) -> int:
         index = self._index[partition]
         committed = self._committed(partition)  # no await below: it stays the same
         deletable_before = -math.inf if committed is None else committed
@@ -346,11 +400,13 @@ class BundleStore:
             if b.partition != partition:
                 continue
             if self._expiry(b) <= now and b.offset < deletable_before:
-                del self.table[key]
+                self.writer.put(partition, key, None, None, token)
                 self._loaded.pop(key, None)
                 dropped += 1
             else:
                 # Alive, or dead but changed by an event not committed yet: after a
                 # crash that event comes again and must find the entry as it left it.
                 index.touch(key, partial(self._expiry, b))
+        if dropped:
+            self.writer.end()
         return dropped

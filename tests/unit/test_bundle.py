@@ -16,7 +16,7 @@ from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.store import ExpiryIndex
-from detector.stream.bundle import BundleStore, decode_bundle
+from detector.stream.bundle import BundleStore, MappingWriter, decode_bundle
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, SID2, Story, policy
 
@@ -38,13 +38,17 @@ class Worker:
         self.table = CountingTable()
         self.fp = Fingerprinter(KEY)
         self.engine = Engine(policy({"detector": {"remember_me_retention_days": 1}}), self.fp)
+        self.written: list[Any] = []  # the token (offset) of each write, in order
         self.store = BundleStore(
-            self.table, self.engine.session_expiry, self.engine.user_expiry, sweep_every_s=900
+            self.table,
+            self.engine.session_expiry,
+            self.engine.user_expiry,
+            sweep_every_s=900,
+            writer=MappingWriter(self.table, self.written.append),
         )
         self.engine.store = self.store
         self.partitions = partitions
         self.offset = 0
-        self.written: list[Any] = []
 
     def feed(self, lines: list[bytes], batch: int = 25, flush: bool = True) -> list[Alert]:
         """Applies ``lines`` in agent-sized batches, flushing writes after each (or not:
@@ -61,7 +65,7 @@ class Worker:
                 self.store.applied(self.offset, [])
                 self.store.save()
             if flush:
-                self.store.flush(self.written.append)
+                self.store.flush()
         return alerts
 
     def tick(self, minute: float) -> None:
@@ -233,7 +237,7 @@ def test_changes_between_checkpoints_are_kept_in_memory_and_written_once() -> No
     seen = w.store.peek(b"u:alice")
     assert seen is not None and seen.offset == 4 and len(seen.sessions) == 1
     assert w.store.unwritten == 1
-    assert w.store.flush(w.written.append) == 1
+    assert w.store.flush() == 1
     assert decode_bundle(w.table[b"u:alice"]).offset == 4 and w.written == [4]
     later = Story()
     later.tx(4, user="alice")
@@ -258,14 +262,14 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     s2.tx(2, user="alice")  # offset 3: alice again, her first unwritten change stays 1
     w.feed(s2.lines(), flush=False)
     assert w.store.unwritten_from() == {0: 1, 1: 2}
-    assert w.store.flush(w.written.append, older_than=5.0) == 1
+    assert w.store.flush(older_than=5.0) == 1
     assert set(w.table) == {b"u:alice"} and decode_bundle(w.table[b"u:alice"]).offset == 3
     assert w.store.unwritten_from() == {1: 2}
     s3 = Story()
     s3.tx(3, user="alice")  # offset 4: a change after the write
     w.feed(s3.lines(), flush=False)
     assert w.store.unwritten_from() == {0: 4, 1: 2}
-    assert w.store.flush(w.written.append) == 2
+    assert w.store.flush() == 2
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
 
 
@@ -279,10 +283,12 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
     clock = [0.0]
     monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     table: dict[bytes, bytes] = {}
-    store = BundleStore(table, lambda s: math.inf, lambda u: math.inf)
+    written: list[str] = []
+    store = BundleStore(
+        table, lambda s: math.inf, lambda u: math.inf, writer=MappingWriter(table, written.append)
+    )
     rng = random.Random(7)
     pending: dict[str, tuple[int, int]] = {}  # key -> (partition, first unwritten offset)
-    written: list[str] = []
     for offset in range(5000):
         clock[0] = float(offset)  # seconds
         key = f"u:{rng.randrange(300)}"
@@ -295,7 +301,7 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
             older = None if offset % 700 == 0 else rng.choice([0.0, 50.0, 200.0])
             cutoff = math.inf if older is None else clock[0] - older
             due = [k for k, (_, first) in pending.items() if first <= cutoff]
-            assert store.flush(written.append, older) == len(due)
+            assert store.flush(older) == len(due)
             assert written[len(written) - len(due) :] == due
             for k in due:
                 del pending[k]
@@ -304,7 +310,7 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
                 oldest[p] = min(first, oldest.get(p, first))
             assert store.unwritten_from() == oldest
             assert store.unwritten == len(pending)
-    store.flush(written.append)
+    store.flush()
     assert store.unwritten_from() == {} and store.unwritten == 0
     assert set(table) == {f"u:{n}".encode() for n in range(300)}
 

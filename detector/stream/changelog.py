@@ -1,0 +1,183 @@
+"""State writes of a checkpoint, per partition in one step.
+
+Through Faust's table, each changed entry is a changelog message of its own: a Faust
+message and future, a trip through Faust's producer buffer, a callback on delivery
+and a RocksDB write of the persisted offset, besides the entry's own write (a fifth
+of the worker's busy time catching up). :class:`ChangelogWriter` writes a partition's
+entries of one checkpoint as one RocksDB write batch and hands them to the Kafka
+client as whole produce batches; the persisted offset is written once, when the last
+batch is delivered. What it writes is what Faust's table writes (same changelog
+topic, partition, key and value bytes; same local store), so Faust's recovery,
+standbys and rebalancing read it as their own.
+
+It is also stricter about what a commit covers. Faust commits after flushing its
+producer, but a changelog message whose delivery fails only logs an error in its
+callback, and the source offsets are committed all the same. Here a checkpoint's
+records are acked only once their changelog batches are delivered
+(:meth:`ChangelogWriter.undelivered_from`); a delivery that fails stops the worker,
+which then starts again from the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+
+class _Flight:
+    """One partition's writes of one checkpoint, from their hand-over to delivery."""
+
+    __slots__ = ("first",)
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+
+class ChangelogWriter:
+    """A :class:`detector.stream.bundle.Writer` for a Faust table of bytes to bytes.
+
+    ``put`` gathers a checkpoint's writes per partition; ``end`` writes them to the local
+    store at once (visible to the next read) and queues their changelog batches, one
+    sender per partition so that a key's writes reach the changelog in the order made.
+    ``on_failure`` (the app's ``crash`` by default) gets a failed delivery's error.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        table: Any,
+        on_failure: Callable[[BaseException], Awaitable[object]] | None = None,
+    ) -> None:
+        self._app = app
+        self._table = table
+        self._on_failure = app.crash if on_failure is None else on_failure
+        self._rows: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self._first: dict[int, int] = {}
+        self._flights: dict[int, deque[_Flight]] = {}
+        self._tails: dict[int, asyncio.Future[None]] = {}
+        self.failed: BaseException | None = None
+        self.batches = 0  # produce batches handed to the Kafka client
+
+    def put(
+        self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any
+    ) -> None:
+        rows = self._rows.get(partition)
+        if rows is None:
+            rows = self._rows[partition] = []
+        rows.append((key, value))
+        if first is not None:
+            known = self._first.get(partition)
+            if known is None or first < known:
+                self._first[partition] = first
+
+    def end(self) -> None:
+        rows_by_partition, self._rows = self._rows, {}
+        firsts, self._first = self._first, {}
+        topic = self._table.changelog_topic.get_topic_name()
+        producer = self._app.producer._ensure_producer()
+        monitor = self._app.monitor
+        for partition, rows in rows_by_partition.items():
+            self._write_local(partition, rows)
+            batches = [producer.create_batch()]
+            for key, value in rows:
+                if batches[-1].append(key=key, value=value, timestamp=None) is None:
+                    batches.append(producer.create_batch())  # full: the next one
+                    batches[-1].append(key=key, value=value, timestamp=None)
+            first = firsts.get(partition)
+            flight = None
+            if first is not None:
+                flight = _Flight(first)
+                queue = self._flights.get(partition)
+                if queue is None:
+                    queue = self._flights[partition] = deque()
+                queue.append(flight)
+            tail = self._tails.get(partition)
+            self._tails[partition] = asyncio.ensure_future(
+                self._send(producer, topic, partition, batches, flight, tail)
+            )
+            for key, value in rows:
+                if value is None:
+                    monitor.on_table_del(self._table, key)
+                else:
+                    monitor.on_table_set(self._table, key, value)
+
+    def undelivered_from(self) -> dict[int, int]:
+        return {p: queue[0].first for p, queue in self._flights.items() if queue}
+
+    async def drain(self) -> None:
+        """Waits until everything handed over so far is delivered (or has failed)."""
+        tails = list(self._tails.values())
+        if tails:
+            await asyncio.gather(*tails, return_exceptions=True)
+
+    def _write_local(self, partition: int, rows: list[tuple[bytes, bytes | None]]) -> None:
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            # As Faust's Store._set and _del, for a whole partition at once.
+            batch = _write_batch(store)
+            key_index = store._key_index
+            for key, value in rows:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+                    key_index[key] = partition
+            store._db_for_partition(partition).write(batch)
+        else:  # memory://: a dict
+            data = store.data
+            for key, value in rows:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+
+    async def _send(
+        self,
+        producer: Any,
+        topic: str,
+        partition: int,
+        batches: list[Any],
+        flight: _Flight | None,
+        tail: asyncio.Future[None] | None,
+    ) -> None:
+        if tail is not None:
+            await asyncio.shield(tail)  # the partition's earlier writes go first
+        if self.failed is not None:
+            return  # the worker is stopping: nothing after a lost write may land
+        try:
+            delivered = [await producer.send_batch(b, topic, partition=partition) for b in batches]
+            self.batches += len(batches)
+            last = batches[-1]
+            meta = (await asyncio.gather(*delivered))[-1]
+        except Exception as exc:
+            self.failed = exc
+            log.error("state changelog write to %s/%s failed: %r", topic, partition, exc)
+            await self._on_failure(exc)
+            return
+        store = self._table.data
+        if isinstance(store, RocksDBStore) and partition in store._dbs:
+            # Faust's _on_changelog_sent does this per message; the last one is what counts.
+            store.set_persisted_offset(TP(topic, partition), meta.offset + last.record_count() - 1)
+        if flight is not None:
+            queue = self._flights[partition]
+            assert queue[0] is flight
+            queue.popleft()
+
+
+def _write_batch(store: RocksDBStore) -> Any:
+    """An empty write batch of the store's RocksDB binding."""
+    if store.use_rocksdict:
+        from rocksdict import WriteBatch
+
+        return WriteBatch(raw_mode=True)
+    import rocksdb  # type: ignore[import-not-found]
+
+    return rocksdb.WriteBatch()
