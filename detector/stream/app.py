@@ -47,7 +47,7 @@ from detector.metrics import Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
-from detector.stream.changelog import ChangelogWriter
+from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.routing import routing_key
@@ -907,14 +907,14 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         offsets = app.consumer._committed_offset  # type: ignore[attr-defined]
         return cast(int | None, offsets.get(TP(settings.events_topic, partition)))
 
-    writer = ChangelogWriter(app, table)
+    state_io = ChangelogIO(app, table)
     store = BundleStore(
         table,
         engine.session_expiry,
         engine.user_expiry,
         sweep_every_s=STREAM_SWEEP_EVERY_S,
         committed=committed,
-        writer=writer,
+        io=state_io,
     )
     engine.store = store
     install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)
@@ -1030,7 +1030,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # revokes the tables and makes its last commit), so a restart does not read
         # those events again and send their alerts a second time.
         in_order.checkpoint(full=True)
-        await writer.drain()
+        await state_io.drain()
         in_order.checkpoint()  # acks what the first one wrote, now delivered
         await faust_stop_consumer()
 

@@ -67,12 +67,15 @@ class _Unwritten:
         self.key, self.bundle, self.token, self.since, self.first = key, bundle, token, since, first
 
 
-class Writer(Protocol):
-    """Where a flush's writes go. ``put`` takes one key's new value (None: delete it)
-    under ``token``, an event of ``partition``, with ``first``, the source offset of the
+class StateIO(Protocol):
+    """Where bundles are read from and written to, by partition. ``get`` reads one key
+    of a partition. ``put`` takes one key's new value (None: delete it) under
+    ``token``, an event of ``partition``, with ``first``, the source offset of the
     oldest change it carries (None for a deletion, which no event waits for); ``end``
-    closes the flush. ``undelivered_from()`` says, per partition, the oldest ``first``
+    closes a flush. ``undelivered_from()`` says, per partition, the oldest ``first``
     put but not yet durable: records from there on must not be acked yet."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
 
     def put(
         self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any
@@ -83,10 +86,10 @@ class Writer(Protocol):
     def undelivered_from(self) -> dict[int, int]: ...
 
 
-class MappingWriter:
-    """Writes into the table mapping itself, key by key, durable as it is written: a
-    dict in tests, or a Faust table (one changelog message per key, under
-    ``before_write(token)``'s current event)."""
+class MappingIO:
+    """The table mapping itself, key by key, durable as it is written: a dict in tests,
+    or a Faust table (one changelog message per key, under ``before_write(token)``'s
+    current event)."""
 
     def __init__(
         self,
@@ -95,6 +98,9 @@ class MappingWriter:
     ) -> None:
         self.table = table
         self.before_write = before_write
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.table.get(key)
 
     def put(
         self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any
@@ -145,10 +151,10 @@ class BundleStore:
         user_expiry: Callable[[UserState], float],
         sweep_every_s: float = 900.0,
         committed: Callable[[int], float | None] = lambda partition: math.inf,
-        writer: Writer | None = None,
+        io: StateIO | None = None,
     ) -> None:
         self.table = table
-        self.writer: Writer = MappingWriter(table) if writer is None else writer
+        self.io: StateIO = MappingIO(table) if io is None else io
         self._committed = committed
         self._session_expiry = session_expiry
         self._user_expiry = user_expiry
@@ -201,7 +207,7 @@ class BundleStore:
         self._token = token
         bundle = self._loaded.get(bkey)
         if bundle is None:
-            raw = self.table.get(bkey)
+            raw = self.io.get(partition, bkey)
             bundle = _decode(raw) if raw is not None else Bundle(partition=partition)
             bundle.partition = partition
             self._loaded[bkey] = bundle
@@ -272,11 +278,11 @@ class BundleStore:
         """Writes changed bundles, each once, oldest first change first: all of them, or
         those first changed at least ``older_than`` seconds ago (so that writes spread
         evenly instead of coming in one burst that holds alerts back). Each goes to the
-        writer under its last event (its partition). Returns the number of writes."""
+        state under its last event (its partition). Returns the number of writes."""
         cutoff = math.inf if older_than is None else time.monotonic() - older_than
         index, loaded, pending = self._index, self._loaded, self._pending
         order, order_in = self._order, self._order_in
-        put = self.writer.put
+        put = self.io.put
         written = 0
         while order and order[0].since <= cutoff:
             entry = order.popleft()
@@ -292,7 +298,7 @@ class BundleStore:
             loaded.pop(key, None)
             written += 1
         if written:
-            self.writer.end()
+            self.io.end()
         if not pending:
             loaded.clear()
         elif len(loaded) > 2 * len(pending) + 1000:  # read, never changed: re-sends
@@ -303,9 +309,9 @@ class BundleStore:
         """Per partition with changes not yet durable, the source offset of the oldest:
         everything before it is in the table and its changelog. Changes are saved in
         offset order within a partition (the agent's ordering gate), so the first entry
-        of a partition in first-change order is its oldest; written ones the writer has
+        of a partition in first-change order is its oldest; written ones the I/O has
         not yet delivered are older still."""
-        oldest = self.writer.undelivered_from()
+        oldest = self.io.undelivered_from()
         for p, queue in self._order_in.items():
             if queue:
                 first = queue[0].first
@@ -393,14 +399,14 @@ class BundleStore:
         for key in index.due(now):
             if key in self._pending:
                 continue  # changed, not written yet: filed again when written
-            raw = self.table.get(key)
+            raw = self.io.get(partition, key)
             if raw is None:
                 continue
             b = _decode(raw)
             if b.partition != partition:
                 continue
             if self._expiry(b) <= now and b.offset < deletable_before:
-                self.writer.put(partition, key, None, None, token)
+                self.io.put(partition, key, None, None, token)
                 self._loaded.pop(key, None)
                 dropped += 1
             else:
@@ -408,5 +414,5 @@ class BundleStore:
                 # crash that event comes again and must find the entry as it left it.
                 index.touch(key, partial(self._expiry, b))
         if dropped:
-            self.writer.end()
+            self.io.end()
         return dropped

@@ -3,7 +3,7 @@
 Through Faust's table, each changed entry is a changelog message of its own: a Faust
 message and future, a trip through Faust's producer buffer, a callback on delivery
 and a RocksDB write of the persisted offset, besides the entry's own write (a fifth
-of the worker's busy time catching up). :class:`ChangelogWriter` writes a partition's
+of the worker's busy time catching up). :class:`ChangelogIO` writes a partition's
 entries of one checkpoint as one RocksDB write batch and hands them to the Kafka
 client as whole produce batches; the persisted offset is written once, when the last
 batch is delivered. What it writes is what Faust's table writes (same changelog
@@ -14,7 +14,7 @@ It is also stricter about what a commit covers. Faust commits after flushing its
 producer, but a changelog message whose delivery fails only logs an error in its
 callback, and the source offsets are committed all the same. Here a checkpoint's
 records are acked only once their changelog batches are delivered
-(:meth:`ChangelogWriter.undelivered_from`); a delivery that fails stops the worker,
+(:meth:`ChangelogIO.undelivered_from`); a delivery that fails stops the worker,
 which then starts again from the last commit.
 """
 
@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
@@ -41,8 +41,8 @@ class _Flight:
         self.first = first
 
 
-class ChangelogWriter:
-    """A :class:`detector.stream.bundle.Writer` for a Faust table of bytes to bytes.
+class ChangelogIO:
+    """A :class:`detector.stream.bundle.StateIO` for a Faust table of bytes to bytes.
 
     ``put`` gathers a checkpoint's writes per partition; ``end`` writes them to the local
     store at once (visible to the next read) and queues their changelog batches, one
@@ -65,6 +65,18 @@ class ChangelogWriter:
         self._tails: dict[int, asyncio.Future[None]] = {}
         self.failed: BaseException | None = None
         self.batches = 0  # produce batches handed to the Kafka client
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """As Faust's table reads a key under an event of ``partition``, in one lookup
+        (the table's ``get`` makes two: ``in``, then the read)."""
+        self._app.monitor.on_table_get(self._table, key)
+        store = self._table.data
+        if isinstance(store, RocksDBStore):
+            value: bytes | None = store._db_for_partition(partition).get(key)
+            if value is not None:
+                store._key_index[key] = partition
+            return value
+        return cast(bytes | None, store.data.get(key))
 
     def put(
         self, partition: int, key: bytes, value: bytes | None, first: int | None, token: Any

@@ -1,6 +1,7 @@
-"""The worker's state writer against the real broker: it writes what Faust's table would
-write (local store, changelog records, persisted offset), holds acks until delivery, and
-a delivery that fails stops the worker instead of being passed by a commit."""
+"""The worker's state reads and checkpoint writes against the real broker: they write
+what Faust's table would write (local store, changelog records, persisted offset), hold
+acks until delivery, and a delivery that fails stops the worker instead of being passed
+by a commit."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from detector.stream.app import create_app
-from detector.stream.changelog import ChangelogWriter
+from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import changelog_topic
 from detector.stream.settings import StreamSettings
 from tests.helpers import policy
@@ -30,7 +31,7 @@ PARTITIONS = 2
 @asynccontextmanager
 async def started_table(bootstrap: str, store: str, tmp: Path) -> AsyncIterator[tuple[Any, Any]]:
     """The worker's app and state table, its producer started and its changelog topic
-    made, without a worker: nothing consumes, so only the writer writes."""
+    made, without a worker: nothing consumes, so only the state I/O writes."""
     settings = StreamSettings(
         bootstrap_servers=bootstrap,
         app_id=f"changelog-{uuid.uuid4().hex[:8]}",
@@ -92,30 +93,30 @@ def test_a_checkpoints_writes_reach_the_store_and_changelog_as_faust_writes_them
     async def run() -> None:
         async with started_table(kafka_bootstrap, store, tmp_path) as (app, table):
             failures = Failures()
-            writer = ChangelogWriter(app, table, on_failure=failures)
+            state = ChangelogIO(app, table, on_failure=failures)
             topic = table.changelog_topic.get_topic_name()
-            writer.put(0, b"u:alice", b"A1", 10, None)
-            writer.put(1, b"u:carol", b"C1", 3, None)
-            writer.put(0, b"u:bob", b"B1", 12, None)
-            writer.end()
+            state.put(0, b"u:alice", b"A1", 10, None)
+            state.put(1, b"u:carol", b"C1", 3, None)
+            state.put(0, b"u:bob", b"B1", 12, None)
+            state.end()
             # Written locally at once; acks wait for the changelog.
             assert local(table) == {b"u:alice": b"A1", b"u:bob": b"B1", b"u:carol": b"C1"}
-            assert writer.undelivered_from() == {0: 10, 1: 3}
-            writer.put(0, b"u:alice", b"A2", 20, None)
-            writer.put(0, b"u:bob", None, None, None)  # a sweep's deletion
-            writer.end()
-            assert writer.undelivered_from() == {0: 10, 1: 3}
+            assert state.undelivered_from() == {0: 10, 1: 3}
+            state.put(0, b"u:alice", b"A2", 20, None)
+            state.put(0, b"u:bob", None, None, None)  # a sweep's deletion
+            state.end()
+            assert state.undelivered_from() == {0: 10, 1: 3}
             big = [(f"g:{n}".encode(), bytes([n]) * 20_000) for n in range(30)]
             for key, value in big:  # far more than one produce batch
-                writer.put(1, key, value, 30 + len(key), None)
-            writer.end()
+                state.put(1, key, value, 30 + len(key), None)
+            state.end()
             last_key = big[-1][0]
-            writer.put(1, last_key, b"newest", 99, None)  # sent after all of the above
-            writer.end()
-            await writer.drain()
-            assert writer.undelivered_from() == {}
+            state.put(1, last_key, b"newest", 99, None)  # sent after all of the above
+            state.end()
+            await state.drain()
+            assert state.undelivered_from() == {}
             assert failures.seen == []
-            assert writer.batches > 3
+            assert state.batches > 3
 
             p0 = await changelog(kafka_bootstrap, topic, 0)
             p1 = await changelog(kafka_bootstrap, topic, 1)
@@ -126,6 +127,7 @@ def test_a_checkpoints_writes_reach_the_store_and_changelog_as_faust_writes_them
                 (b"u:bob", None),
             ]
             assert [(k, v) for _, k, v in p1] == [(b"u:carol", b"C1"), *big, (last_key, b"newest")]
+            assert state.get(0, b"u:alice") == b"A2" and state.get(0, b"u:bob") is None
             assert local(table) == {
                 b"u:alice": b"A2",
                 b"u:carol": b"C1",
@@ -151,22 +153,22 @@ def test_a_failed_delivery_stops_the_worker_and_holds_its_acks(
     async def run() -> None:
         async with started_table(kafka_bootstrap, "rocksdb://", tmp_path) as (app, table):
             failures = Failures()
-            writer = ChangelogWriter(app, table, on_failure=failures)
+            state = ChangelogIO(app, table, on_failure=failures)
             topic = table.changelog_topic.get_topic_name()
-            writer.put(0, b"u:alice", b"A1", 5, None)
-            writer.end()
-            await writer.drain()
-            assert writer.undelivered_from() == {}
-            writer.put(0, b"u:alice", b"x" * 1_500_000, 7, None)
-            writer.end()
-            await writer.drain()
+            state.put(0, b"u:alice", b"A1", 5, None)
+            state.end()
+            await state.drain()
+            assert state.undelivered_from() == {}
+            state.put(0, b"u:alice", b"x" * 1_500_000, 7, None)
+            state.end()
+            await state.drain()
             assert len(failures.seen) == 1
-            assert writer.undelivered_from() == {0: 7}
-            writer.put(0, b"u:alice", b"A3", 9, None)
-            writer.put(1, b"u:carol", b"C1", 2, None)
-            writer.end()
-            await writer.drain()
-            assert writer.undelivered_from() == {0: 7, 1: 2}
+            assert state.undelivered_from() == {0: 7}
+            state.put(0, b"u:alice", b"A3", 9, None)
+            state.put(1, b"u:carol", b"C1", 2, None)
+            state.end()
+            await state.drain()
+            assert state.undelivered_from() == {0: 7, 1: 2}
             assert [(k, v) for _, k, v in await changelog(kafka_bootstrap, topic, 0)] == [
                 (b"u:alice", b"A1")
             ]

@@ -16,7 +16,7 @@ from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.store import ExpiryIndex
-from detector.stream.bundle import BundleStore, MappingWriter, decode_bundle
+from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, SID2, Story, policy
 
@@ -44,7 +44,7 @@ class Worker:
             self.engine.session_expiry,
             self.engine.user_expiry,
             sweep_every_s=900,
-            writer=MappingWriter(self.table, self.written.append),
+            io=MappingIO(self.table, self.written.append),
         )
         self.engine.store = self.store
         self.partitions = partitions
@@ -285,7 +285,7 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
     table: dict[bytes, bytes] = {}
     written: list[str] = []
     store = BundleStore(
-        table, lambda s: math.inf, lambda u: math.inf, writer=MappingWriter(table, written.append)
+        table, lambda s: math.inf, lambda u: math.inf, io=MappingIO(table, written.append)
     )
     rng = random.Random(7)
     pending: dict[str, tuple[int, int]] = {}  # key -> (partition, first unwritten offset)
