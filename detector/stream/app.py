@@ -63,7 +63,7 @@ STREAM_SWEEP_EVERY_S = 900.0
 WATCH_EVERY_S = 5.0
 #: At most this many offsets behind are read to tell commit markers from undelivered events.
 MARKERS_PROBE = 64
-#: Everything is written early once this many records were applied since it last was
+#: Everything is written early once this many records wait for their state's write
 #: (bounds the memory of unwritten state and what a crash makes the worker read again).
 MAX_UNACKED = 50_000
 #: Longest wait of a fetch while a partition is out of it for a full stream buffer.
@@ -591,9 +591,9 @@ class InOrder:
         # offset order, once ``done()`` has written the state they changed.
         self.unacked: dict[int, list[int]] = {}
         self.n_unacked = 0
-        # Records applied since the last full checkpoint. Not n_unacked: records whose
-        # state is written stay unacked until its delivery, and must not make every
-        # checkpoint in between a full one.
+        # Records applied since the last full checkpoint: records whose state is written
+        # stay unacked until its delivery, and must not make every checkpoint until then
+        # a full one.
         self.since_full = 0
 
     def take(self, batch: list[Any]) -> None:
@@ -639,8 +639,10 @@ class InOrder:
         self.n_unacked = 0
 
     def after_batch(self) -> None:
-        """A rolling checkpoint after each batch; a full one when too much waits."""
-        self.checkpoint(full=self.since_full >= MAX_UNACKED)
+        """A rolling checkpoint after each batch; a full one when too much waits (not
+        merely after every so many records: a full write every few seconds is a burst
+        that holds alerts back)."""
+        self.checkpoint(full=self.n_unacked >= MAX_UNACKED and self.since_full >= MAX_UNACKED // 4)
 
     def checkpoint(self, full: bool = False) -> None:
         """Writes state (``done(full)``: all of it, or what is due), then acks every

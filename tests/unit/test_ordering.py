@@ -6,10 +6,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
+import detector.stream.app as app_module
 from detector.metrics import Metrics
 from detector.stream.app import InOrder, client_position
 from detector.stream.ordering import Hole, OffsetGate, Verdict
@@ -199,6 +201,40 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
     in_order.checkpoint(full=True)
     assert len(calls) == 4 and app.consumer.acks[-1] == (0, 2)
     assert in_order.n_unacked == 0 and in_order.unacked == {}
+
+
+def test_a_full_checkpoint_comes_when_too_much_waits_not_after_each_batch_until_delivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_UNACKED records waiting, a checkpoint writes everything. Written records
+    stay unacked until their changelog is delivered, which takes more than the next few
+    batches: those must roll as usual, not write everything again each (bursts that hold
+    alerts back), until a quarter of the limit has been applied since."""
+    monkeypatch.setattr(app_module, "MAX_UNACKED", 8)
+    app = _App()
+    delivered = [False]
+    fulls: list[bool] = []
+
+    def write(full: bool) -> dict[int, int]:
+        fulls.append(full)
+        return {} if delivered[0] else {0: 0}  # written, not delivered: nothing acked
+
+    in_order = InOrder(
+        app,  # type: ignore[arg-type]
+        StreamSettings(),
+        Metrics(),
+        lambda raw, msg, token: None,
+        write,
+        topic="events",
+    )
+    app.consumer._committed_offset[("events", 0)] = 0
+    for offset in range(14):
+        in_order.take([_Event(_Msg(0, offset, 1))])
+    # Full at 8 waiting, then rolling (14 waiting) until 2 more were applied: full again.
+    assert fulls == [False] * 7 + [True, False, True, False, True, False, True]
+    delivered[0] = True  # the next roll acks everything
+    in_order.take([_Event(_Msg(0, 14, 1))])
+    assert fulls[-1] is False and in_order.n_unacked == 0
 
 
 def test_acks_faust_gives_skipped_messages_at_a_rebalance_are_not_counted() -> None:
