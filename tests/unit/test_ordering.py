@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import cast
 
@@ -127,14 +128,20 @@ class _App:
         self.consumer = _Consumer()
 
 
-def _in_order(app: _App, applied: list[int]) -> InOrder:
-    """The agent's gate over ``app``, recording the offsets it applies."""
+def _in_order(
+    app: _App,
+    applied: list[int] | None = None,
+    write: Callable[[bool], dict[int, int]] = lambda full: {},
+) -> InOrder:
+    """The agent's gate over ``app``, recording the offsets it applies (if asked) and
+    writing state with ``write``."""
+    record = (lambda offset: None) if applied is None else applied.append
     return InOrder(
         app,  # type: ignore[arg-type]
         StreamSettings(),
         Metrics(),
-        lambda raw, msg, token: applied.append(msg.offset),
-        lambda full: {},
+        lambda raw, msg, token: record(msg.offset),
+        write,
         topic="events",
     )
 
@@ -175,14 +182,7 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
         calls.append((full, len(app.consumer.acks)))  # acks so far: none may come first
         return unwritten.pop(0)
 
-    in_order = InOrder(
-        app,  # type: ignore[arg-type]
-        StreamSettings(),
-        Metrics(),
-        lambda raw, msg, token: None,
-        write,
-        topic="events",
-    )
+    in_order = _in_order(app, write=write)
     app.consumer._committed_offset.update({("events", 0): 0, ("events", 1): 0})
     batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1), (0, 2))]
     in_order.take(batch)  # each batch rolls a checkpoint: offset 0 of partition 0
@@ -219,14 +219,7 @@ def test_a_full_checkpoint_comes_when_too_much_waits_not_after_each_batch_until_
         fulls.append(full)
         return {} if delivered[0] else {0: 0}  # written, not delivered: nothing acked
 
-    in_order = InOrder(
-        app,  # type: ignore[arg-type]
-        StreamSettings(),
-        Metrics(),
-        lambda raw, msg, token: None,
-        write,
-        topic="events",
-    )
+    in_order = _in_order(app, write=write)
     app.consumer._committed_offset[("events", 0)] = 0
     for offset in range(14):
         in_order.take([_Event(_Msg(0, offset, 1))])
