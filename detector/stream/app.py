@@ -27,7 +27,6 @@ import faust
 import msgspec
 import orjson
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.streams import _current_event
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
@@ -417,14 +416,10 @@ Consumer.getmany = _getmany_taking_direct  # type: ignore[method-assign]
 
 class _Fetched:
     """A record taken straight from a fetch, as the agent body sees a Faust event and
-    Faust's table writes see its message (one object: ``message`` is itself): where it
-    comes from, its value, the generation it was fetched in, whether it is acked.
-    Current (``_current_event``) while it applies, so that table writes go to its
-    partition."""
+    its message (one object: ``message`` is itself): where it comes from, its value, the
+    generation it was fetched in, whether it is acked."""
 
-    __slots__ = (
-        "__weakref__", "acked", "generation_id", "offset", "partition", "topic", "tp", "value"
-    )  # fmt: skip
+    __slots__ = ("acked", "generation_id", "offset", "partition", "topic", "tp", "value")
 
     def __init__(self, tp: TP, record: Any, generation: int) -> None:
         self.tp, self.topic, self.partition = tp, tp.topic, tp.partition
@@ -554,7 +549,7 @@ class InOrder:
 
     See :mod:`detector.stream.ordering`. ``apply(raw, at, token)`` applies one record
     (``at`` has the record's topic, partition and offset; ``token`` is an event of the
-    same partition, current while it applies, so table writes go to that partition);
+    same partition, handed to the state's writes);
     ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
     offset whose effects are not yet durable; records before it are then acked.
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
@@ -901,7 +896,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         key_type=bytes,  # bytes keys and values: the "raw" codec, we encode ourselves
         value_type=bytes,
         partitions=settings.partitions,
-        # Changelog partition = the current event's partition (set per event below). Not
+        # Changelog partition = the event's partition (ChangelogIO writes by partition). Not
         # use_partitioner: with RocksDB it lost state on rebalance in our scale-out test.
         use_partitioner=False,
     )
@@ -961,9 +956,8 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             metrics.processing.observe(time.perf_counter() - started)
 
     def apply_one(raw: bytes, msg: Any, token: Any) -> None:
-        """Applies one record; ``token`` is an event of its partition (table routing)."""
-        # Table writes for this event go to *its* partition (see module doc).
-        _current_event.set(weakref.ref(token))
+        """Applies one record; ``token`` is an event of its partition, handed back with
+        its state's write (state is read and written by partition: ``ChangelogIO``)."""
         ev = decode(raw)
         if type(ev) is not Event:
             assert isinstance(ev, InvalidEvent)
