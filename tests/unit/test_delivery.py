@@ -448,7 +448,8 @@ def test_the_worker_takes_its_startup_objects_out_of_the_garbage_collectors_view
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     """Full collections walked every object the worker started with, ~100 ms each, with
-    alerts waiting behind them: a task of the app freezes them once it has started."""
+    alerts waiting behind them: a task of the app freezes them once it has started, and
+    makes full collections rarer."""
     import gc
 
     from detector.policy import Policy
@@ -459,12 +460,15 @@ def test_the_worker_takes_its_startup_objects_out_of_the_garbage_collectors_view
     settings.data_dir = str(tmp_path)
     app = stream_app.create_app(settings, Policy.load(None))
     task = next(t for t in app._app_tasks if "freeze_startup_objects" in repr(t))
-    before = gc.get_freeze_count()
+    before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     try:
         asyncio.run(cast("CoroutineType[Any, Any, None]", task()))
         assert gc.get_freeze_count() > before
+        # ... and full collections, which walk the records in flight, are ten times rarer
+        assert gc.get_threshold() == (*thresholds[:2], stream_app.FULL_COLLECTION_EVERY)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_direct_delivery_lets_other_tasks_run_between_chunks() -> None:
