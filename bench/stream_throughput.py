@@ -162,11 +162,17 @@ def _run_async(run: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
 
 
 async def engine_consumer(
-    s: StreamSettings, total: int, state: str, every_s: float = CHECKPOINT_EVERY_S
+    s: StreamSettings,
+    total: int,
+    state: str,
+    every_s: float = CHECKPOINT_EVERY_S,
+    native: bool = True,
 ) -> tuple[float, int, int]:
     """The same consumer feeding each fetched batch to the engine, as ``replay`` does
     (examples/policy.toml, state in memory, no Faust, alerts counted): what any design that
     decodes and decides every event could reach here, at best (``state="memory"``).
+    ``native=False`` leaves out replay's compiled routine path, as the worker does (run
+    in a process of its own: :func:`isolated`).
 
     ``state="per-event"`` adds one aiokafka send per event (its own key and bytes, into a
     topic of the same partitions): the least a design with durable per-key state pays
@@ -180,12 +186,15 @@ async def engine_consumer(
     Returns seconds, the number of alerts and the number of state writes."""
     import msgspec
 
+    from detector import fastpath
     from detector.cli import build_engine
     from detector.policy import Policy
     from detector.replay import Replayer
     from detector.store import MemoryStore
     from detector.stream.bundle import Bundle
 
+    if not native:
+        os.environ[fastpath.ENV] = "0"
     engine = build_engine(
         Policy.load(ROOT / "examples" / "policy.toml"), Fingerprinter(KEY.encode())
     )
@@ -202,7 +211,7 @@ async def engine_consumer(
 
     if state == "memory":
         return await consume(s, total, decide), alerts, 0
-    topic = f"changelog-{state}-{s.events_topic}"
+    topic = f"changelog-{state}{'' if native else '-python'}-{s.events_topic}"
     admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
     await admin.start()
     try:
@@ -551,6 +560,13 @@ def main() -> None:
         merged_s, _, merged_writes = isolated(
             engine_consumer, s, len(lines), "merged", args.checkpoint_seconds
         )
+        # The worker runs the engine's Python path (its state is not replay's store).
+        python_s, python_alerts, _ = isolated(
+            engine_consumer, s, len(lines), "memory", args.checkpoint_seconds, False
+        )
+        python_merged_s, _, _ = isolated(
+            engine_consumer, s, len(lines), "merged", args.checkpoint_seconds, False
+        )
         plain_rate = len(lines) / plain_s
         print(f"events in topic ({args.partitions} partitions) {len(lines):>12,}")
         print(f"plain aiokafka consumer + JSON decode  {plain_rate:>12,.0f} events/s")
@@ -566,6 +582,15 @@ def main() -> None:
             f"  + changed state written every {args.checkpoint_seconds:g} s     "
             f"{len(lines) / merged_s:>12,.0f} events/s   (ratio {plain_s / merged_s:.2f}; "
             f"{merged_writes / len(lines):.3f} writes per event)"
+        )
+        print(
+            f"engine on its Python path only (worker's) {len(lines) / python_s:>9,.0f} events/s"
+            f"   ({python_alerts:,} alerts; ratio {plain_s / python_s:.2f})"
+        )
+        print(
+            f"  + its changed state written every {args.checkpoint_seconds:g} s "
+            f"{len(lines) / python_merged_s:>12,.0f} events/s   "
+            f"(ratio {plain_s / python_merged_s:.2f})"
         )
         if args.ceilings_only:
             return
