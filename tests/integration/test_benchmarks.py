@@ -134,6 +134,28 @@ def test_stream_benchmark_ceilings_run_and_the_checkpoint_writes_each_changed_ke
     assert live > len(expected) // 2
 
 
+@pytest.mark.kafka
+def test_stream_benchmark_times_a_real_worker_and_its_alerts(kafka_bootstrap: str) -> None:
+    """The whole benchmark at a size of seconds: floors and the live-rate search left out,
+    the worker's catch-up timed by its own count, then paced traffic whose probes must
+    come back as alerts."""
+    out = run(
+        *("bench/stream_throughput.py", "--events", "20000", "--partitions", "2"),
+        *("--no-floors", "--sustain-steps", "0", "--latency-rates", "100"),
+        *("--latency-seconds", "4"),
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+    )
+    worker = next(line for line in out.splitlines() if line.startswith("sessionwatch worker"))
+    # 20,000 events can be taken between two samples of the count: then no rate (nan)
+    assert "nan" in worker or figures(out, "sessionwatch worker")[0] > 0
+    assert figures(out, "table writes per event, catching up")[0] > 0
+    latency = re.search(r"at +100 events/s: p50 +(\d+) ms, p99 +(\d+) ms over (\d+) alerts", out)
+    assert latency is not None, out
+    p50, p99, alerts = map(int, latency.groups())
+    assert 0 < p50 <= p99 and alerts > 0
+    assert figures(out, "delivery holes in the worker's input") == [0, 0]
+
+
 def test_replay_benchmark_prints_every_figure() -> None:
     out = run(
         "bench/replay_throughput.py",
