@@ -445,8 +445,11 @@ def _collect_alerts(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any)
 
 #: One event in this many of the latency phase is a probe (the rest is background).
 PROBE_EVERY = 10
-#: A paced run keeps up when its last third's median probe delay is at most this.
-KEEPS_UP_P50_S = 0.5
+#: A paced run keeps up when its last third's median probe delay is at most this: the
+#: latency target. At 0.5 s (until run AB) the search took rates whose median delay was
+#: 0.4 s, a queue of thousands of events, for sustainable, and half of such a rate
+#: missed the p99 target whichever code ran (A/B at 10,800 events/s: 83-205 ms).
+KEEPS_UP_P50_S = 0.1
 
 
 def _background(lines: list[bytes], tag: str) -> Iterator[dict[str, Any]]:
@@ -542,8 +545,9 @@ def last_third_p50(probes: list[tuple[float, float]]) -> float:
     """The median delay of a paced run's last third of probes (NaN without probes).
 
     Above capacity the queue, hence every probe's delay, grows for the whole run, so
-    this is seconds; at or below capacity it stays at the batching and commit floor
-    (tens of ms): the run kept up when it is at most :data:`KEEPS_UP_P50_S`."""
+    this is seconds; well below capacity it stays at the batching floor (tens of ms),
+    and near capacity it sits at hundreds of ms: the run kept up when it is at most
+    :data:`KEEPS_UP_P50_S`."""
     last = [d for _, d in probes[len(probes) * 2 // 3 :]]
     return pct(last, 0.5) if last else float("nan")
 
