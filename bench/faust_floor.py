@@ -39,7 +39,8 @@ def main(argv: list[str]) -> None:
         async for batch in stream.take_events(500, within=0.01):
             if with_table:
                 for event in batch:
-                    _current_event.set(weakref.ref(event))  # as the real worker does
+                    # stock Faust: a table write goes to the current event's partition
+                    _current_event.set(weakref.ref(event))
                     table[event.key or b"-"] = event.value
 
     worker = Worker(app, loglevel="warning", quiet=True)
