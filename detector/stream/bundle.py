@@ -34,6 +34,13 @@ MAX_BUNDLE_BYTES = 900_000
 #: A bundle over the limit is cut to this share of it, so the next writes fit too.
 SHED_TO = 0.75
 
+#: Due entries a partition's sweep examines per event of that partition. Examinations
+#: are at most ~2 per event over time (an entry is examined once when it dies and once
+#: per time its activity moved its expiry), so this keeps up; what it bounds is a mass
+#: expiry, such as a worker restarted after a day down, where every entry is due at once
+#: and one event would otherwise read and delete them all while alerts wait.
+SWEEP_PER_EVENT = 16
+
 
 class Bundle(msgspec.Struct, gc=False):
     """Everything one routing key owns.
@@ -139,7 +146,8 @@ class BundleStore:
     the partition's committed offset, None if unknown), so no event read again after
     a crash finds its entry gone.
 
-    The sweep reads only the entries an in-memory expiry index says are due. The
+    The sweep reads only the entries an in-memory expiry index says are due, a few
+    per event (:data:`SWEEP_PER_EVENT`), so a mass expiry does not stall one. The
     index is rebuilt with one scan of the local table after every rebalance
     (``reset()``), so entries recovered from the changelog are indexed too.
     """
@@ -163,7 +171,9 @@ class BundleStore:
         self._bundle = Bundle()
         self._dirty = False
         self.sweep_every_s = sweep_every_s
-        self._next_sweep: dict[int, float] = {}
+        self._next_sweep: dict[int, float] = {}  # when a load next calls the sweep
+        self._next_due: dict[int, float] = {}  # when the sweep next takes due entries
+        self._due: dict[int, deque[bytes]] = {}  # due entries not examined yet
         self._marks: dict[int, float] = {}  # event time per partition
         self._index: dict[int, ExpiryIndex[bytes]] = {}
         self.swept = 0
@@ -183,6 +193,8 @@ class BundleStore:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
         self._index.clear()
         self._next_sweep.clear()
+        self._next_due.clear()
+        self._due.clear()
         self._marks.clear()
 
     def load(self, key: str, partition: int, token: Any, ts: float) -> None:
@@ -201,7 +213,6 @@ class BundleStore:
         if ts > now:
             now = self._marks[partition] = ts
         if now >= self._next_sweep.get(partition, -math.inf):
-            self._next_sweep[partition] = now + self.sweep_every_s
             self.swept += self._sweep_partition(partition, now, token)
         self._key = bkey = key.encode()
         self._token = token
@@ -392,11 +403,21 @@ class BundleStore:
             index.touch(key, partial(self._expiry, b))
 
     def _sweep_partition(self, partition: int, now: float, token: Any) -> int:
+        """Takes the partition's due entries every ``sweep_every_s`` of its event time
+        and examines up to :data:`SWEEP_PER_EVENT` of them; the rest wait for its next
+        events (the load calls again at once while any wait)."""
+        backlog = self._due.get(partition)
+        if backlog is None:
+            backlog = self._due[partition] = deque()
+        if now >= self._next_due.get(partition, -math.inf):
+            self._next_due[partition] = now + self.sweep_every_s
+            backlog.extend(self._index[partition].due(now))
         index = self._index[partition]
         committed = self._committed(partition)  # no await below: it stays the same
         deletable_before = -math.inf if committed is None else committed
         dropped = 0
-        for key in index.due(now):
+        for _ in range(min(SWEEP_PER_EVENT, len(backlog))):
+            key = backlog.popleft()
             if key in self._pending:
                 continue  # changed, not written yet: filed again when written
             raw = self.io.get(partition, key)
@@ -413,6 +434,12 @@ class BundleStore:
                 # Alive, or dead but changed by an event not committed yet: after a
                 # crash that event comes again and must find the entry as it left it.
                 index.touch(key, partial(self._expiry, b))
+        self._next_sweep[partition] = -math.inf if backlog else self._next_due[partition]
         if dropped:
             self.io.end()
         return dropped
+
+    @property
+    def sweep_backlog(self) -> int:
+        """Due entries not examined yet, over all partitions."""
+        return sum(len(keys) for keys in self._due.values())

@@ -25,10 +25,15 @@ class CountingTable(dict[bytes, bytes]):
     """A dict that counts full scans, as Faust's table would iterate RocksDB."""
 
     scans = 0
+    gets = 0
 
     def items(self) -> Any:
         self.scans += 1
         return super().items()
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        self.gets += 1
+        return super().get(key, default)
 
 
 class Worker:
@@ -125,6 +130,28 @@ def test_sweeps_do_not_scan_the_table() -> None:
     assert w.store.swept >= 100  # days 0 and 1 are gone...
     assert w.table.scans == 1  # ...with one scan, when the partition was first seen
     assert len(w.table) <= 100
+
+
+def test_a_mass_expiry_is_swept_a_few_entries_per_event() -> None:
+    """A worker back after two days finds every entry due at once: each event examines
+    at most SWEEP_PER_EVENT of them (instead of one event reading and deleting them
+    all while alerts wait), and the next events take the rest."""
+    per_event = bundle_module.SWEEP_PER_EVENT
+    n = 5 * per_event + 3
+    w = Worker({})
+    s = Story()
+    for i in range(n):
+        s.login(i / 10, sid=f"{i:04d}" + SID[4:], user=f"u{i}")
+    w.feed(s.lines())
+    assert len(w.users()) == n
+    left = [len(w.users())]
+    for step in range(7):
+        gets = w.table.gets
+        w.tick(2 * 24 * 60 + step)
+        assert w.table.gets - gets <= per_event + 1  # the due ones, and the tick's own
+        left.append(len(w.users()))
+    assert left == [max(n - k * per_event, 0) for k in range(8)]
+    assert w.store.sweep_backlog == 0 and w.store.swept == n
 
 
 def test_entries_recovered_from_a_changelog_are_indexed_after_a_rebalance() -> None:
