@@ -96,6 +96,8 @@ class Metrics(Collector):
         #: Worker only: sessions forgotten to keep one key's state under Kafka's record
         #: size limit (detector.stream.bundle.MAX_BUNDLE_BYTES).
         self.sessions_shed = 0
+        #: Worker only: per partition of session-events, records not applied yet.
+        self.records_behind: Callable[[], dict[int, int]] | None = None
         self.lag = Histogram(LAG_BUCKETS)
         self.processing = Histogram(PROCESSING_BUCKETS)
         self.census = census
@@ -179,6 +181,16 @@ class Metrics(Collector):
                 "Sessions forgotten to keep one user's state under Kafka's record size limit.",
                 value=self.sessions_shed,
             )
+        if self.records_behind is not None:
+            behind = GaugeMetricFamily(
+                PREFIX + "records_behind",
+                "Records of session-events up to the end offset last seen that this"
+                " worker has not applied yet, by assigned partition.",
+                labels=["partition"],
+            )
+            for partition, n in sorted(self.records_behind().items()):
+                behind.add_metric([str(partition)], n)
+            yield behind
         yield self.lag.family(
             PREFIX + "event_lag_seconds", "Processing time minus event time, per event."
         )

@@ -138,14 +138,17 @@ ROWS: tuple[Row, ...] = (
         (
             Panel(
                 "Consumer lag (messages)",
-                "End offset minus committed offset of session-events, from Faust's "
-                "sensor: messages waiting for a worker.",
+                "End offset minus committed offset of each topic, from Faust's sensor: "
+                "messages not yet committed. Commits follow state checkpoints, so this "
+                "counts seconds of applied events too; 'not applied' is session-events "
+                "records the workers have yet to apply.",
                 (
                     Query(
                         "sum by (topic) (faust_topic_partition_end_offset"
                         " - faust_topic_partition_offset_commited)",
                         "{{topic}}",
                     ),
+                    Query("sum(sessionwatch_records_behind)", "not applied"),
                 ),
                 width=8,
             ),

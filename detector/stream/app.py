@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, cast
 import faust
 import msgspec
 import orjson
+from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -691,6 +692,30 @@ class InOrder:
                 del held[:cut]
                 self.n_unacked -= cut
 
+    def behind(self) -> dict[int, int]:
+        """Per partition of the topic assigned here, the records up to the end offset the
+        consumer last saw that are not applied yet. Unlike end minus committed offset it
+        does not count records applied and waiting for their checkpoint (seconds of
+        events, catching up or not). Read at scrape time."""
+        consumer = self.app.consumer
+        try:
+            assigned = list(consumer.assignment())
+        except ConsumerNotStarted:
+            return {}
+        current = self.app.consumer_generation_id == self.generation
+        committed = consumer._committed_offset  # type: ignore[attr-defined]
+        found: dict[int, int] = {}
+        for tp in assigned:
+            if tp.topic != self.topic:
+                continue
+            end = consumer.highwater(tp)
+            done = self.gate.expected(tp.partition) if current else None
+            if done is None:
+                done = committed.get(tp)
+            if end is not None and done is not None:
+                found[tp.partition] = max(end - done, 0)
+        return found
+
     async def checkpoint_when_idle(self) -> None:
         """The timer's rolling checkpoint, for when no batch comes to trigger one."""
         if self.n_unacked:
@@ -1038,6 +1063,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         direct[settings.events_topic] = direct_delivery(
             app, in_order.take, metrics.processing.observe
         )
+    metrics.records_behind = in_order.behind
     app.sessionwatch_direct = direct  # type: ignore[attr-defined]
     app.timer(WATCH_EVERY_S)(in_order.watch)
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)

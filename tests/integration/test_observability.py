@@ -138,6 +138,15 @@ def test_dashboard_queries_return_data_and_counters_agree(
             break
         time.sleep(1)
     assert (seen, events) == (len(expected), lines)
+    # Nothing is left to apply on any of the four partitions, whatever is still waiting
+    # for its checkpoint's commit.
+    behind = prom.query("sessionwatch_records_behind")
+    assert sorted(r["metric"]["partition"] for r in behind) == ["0", "1", "2", "3"], behind
+    for _ in range(30):
+        if _value(prom.query("sum(sessionwatch_records_behind)")) == 0:
+            break
+        time.sleep(1)
+    assert _value(prom.query("sum(sessionwatch_records_behind)")) == 0
     by_kind = {
         r["metric"]["kind"]: float(r["value"][1])
         for r in prom.query("sum by (kind) (sessionwatch_alerts_total)")

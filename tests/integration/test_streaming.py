@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 import os
 import select
@@ -23,6 +24,7 @@ import pytest
 
 from detector.events import decode
 from detector.fingerprint import Fingerprinter
+from detector.simulate import Simulation
 from detector.stream.routing import routing_key
 from tests.integration.streaming import (
     KEY,
@@ -275,6 +277,44 @@ def test_kill_9_before_a_checkpoint_reads_the_unwritten_events_again(
     assert [(a["kind"], a["event_id"]) for a in map(orjson.loads, got)] == [
         ("reuse_after_logout", "k3")
     ], d.logs()
+
+
+def test_records_behind_is_what_a_catching_up_worker_has_yet_to_apply(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """``sessionwatch_records_behind`` counts, per partition, records up to the end offset
+    the worker has not applied: catching up on a filled topic, records applied plus
+    records behind make the whole topic once every partition's end is known, and the
+    gauge is 0 once all are applied (commits, which follow checkpoints, come later)."""
+    d = deployment_factory(4)
+    buf = io.BytesIO()
+    Simulation(users=1000, hours=24, seed=42).write(buf)
+    path = tmp_path / "day.jsonl"
+    path.write_bytes(buf.getvalue())
+    n = buf.getvalue().count(b"\n")
+    d.produce(path)
+    port = free_port()
+    d.start_worker("w", web_port=port)
+    seen: list[tuple[float, float, int]] = []  # applied, behind, partitions reported
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            values = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+        except OSError:
+            time.sleep(0.1)
+            continue
+        applied = total(values, "sessionwatch_events_total") + total(
+            values, "sessionwatch_invalid_events_total"
+        )
+        behind = [v for (name, _), v in values.items() if name == "sessionwatch_records_behind"]
+        seen.append((applied, sum(behind), len(behind)))
+        if applied >= n and behind == [0.0] * 4:
+            break
+        time.sleep(0.1)
+    assert seen and seen[-1] == (n, 0.0, 4), (n, seen[-5:], d.logs())
+    assert all(applied + behind <= n for applied, behind, _ in seen), seen
+    midway = [(a, b) for a, b, parts in seen if 0 < a < n and parts == 4 and a + b == n]
+    assert midway, (n, seen)
 
 
 def test_a_clean_stop_writes_its_state_and_a_restart_sends_no_alert_twice(
