@@ -434,6 +434,10 @@ class _Fetched:
         return self
 
 
+#: The alerts of an event that raised none (never changed: ``BundleStore.applied`` keeps
+#: only non-empty lists).
+NO_ALERTS: list[bytes] = []
+
 #: Records applied between two looks at the producer buffer and the flow control, and
 #: between two turns of the event loop.
 DIRECT_CHUNK = 100
@@ -630,15 +634,32 @@ class InOrder:
         # counts a rebalance) and then, a batch would still look current while its
         # partitions may already be restoring on another worker.
         revoked = self.app.rebalancing_count != self.revocations
-        for event in batch:
-            msg = event.message
-            if revoked or msg.generation_id != generation:
-                # Taken before a rebalance: its partition may belong to another worker
-                # now, and Kafka re-delivers it from the commit to whoever owns it. Not
-                # acked either (take_events would), or the commit could step over it.
-                msg.acked = True
-                continue
-            self._admit(event)
+        next_in_line, apply, unacked = self.gate.next_in_line, self.apply, self.unacked
+        applied = 0  # held for acks here, not through _hold_ack (the common case, inlined)
+        try:
+            for event in batch:
+                msg = event.message
+                if revoked or msg.generation_id != generation:
+                    # Taken before a rebalance: its partition may belong to another
+                    # worker now, and Kafka re-delivers it from the commit to whoever owns
+                    # it. Not acked either (take_events would), or the commit could step
+                    # over it.
+                    msg.acked = True
+                    continue
+                partition, offset = msg.partition, msg.offset
+                if next_in_line(partition, offset):
+                    apply(event.value, msg, event)
+                    msg.acked = True
+                    held = unacked.get(partition)
+                    if held is None:
+                        held = unacked[partition] = []
+                    held.append(offset)
+                    applied += 1
+                else:
+                    self._admit(event)
+        finally:
+            self.n_unacked += applied
+            self.since_full += applied
         self.after_batch()
 
     def _hold_ack(self, partition: int, offset: int) -> None:
@@ -1028,6 +1049,10 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             return
         metrics.count_event(ev.type)
         metrics.lag.observe(time.time() - ev.epoch)
+        if not new:  # most events
+            store.applied(msg.offset, NO_ALERTS)
+            store.save()
+            return
         encoded = [encode_alert(a) for a in new]
         store.applied(msg.offset, encoded)
         store.save()

@@ -89,6 +89,15 @@ class OffsetGate:
         self._next[partition] = expected
         return self._open(partition, expected, offset, item)
 
+    def next_in_line(self, partition: int, offset: int) -> bool:
+        """True, and the partition moves on, when ``offset`` is the one expected and
+        nothing is held: :meth:`admit`'s common verdict (APPLY), decided with two
+        lookups. Otherwise nothing changes and :meth:`admit` decides."""
+        if self._next.get(partition) == offset and partition not in self._held:
+            self._next[partition] = offset + 1
+            return True
+        return False
+
     def _open(self, partition: int, start: int | None, end: int, item: Any) -> Verdict:
         self._held[partition] = [item]
         self._holes[partition] = Hole(partition, start, end)

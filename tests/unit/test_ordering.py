@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import cast
@@ -27,6 +28,28 @@ def test_in_order_events_are_applied_and_re_deliveries_pass_to_the_bundles() -> 
     assert gate.admit(0, 6, 6, None) is Verdict.APPLY
     assert gate.admit(0, 8, 8, None) is Verdict.APPLY
     assert gate.holes_found == 0 and gate.held == 0
+
+
+def test_next_in_line_is_admits_apply_verdict_for_the_expected_offset() -> None:
+    """The agent asks ``next_in_line`` first and ``admit`` otherwise: over random
+    deliveries (in order, repeated, skipping ahead, with holes filled now and then) that
+    decides exactly as ``admit`` alone, and leaves the gate in the same state."""
+    rng = random.Random(7)
+    plain, quick = OffsetGate(), OffsetGate()
+    for _ in range(5000):
+        partition = rng.randrange(3)
+        expected = plain.expected(partition)
+        offset = (expected or 0) + rng.choice((0, 0, 0, 0, -1, 1, 2))
+        committed = rng.choice((None, expected or 0))
+        verdict = plain.admit(partition, offset, offset, committed)
+        if quick.next_in_line(partition, offset):
+            assert verdict is Verdict.APPLY
+        else:
+            assert quick.admit(partition, offset, offset, committed) is verdict
+        hole = plain.hole(partition)
+        if hole is not None and rng.random() < 0.3:
+            assert plain.filled(hole, 1) == quick.filled(hole, 1)
+        assert plain._next == quick._next and plain._held == quick._held
 
 
 def test_a_missing_offset_holds_the_partition_until_filled() -> None:
