@@ -21,7 +21,6 @@ import time
 import traceback
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from itertools import islice
 from typing import Any, NamedTuple, cast
 
 import faust
@@ -444,37 +443,38 @@ DIRECT_CHUNK = 100
 
 
 def direct_delivery(
-    app: faust.App, take: Callable[[list[Any]], None], observe: Callable[[float], None]
+    app: faust.App,
+    take: Callable[[TP, list[Any], int], None],
+    observe: Callable[[float], None],
 ) -> DirectHandler:
-    """The handler of a direct topic: ``take`` (an agent body) on a fetch's records, in
-    chunks, holding back as Faust's conductor does before each record: while a rebalance
-    suspends the flow, and while the producer buffer is over its limit (so alerts do not
-    queue behind the worker's own sends). Faust's per-record sensor hook is counted per
-    partition instead (the quick sensor's ``on_messages_in``)."""
+    """The handler of a direct topic: ``take`` (``InOrder.take_records``) on a fetch's
+    records, in chunks of one partition, holding back as Faust's conductor does before
+    each record: while a rebalance suspends the flow, and while the producer buffer is
+    over its limit (so alerts do not queue behind the worker's own sends). Faust's
+    per-record sensor hook is counted per partition instead (the quick sensor's
+    ``on_messages_in``)."""
 
     async def deliver(records_by_tp: dict[TP, list[Any]], generation: int) -> None:
         monitor = app.monitor
         if isinstance(monitor, QuickPrometheusMonitor):
             for tp, records in records_by_tp.items():
                 monitor.on_messages_in(tp, len(records), records[-1].offset)
-        # Wrapped a chunk at a time: wrapping a whole fetch (20,000-40,000 records) at
-        # once kept that many more objects alive long enough for every collection of the
-        # garbage collector's older generations to walk them.
-        fetched = (_Fetched(tp, r, generation) for tp, rs in records_by_tp.items() for r in rs)
-        total = sum(map(len, records_by_tp.values()))
         buffer, acquire = app.producer.buffer, app.flow_control.acquire
-        for start in range(0, total, DIRECT_CHUNK):
-            if start:
-                # A fetch catching up holds ~20,000 records, a second's work: let the
-                # producer, timers, the web server and rebalance callbacks run between
-                # chunks, as Faust's fetch loop does every 100 records.
-                await asyncio.sleep(0)
-            await acquire()
-            if buffer.size > buffer.max_messages:
-                await buffer.wait_until_ebb()
-            started = time.perf_counter()
-            take(list(islice(fetched, DIRECT_CHUNK)))
-            observe(time.perf_counter() - started)
+        first = True
+        for tp, records in records_by_tp.items():
+            for start in range(0, len(records), DIRECT_CHUNK):
+                if not first:
+                    # A fetch catching up holds ~20,000 records, a second's work: let the
+                    # producer, timers, the web server and rebalance callbacks run between
+                    # chunks, as Faust's fetch loop does every 100 records.
+                    await asyncio.sleep(0)
+                first = False
+                await acquire()
+                if buffer.size > buffer.max_messages:
+                    await buffer.wait_until_ebb()
+                started = time.perf_counter()
+                take(tp, records[start : start + DIRECT_CHUNK], generation)
+                observe(time.perf_counter() - started)
 
     return deliver
 
@@ -620,16 +620,8 @@ class InOrder:
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events``."""
-        generation = self.app.consumer_generation_id
-        if generation != self.generation:
-            self.generation = generation
-            self.revocations = self.app.rebalancing_count
-            for task in self.fills.values():
-                task.cancel()
-            self.fills.clear()
-            self.gate.reset()
-            self._drop_unacked()  # their partitions start again from the commit
-            self.new_generation()
+        self._see_generation()
+        generation = self.generation
         # Faust moves the generation only at the assignment: between a revocation (which
         # counts a rebalance) and then, a batch would still look current while its
         # partitions may already be restoring on another worker.
@@ -661,6 +653,49 @@ class InOrder:
             self.n_unacked += applied
             self.since_full += applied
         self.after_batch()
+
+    def take_records(self, tp: TP, records: list[Any], generation: int) -> None:
+        """The agent body for records straight from a fetch (:func:`direct_delivery`):
+        as :meth:`take`, on Kafka client records of one partition fetched in
+        ``generation``. Each is its own location and token; a record is wrapped as an
+        event only when it cannot apply in line (held behind a hole, re-delivered,
+        first of a generation), for :meth:`_admit` and the gate to keep."""
+        self._see_generation()
+        if generation != self.generation or self.app.rebalancing_count != self.revocations:
+            self.after_batch()  # taken before a rebalance: see take()
+            return
+        partition = tp.partition
+        next_in_line, apply, unacked = self.gate.next_in_line, self.apply, self.unacked
+        held = unacked.get(partition)
+        if held is None:
+            held = unacked[partition] = []
+        applied = 0
+        try:
+            for record in records:
+                offset = record.offset
+                if next_in_line(partition, offset):
+                    apply(record.value, record, record)
+                    held.append(offset)
+                    applied += 1
+                else:
+                    self._admit(_Fetched(tp, record, generation))
+        finally:
+            self.n_unacked += applied
+            self.since_full += applied
+        self.after_batch()
+
+    def _see_generation(self) -> None:
+        """Starts over when the consumer's generation moved (a rebalance completed)."""
+        generation = self.app.consumer_generation_id
+        if generation != self.generation:
+            self.generation = generation
+            self.revocations = self.app.rebalancing_count
+            for task in self.fills.values():
+                task.cancel()
+            self.fills.clear()
+            self.gate.reset()
+            self._drop_unacked()  # their partitions start again from the commit
+            self.new_generation()
 
     def _hold_ack(self, partition: int, offset: int) -> None:
         """Keeps ``offset`` unacked until its state is written (its Faust message, if
@@ -1086,7 +1121,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     direct: dict[str, DirectHandler] = {}
     if settings.delivery == "fetch":
         direct[settings.events_topic] = direct_delivery(
-            app, in_order.take, metrics.processing.observe
+            app, in_order.take_records, metrics.processing.observe
         )
     metrics.records_behind = in_order.behind
     app.sessionwatch_direct = direct  # type: ignore[attr-defined]
@@ -1192,7 +1227,7 @@ def install_normalizer(
     in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
     if settings.delivery == "fetch":
-        direct[topic_name] = direct_delivery(app, in_order.take, lambda seconds: None)
+        direct[topic_name] = direct_delivery(app, in_order.take_records, lambda seconds: None)
 
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
     async def normalize(stream: Any) -> None:

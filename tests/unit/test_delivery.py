@@ -393,7 +393,8 @@ def test_without_direct_topics_a_fetch_is_faust_s() -> None:
 def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The records of a fetch go to the agent body in chunks of at most DIRECT_CHUNK;
+    """The records of a fetch go to the agent body in chunks of at most DIRECT_CHUNK
+    records of one partition;
     before each, the delivery waits while a rebalance suspends the flow and while the
     producer buffer is over its limit, as Faust's conductor does before each record."""
     from faust.types import TP
@@ -409,9 +410,10 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
         seen: list[str] = []
         buffer = app.producer.buffer
 
-        def take(batch: list[Any]) -> None:
-            taken.append([(e.message.partition, e.message.offset) for e in batch])
-            assert all(e.value == f"{e.message.offset}".encode() for e in batch)
+        def take(tp: TP, batch: list[Any], generation: int) -> None:
+            assert generation == 1 and all(r.partition == tp.partition for r in batch)
+            taken.append([(r.partition, r.offset) for r in batch])
+            assert all(r.value == f"{r.offset}".encode() for r in batch)
             if len(taken) == 1:
                 app.flow_control.suspend()  # a rebalance begins
                 asyncio.get_running_loop().call_later(0.05, resume)
@@ -438,7 +440,7 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
 
     taken, seen = asyncio.run(scenario())
     chunk = stream_app.DIRECT_CHUNK
-    assert [len(batch) for batch in taken] == [chunk, chunk, 20]
+    assert [len(batch) for batch in taken] == [chunk, 20, chunk]  # chunks of one partition
     flat = [at for batch in taken for at in batch]
     assert flat == [(0, o) for o in range(chunk + 20)] + [(1, o) for o in range(chunk)]
     assert seen == ["resumed", "ebb"]  # the second chunk after the resume, the third after the ebb
@@ -482,7 +484,9 @@ def test_direct_delivery_lets_other_tasks_run_between_chunks() -> None:
         taken: list[int] = []
         ran_at: list[int] = []
         records = [_record("events", 0, o) for o in range(3 * stream_app.DIRECT_CHUNK)]
-        deliver = stream_app.direct_delivery(app, lambda b: taken.append(len(b)), lambda s: None)
+        deliver = stream_app.direct_delivery(
+            app, lambda tp, b, g: taken.append(len(b)), lambda s: None
+        )
         asyncio.get_running_loop().call_soon(lambda: ran_at.append(len(taken)))
         await deliver({TP("events", 0): records}, 1)
         return ran_at

@@ -191,6 +191,52 @@ def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_
     assert applied == [0, 1, 2, 3]
 
 
+def test_records_straight_from_a_fetch_are_taken_as_the_same_events_would_be() -> None:
+    """``take_records`` (direct delivery, Kafka client records of one partition) applies,
+    holds for acks and drops exactly what ``take`` does with the same records as
+    events: in order, re-delivered, first of a generation (from the commit), and taken
+    between a revocation and the next assignment."""
+    from aiokafka.structs import ConsumerRecord
+
+    # (partition, offsets, generation fetched in), and what happens before the chunk.
+    script: list[tuple[str, int, range, int]] = [
+        ("", 0, range(5, 10), 1),
+        ("", 1, range(0, 4), 1),
+        ("", 0, range(7, 12), 1),  # 7..9 again (a re-read), then 10 and 11 in line
+        ("revoke", 0, range(12, 14), 1),  # its partition may be someone else's now
+        ("assign", 0, range(12, 15), 2),  # from the commit (12), through _admit
+        ("", 1, range(4, 6), 2),
+    ]
+    outcomes = []
+    for direct in (False, True):
+        app, applied = _App(), list[int]()
+        in_order = _in_order(app, applied)
+        app.consumer._committed_offset.update({("events", 0): 5, ("events", 1): 0})
+        for before, partition, offsets, generation in script:
+            if before == "revoke":
+                app.rebalancing_count += 1
+            elif before == "assign":
+                app.consumer_generation_id = 2
+                app.consumer._committed_offset.update({("events", 0): 12, ("events", 1): 4})
+            if direct:
+                records = [
+                    ConsumerRecord("events", partition, o, 0, 0, b"k", b"{}", None, 1, 2, ())
+                    for o in offsets
+                ]
+                in_order.take_records(TP("events", partition), records, generation)
+            else:
+                in_order.take([_Event(_Msg(partition, o, generation)) for o in offsets])
+        in_order.checkpoint()
+        outcomes.append((applied, app.consumer.acks, in_order.n_unacked))
+    assert outcomes[0] == outcomes[1]
+    applied, acks, _ = outcomes[1]
+    assert applied == [5, 6, 7, 8, 9, 0, 1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14, 4, 5]
+    # Acked as applied (state written at once here); generation 1's 12 and 13 never.
+    assert acks == [(0, o) for o in (5, 6, 7, 8, 9)] + [(1, o) for o in range(4)] + [
+        (0, o) for o in (7, 8, 9, 10, 11, 12, 13, 14)
+    ] + [(1, 4), (1, 5)]
+
+
 def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None:
     """Applied events stay unacked (so uncommitted) while any change of their partition
     from their offset on is unwritten; each checkpoint acks, in offset order, what the
