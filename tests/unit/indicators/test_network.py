@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import ipaddress
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detector.netaddr import IpLadder
 from tests.helpers import CHROME_ANDROID, CHROME_NEXT, FIREFOX_LINUX, Story, raised, run
 
 VPN = {"detector": {"allow_cidrs": ["100.100.0.0/16"]}}
@@ -126,3 +131,43 @@ def test_trust_same_asn_must_be_a_boolean() -> None:
 
     with pytest.raises(PolicyError, match="trust_same_asn"):
         policy({"detector": {"trust_same_asn": "yes"}})
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 2**16 - 1),
+    st.integers(0, 32),
+    st.integers(0, 128),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_ladders_same_place_is_ipaddress_arithmetic(
+    v4_base: int, v6_base: int, flip: int, v4: int, v6: int, allow_v4: bool, mixed: bool
+) -> None:
+    """Same place: the same address, either side allow-listed, or one family and one
+    policy prefix; worked out with ``ipaddress`` here, asked twice of one ladder (its
+    cache of keys and allow-listing must not change the answer)."""
+    allow = [ipaddress.ip_network(f"{ipaddress.IPv4Address(v4_base)}/20", strict=False)]
+    if not allow_v4:
+        allow = [ipaddress.ip_network(f"{ipaddress.IPv6Address(v6_base)}/100", strict=False)]
+    pairs = [
+        (ipaddress.IPv4Address(v4_base), ipaddress.IPv4Address(v4_base ^ flip)),
+        (ipaddress.IPv6Address(v6_base), ipaddress.IPv6Address(v6_base ^ (flip << 20))),
+        (ipaddress.IPv4Address(v4_base ^ (flip << 16)), ipaddress.IPv4Address(v4_base)),
+    ]
+    if mixed:
+        pairs.append((ipaddress.IPv4Address(v4_base), ipaddress.IPv6Address(v6_base)))
+    ladder = IpLadder(v4, v6, allow)
+    for a, b in pairs + pairs:
+        expected = (
+            a == b
+            or any(a in net or b in net for net in allow)
+            or (
+                a.version == b.version
+                and ipaddress.ip_network(f"{a}/{v4 if a.version == 4 else v6}", strict=False)
+                == ipaddress.ip_network(f"{b}/{v4 if b.version == 4 else v6}", strict=False)
+            )
+        )
+        assert ladder.same_place(str(a), str(b)) is expected, (a, b)
+        assert ladder.same_place(str(b), str(a)) is expected, (b, a)
