@@ -59,6 +59,8 @@ class Bundle(msgspec.Struct, gc=False):
     partition: int = -1  # of the source topic; only that partition's events may touch it
 
 
+_NEVER = -math.inf  # a partition with no sweep scheduled is due at once
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Bundle).decode
 decode_bundle = _decode
@@ -205,14 +207,17 @@ class BundleStore:
         partition), and sweeping a lagging partition by the clock of one ahead of it
         would forget sessions that are alive at the lagging partition's time.
         """
-        if partition not in self._index:
-            if not self._index:
-                self._scan()
-            self._index.setdefault(partition, ExpiryIndex())
-        now = self._marks.get(partition, -math.inf)
-        if ts > now:
-            now = self._marks[partition] = ts
-        if now >= self._next_sweep.get(partition, -math.inf):
+        marks = self._marks
+        now = marks.get(partition)
+        if now is None:  # the partition's first event since a rebalance
+            if partition not in self._index:
+                if not self._index:
+                    self._scan()
+                self._index.setdefault(partition, ExpiryIndex())  # the scan may have it
+            now = marks[partition] = ts
+        elif ts > now:
+            now = marks[partition] = ts
+        if now >= self._next_sweep.get(partition, _NEVER):
             self.swept += self._sweep_partition(partition, now, token)
         self._key = bkey = key.encode()
         self._token = token
@@ -224,11 +229,17 @@ class BundleStore:
             self._loaded[bkey] = bundle
         self._bundle = bundle
         self._dirty = False
-        sessions = self._bundle.sessions
+        expiry = self._session_expiry
+        for session in bundle.sessions.values():
+            if expiry(session) <= now:
+                self._drop_expired(bundle.sessions, now)
+                break
+
+    def _drop_expired(self, sessions: dict[str, SessionState], now: float) -> None:
         expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= now]
         for fp in expired:
             del sessions[fp]
-            self._dirty = True
+        self._dirty = True
 
     def discard(self) -> None:
         """Forgets bundles not yet written: their partitions moved, and whoever owns them
