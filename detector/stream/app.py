@@ -20,7 +20,7 @@ import logging
 import time
 import traceback
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NamedTuple, cast
 
 import faust
@@ -444,15 +444,15 @@ DIRECT_CHUNK = 100
 
 def direct_delivery(
     app: faust.App,
-    take: Callable[[TP, list[Any], int], None],
+    take: Callable[[list[tuple[TP, list[Any]]], int], None],
     observe: Callable[[float], None],
 ) -> DirectHandler:
-    """The handler of a direct topic: ``take`` (``InOrder.take_records``) on a fetch's
-    records, in chunks of one partition, holding back as Faust's conductor does before
-    each record: while a rebalance suspends the flow, and while the producer buffer is
-    over its limit (so alerts do not queue behind the worker's own sends). Faust's
-    per-record sensor hook is counted per partition instead (the quick sensor's
-    ``on_messages_in``)."""
+    """The handler of a direct topic: ``take`` (``InOrder.take_fetched``) on a fetch's
+    records, in chunks of at most :data:`DIRECT_CHUNK` (runs of records of one partition
+    each), holding back as Faust's conductor does before each record: while a rebalance
+    suspends the flow, and while the producer buffer is over its limit (so alerts do not
+    queue behind the worker's own sends). Faust's per-record sensor hook is counted per
+    partition instead (the quick sensor's ``on_messages_in``)."""
 
     async def deliver(records_by_tp: dict[TP, list[Any]], generation: int) -> None:
         monitor = app.monitor
@@ -460,23 +460,40 @@ def direct_delivery(
             for tp, records in records_by_tp.items():
                 monitor.on_messages_in(tp, len(records), records[-1].offset)
         buffer, acquire = app.producer.buffer, app.flow_control.acquire
-        first = True
-        for tp, records in records_by_tp.items():
-            for start in range(0, len(records), DIRECT_CHUNK):
-                if not first:
-                    # A fetch catching up holds ~20,000 records, a second's work: let the
-                    # producer, timers, the web server and rebalance callbacks run between
-                    # chunks, as Faust's fetch loop does every 100 records.
-                    await asyncio.sleep(0)
-                first = False
-                await acquire()
-                if buffer.size > buffer.max_messages:
-                    await buffer.wait_until_ebb()
-                started = time.perf_counter()
-                take(tp, records[start : start + DIRECT_CHUNK], generation)
-                observe(time.perf_counter() - started)
+        for i, chunk in enumerate(_chunks(records_by_tp)):
+            if i:
+                # A fetch catching up holds ~20,000 records, a second's work: let the
+                # producer, timers, the web server and rebalance callbacks run between
+                # chunks, as Faust's fetch loop does every 100 records.
+                await asyncio.sleep(0)
+            await acquire()
+            if buffer.size > buffer.max_messages:
+                await buffer.wait_until_ebb()
+            started = time.perf_counter()
+            take(chunk, generation)
+            observe(time.perf_counter() - started)
 
     return deliver
+
+
+def _chunks(records_by_tp: dict[TP, list[Any]]) -> Iterator[list[tuple[TP, list[Any]]]]:
+    """A fetch's records, :data:`DIRECT_CHUNK` at a time, each chunk as runs of one
+    partition. Live traffic fetches a few records per partition: one chunk (one
+    checkpoint, one turn of the event loop) for all of them, not one per partition."""
+    chunk: list[tuple[TP, list[Any]]] = []
+    room = DIRECT_CHUNK
+    for tp, records in records_by_tp.items():
+        start = 0
+        while start < len(records):
+            run = records[start : start + room]
+            chunk.append((tp, run))
+            start += len(run)
+            room -= len(run)
+            if not room:
+                yield chunk
+                chunk, room = [], DIRECT_CHUNK
+    if chunk:
+        yield chunk
 
 
 class _HoldBackNotice(logging.Filter):
@@ -654,31 +671,32 @@ class InOrder:
             self.since_full += applied
         self.after_batch()
 
-    def take_records(self, tp: TP, records: list[Any], generation: int) -> None:
+    def take_fetched(self, chunk: list[tuple[TP, list[Any]]], generation: int) -> None:
         """The agent body for records straight from a fetch (:func:`direct_delivery`):
-        as :meth:`take`, on Kafka client records of one partition fetched in
-        ``generation``. Each is its own location and token; a record is wrapped as an
-        event only when it cannot apply in line (held behind a hole, re-delivered,
+        as :meth:`take`, on runs of Kafka client records of one partition each, fetched
+        in ``generation``. Each record is its own location and token; it is wrapped as
+        an event only when it cannot apply in line (held behind a hole, re-delivered,
         first of a generation), for :meth:`_admit` and the gate to keep."""
         self._see_generation()
         if generation != self.generation or self.app.rebalancing_count != self.revocations:
             self.after_batch()  # taken before a rebalance: see take()
             return
-        partition = tp.partition
         next_in_line, apply, unacked = self.gate.next_in_line, self.apply, self.unacked
-        held = unacked.get(partition)
-        if held is None:
-            held = unacked[partition] = []
         applied = 0
         try:
-            for record in records:
-                offset = record.offset
-                if next_in_line(partition, offset):
-                    apply(record.value, record, record)
-                    held.append(offset)
-                    applied += 1
-                else:
-                    self._admit(_Fetched(tp, record, generation))
+            for tp, records in chunk:
+                partition = tp.partition
+                held = unacked.get(partition)
+                if held is None:
+                    held = unacked[partition] = []
+                for record in records:
+                    offset = record.offset
+                    if next_in_line(partition, offset):
+                        apply(record.value, record, record)
+                        held.append(offset)
+                        applied += 1
+                    else:
+                        self._admit(_Fetched(tp, record, generation))
         finally:
             self.n_unacked += applied
             self.since_full += applied
@@ -1121,7 +1139,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     direct: dict[str, DirectHandler] = {}
     if settings.delivery == "fetch":
         direct[settings.events_topic] = direct_delivery(
-            app, in_order.take_records, metrics.processing.observe
+            app, in_order.take_fetched, metrics.processing.observe
         )
     metrics.records_behind = in_order.behind
     app.sessionwatch_direct = direct  # type: ignore[attr-defined]
@@ -1227,7 +1245,7 @@ def install_normalizer(
     in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
     if settings.delivery == "fetch":
-        direct[topic_name] = direct_delivery(app, in_order.take_records, lambda seconds: None)
+        direct[topic_name] = direct_delivery(app, in_order.take_fetched, lambda seconds: None)
 
     @app.agent(source, name=f"normalize-{topic_name}", concurrency=1)
     async def normalize(stream: Any) -> None:

@@ -393,8 +393,8 @@ def test_without_direct_topics_a_fetch_is_faust_s() -> None:
 def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The records of a fetch go to the agent body in chunks of at most DIRECT_CHUNK
-    records of one partition;
+    """The records of a fetch go to the agent body in chunks of at most DIRECT_CHUNK,
+    across partitions (runs of one partition each);
     before each, the delivery waits while a rebalance suspends the flow and while the
     producer buffer is over its limit, as Faust's conductor does before each record."""
     from faust.types import TP
@@ -410,8 +410,10 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
         seen: list[str] = []
         buffer = app.producer.buffer
 
-        def take(tp: TP, batch: list[Any], generation: int) -> None:
-            assert generation == 1 and all(r.partition == tp.partition for r in batch)
+        def take(chunk: list[tuple[TP, list[Any]]], generation: int) -> None:
+            assert generation == 1
+            assert all(r.partition == tp.partition for tp, run in chunk for r in run)
+            batch = [r for _, run in chunk for r in run]
             taken.append([(r.partition, r.offset) for r in batch])
             assert all(r.value == f"{r.offset}".encode() for r in batch)
             if len(taken) == 1:
@@ -440,7 +442,7 @@ def test_direct_delivery_takes_chunks_and_holds_back_as_faust_s_conductor(
 
     taken, seen = asyncio.run(scenario())
     chunk = stream_app.DIRECT_CHUNK
-    assert [len(batch) for batch in taken] == [chunk, 20, chunk]  # chunks of one partition
+    assert [len(batch) for batch in taken] == [chunk, chunk, 20]
     flat = [at for batch in taken for at in batch]
     assert flat == [(0, o) for o in range(chunk + 20)] + [(1, o) for o in range(chunk)]
     assert seen == ["resumed", "ebb"]  # the second chunk after the resume, the third after the ebb
@@ -485,10 +487,30 @@ def test_direct_delivery_lets_other_tasks_run_between_chunks() -> None:
         ran_at: list[int] = []
         records = [_record("events", 0, o) for o in range(3 * stream_app.DIRECT_CHUNK)]
         deliver = stream_app.direct_delivery(
-            app, lambda tp, b, g: taken.append(len(b)), lambda s: None
+            app, lambda c, g: taken.append(sum(len(run) for _, run in c)), lambda s: None
         )
         asyncio.get_running_loop().call_soon(lambda: ran_at.append(len(taken)))
         await deliver({TP("events", 0): records}, 1)
         return ran_at
 
     assert asyncio.run(scenario()) == [1]
+
+
+def test_a_live_fetch_of_a_few_records_per_partition_is_one_chunk() -> None:
+    """Live traffic fetches a few records of each partition: they go to the agent body
+    together (one checkpoint, one turn of the event loop), as runs of one partition; a
+    catching-up fetch is cut every DIRECT_CHUNK records, runs split where the cut falls."""
+    from faust.types import TP
+
+    chunk = stream_app.DIRECT_CHUNK
+    live = {TP("events", p): [_record("events", p, o) for o in range(3)] for p in range(8)}
+    (only,) = stream_app._chunks(live)
+    assert [(tp.partition, len(run)) for tp, run in only] == [(p, 3) for p in range(8)]
+    big = {
+        TP("events", 0): [_record("events", 0, o) for o in range(chunk + 20)],
+        TP("events", 1): [_record("events", 1, o) for o in range(chunk)],
+    }
+    shapes = [[(tp.partition, len(run)) for tp, run in c] for c in stream_app._chunks(big)]
+    assert shapes == [[(0, chunk)], [(0, 20), (1, chunk - 20)], [(1, 20)]]
+    runs = [r for c in stream_app._chunks(big) for _, run in c for r in run]
+    assert runs == big[TP("events", 0)] + big[TP("events", 1)]

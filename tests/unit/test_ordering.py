@@ -192,7 +192,7 @@ def test_a_batch_taken_between_revocation_and_assignment_is_neither_applied_nor_
 
 
 def test_records_straight_from_a_fetch_are_taken_as_the_same_events_would_be() -> None:
-    """``take_records`` (direct delivery, Kafka client records of one partition) applies,
+    """``take_fetched`` (direct delivery, runs of Kafka client records) applies,
     holds for acks and drops exactly what ``take`` does with the same records as
     events: in order, re-delivered, first of a generation (from the commit), and taken
     between a revocation and the next assignment."""
@@ -223,7 +223,7 @@ def test_records_straight_from_a_fetch_are_taken_as_the_same_events_would_be() -
                     ConsumerRecord("events", partition, o, 0, 0, b"k", b"{}", None, 1, 2, ())
                     for o in offsets
                 ]
-                in_order.take_records(TP("events", partition), records, generation)
+                in_order.take_fetched([(TP("events", partition), records)], generation)
             else:
                 in_order.take([_Event(_Msg(partition, o, generation)) for o in offsets])
         in_order.checkpoint()
