@@ -578,7 +578,10 @@ def main() -> None:
         help="stop after the plain consumer and the engine behind it (no Faust, no worker)",
     )
     ap.add_argument(
-        "--sustain-steps", type=int, default=8, help="paced runs tried to find the live rate"
+        "--sustain-steps",
+        type=int,
+        default=12,
+        help="paced runs tried to find the live rate (each 15%% below the last)",
     )
     args = ap.parse_args()
 
@@ -721,6 +724,8 @@ def main() -> None:
                 sustainable = rate
                 break
             rate *= 0.85
+        if steps and not sustainable:
+            print(f"  (none of {steps} paced runs kept up; more with --sustain-steps)")
         print(f"sustainable live rate                  {sustainable:>12,.0f} events/s")
         rates = [
             sustainable / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
