@@ -636,39 +636,24 @@ class InOrder:
         self.since_full = 0
 
     def take(self, batch: list[Any]) -> None:
-        """The agent body: one batch from ``take_events``."""
+        """The agent body: one batch from ``take_events`` (``stream`` delivery; the
+        default, ``fetch``, goes through :meth:`take_fetched`, whose common case is
+        inlined)."""
         self._see_generation()
         generation = self.generation
         # Faust moves the generation only at the assignment: between a revocation (which
         # counts a rebalance) and then, a batch would still look current while its
         # partitions may already be restoring on another worker.
         revoked = self.app.rebalancing_count != self.revocations
-        next_in_line, apply, unacked = self.gate.next_in_line, self.apply, self.unacked
-        applied = 0  # held for acks here, not through _hold_ack (the common case, inlined)
-        try:
-            for event in batch:
-                msg = event.message
-                if revoked or msg.generation_id != generation:
-                    # Taken before a rebalance: its partition may belong to another
-                    # worker now, and Kafka re-delivers it from the commit to whoever owns
-                    # it. Not acked either (take_events would), or the commit could step
-                    # over it.
-                    msg.acked = True
-                    continue
-                partition, offset = msg.partition, msg.offset
-                if next_in_line(partition, offset):
-                    apply(event.value, msg, event)
-                    msg.acked = True
-                    held = unacked.get(partition)
-                    if held is None:
-                        held = unacked[partition] = []
-                    held.append(offset)
-                    applied += 1
-                else:
-                    self._admit(event)
-        finally:
-            self.n_unacked += applied
-            self.since_full += applied
+        for event in batch:
+            msg = event.message
+            if revoked or msg.generation_id != generation:
+                # Taken before a rebalance: its partition may belong to another worker
+                # now, and Kafka re-delivers it from the commit to whoever owns it. Not
+                # acked either (take_events would), or the commit could step over it.
+                msg.acked = True
+                continue
+            self._admit(event)
         self.after_batch()
 
     def take_fetched(self, chunk: list[tuple[TP, list[Any]]], generation: int) -> None:
@@ -777,18 +762,23 @@ class InOrder:
         except ConsumerNotStarted:
             return {}
         current = self.app.consumer_generation_id == self.generation
-        committed = consumer._committed_offset  # type: ignore[attr-defined]
         found: dict[int, int] = {}
         for tp in assigned:
             if tp.topic != self.topic:
                 continue
             end = consumer.highwater(tp)
-            done = self.gate.expected(tp.partition) if current else None
-            if done is None:
-                done = committed.get(tp)
+            done = self._next_to_apply(tp, current)
             if end is not None and done is not None:
                 found[tp.partition] = max(end - done, 0)
         return found
+
+    def _next_to_apply(self, tp: TP, current: bool) -> int | None:
+        """The next offset of ``tp`` to apply: the gate's once this generation (``current``)
+        has had a batch, else the committed offset (None if unknown)."""
+        expected = self.gate.expected(tp.partition) if current else None
+        if expected is not None:
+            return expected
+        return cast(int | None, self.app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
 
     async def checkpoint_when_idle(self) -> None:
         """The timer's rolling checkpoint, for when no batch comes to trigger one."""
@@ -844,8 +834,7 @@ class InOrder:
                 continue
             end = consumer.highwater(tp)
             expected = self.gate.expected(p) if current else None
-            committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-            done = expected if expected is not None else committed
+            done = self._next_to_apply(tp, current)
             if end is None or (done is not None and done >= end):
                 self._behind.pop(p, None)
                 continue
@@ -1102,13 +1091,11 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             return
         metrics.count_event(ev.type)
         metrics.lag.observe(time.time() - ev.epoch)
-        if not new:  # most events
-            store.applied(msg.offset, NO_ALERTS)
-            store.save()
-            return
-        encoded = [encode_alert(a) for a in new]
+        encoded = [encode_alert(a) for a in new] if new else NO_ALERTS  # most have none
         store.applied(msg.offset, encoded)
         store.save()
+        if not new:
+            return
         for alert, value in zip(new, encoded, strict=True):
             metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
             publish(alert, value)
