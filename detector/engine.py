@@ -174,27 +174,32 @@ class Engine:
         return s.last + idle + p.state_retention_s
 
     def is_active(self, s: SessionState, now: float) -> bool:
-        """Live as the platform would see it at ``now``: not ended, within its timeouts.
+        """Live as the platform would see it at ``now``: not ended, within its timeouts."""
+        return now <= self.active_until(s)
+
+    def active_until(self, s: SessionState) -> float:
+        """The last event time at which ``s``, as it is, is live (-inf once ended).
 
         A Remember-me session stays live (its cookie logs the user back in) for the
         Remember-me retention; the life span applies to every session.
         """
         if s.ended is not None:
-            return False
+            return -math.inf
         p = self.policy
         if s.remember_me:
             idle = max(p.state_retention_s, p.remember_me_retention_s)
         else:
             idle = p.guest_idle_timeout_s if s.guest else p.idle_timeout_s
-        if now - s.last > idle + p.clock_skew_s:
-            return False
+        until = s.last + idle + p.clock_skew_s
         span = p.guest_life_span_s if s.guest else p.life_span_s
-        return not span or now - s.start <= span + p.clock_skew_s
+        if span:
+            until = min(until, s.start + span + p.clock_skew_s)
+        return until
 
     def census(self) -> Census:
         """Live sessions at the current event time, and state sizes (for metrics)."""
         now = self.watermark
-        return self.store.census(lambda s: self.is_active(s, now))
+        return self.store.census(now, lambda s: self.is_active(s, now))
 
     def user_expiry(self, u: UserState) -> float:
         """Locked and deactivated users are remembered until unlocked or activated."""

@@ -53,8 +53,9 @@ class StateStore(Protocol):
         """Drops state whose expiry is at or before ``now`` (event time); returns the count."""
         ...
 
-    def census(self, active: Callable[[SessionState], bool]) -> Census:
-        """Counts live sessions (``active``) by kind and entries per table, for metrics."""
+    def census(self, now: float, active: Callable[[SessionState], bool]) -> Census:
+        """Counts live sessions (``active``: as judged at event time ``now``) by kind and
+        entries per table, for metrics."""
         ...
 
 
@@ -206,7 +207,7 @@ class MemoryStore:
         if self._written is not None:
             self._written[1].add(name)
 
-    def census(self, active: Callable[[SessionState], bool]) -> Census:
+    def census(self, now: float, active: Callable[[SessionState], bool]) -> Census:
         self.sync()
         # list() snapshots in one C call: safe while the engine thread adds keys.
         sessions = list(self.sessions.values())

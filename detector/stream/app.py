@@ -1022,6 +1022,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         sweep_every_s=STREAM_SWEEP_EVERY_S,
         committed=committed,
         io=state_io,
+        active_until=engine.active_until,
     )
     engine.store = store
     install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)

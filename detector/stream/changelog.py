@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
 from typing import Any, cast
 
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
+
+from detector.stream.bundle import scan_keys
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,12 @@ class ChangelogIO:
     def undelivered_from(self) -> dict[int, int]:
         return {p: queue[0].first for p, queue in self._flights.items() if queue}
 
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        store = self._table.data
+        if not isinstance(store, RocksDBStore):  # memory://: a dict
+            return scan_keys(store.data, list(store.data))
+        return _scan_rocksdb(store)
+
     async def drain(self) -> None:
         """Waits until everything handed over so far is delivered (or has failed)."""
         tails = list(self._tails.values())
@@ -182,6 +191,30 @@ class ChangelogIO:
             queue = self._flights[partition]
             assert queue[0] is flight
             queue.popleft()
+
+
+#: Entries read from RocksDB per step of a scan.
+SCAN_CHUNK = 64
+
+
+def _scan_rocksdb(store: RocksDBStore) -> Iterator[tuple[bytes, bytes]]:
+    """The assigned partitions' entries, each step a fresh iterator from the last key:
+    no RocksDB iterator is held while the worker writes in between."""
+    offset_key = store.offset_key
+    for db in list(store._dbs_for_actives()):
+        after: bytes | None = None
+        while True:
+            rows = list(islice(db.items(from_key=after), SCAN_CHUNK + 1))
+            if after is not None and rows and rows[0][0] == after:
+                del rows[0]
+            else:
+                del rows[SCAN_CHUNK:]
+            if not rows:
+                break
+            for key, value in rows:
+                if key != offset_key:
+                    yield key, value
+            after = rows[-1][0]
 
 
 def _write_batch(store: RocksDBStore) -> Any:

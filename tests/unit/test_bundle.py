@@ -3,6 +3,7 @@ partition through an expiry index instead of scans of the whole table."""
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from detector.alerts import Alert
 from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
+from detector.simulate import Simulation
 from detector.store import ExpiryIndex
 from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
 from detector.stream.routing import routing_key
@@ -22,14 +24,14 @@ from tests.helpers import KEY, SID, SID2, Story, policy
 
 
 class CountingTable(dict[bytes, bytes]):
-    """A dict that counts full scans, as Faust's table would iterate RocksDB."""
+    """A dict that counts scans (listings of its keys) and reads."""
 
     scans = 0
     gets = 0
 
-    def items(self) -> Any:
+    def keys(self) -> Any:
         self.scans += 1
-        return super().items()
+        return super().keys()
 
     def get(self, key: bytes, default: Any = None) -> Any:
         self.gets += 1
@@ -50,6 +52,7 @@ class Worker:
             self.engine.user_expiry,
             sweep_every_s=900,
             io=MappingIO(self.table, self.written.append),
+            active_until=self.engine.active_until,
         )
         self.engine.store = self.store
         self.partitions = partitions
@@ -312,7 +315,11 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
     table: dict[bytes, bytes] = {}
     written: list[str] = []
     store = BundleStore(
-        table, lambda s: math.inf, lambda u: math.inf, io=MappingIO(table, written.append)
+        table,
+        lambda s: math.inf,
+        lambda u: math.inf,
+        io=MappingIO(table, written.append),
+        active_until=lambda s: math.inf,
     )
     rng = random.Random(7)
     pending: dict[str, tuple[int, int]] = {}  # key -> (partition, first unwritten offset)
@@ -360,3 +367,78 @@ def test_a_dead_bundle_stays_until_the_event_that_last_changed_it_is_committed()
     commits[0] = 2
     w.tick(2 * 24 * 60 + 40)
     assert "u:alice" not in w.users()
+
+
+def recount(w: Worker) -> tuple[int, int, dict[str, int]]:
+    """The census the slow way: every entry of the table decoded at the engine's time."""
+    bundles = [decode_bundle(raw) for raw in dict.values(w.table)]
+    sessions = [s for b in bundles for s in b.sessions.values()]
+    now = w.engine.watermark
+    live = [s for s in sessions if w.engine.is_active(s, now)]
+    entries = {
+        "state": len(bundles),
+        "sessions": len(sessions),
+        "users": sum(b.user is not None for b in bundles),
+    }
+    return sum(not s.guest for s in live), sum(s.guest for s in live), entries
+
+
+def simulated(users: int, hours: float, seed: int) -> list[bytes]:
+    buf = io.BytesIO()
+    Simulation(users=users, hours=hours, seed=seed).write(buf)
+    return buf.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_tally_is_the_census_of_the_table_after_every_flush(seed: int) -> None:
+    """Live sessions and entries kept as entries are written, swept and shed equal a
+    recount of the whole table, across a simulated day and a quiet second one (every
+    session timing out, entries swept)."""
+    lines = simulated(40, 24, seed)
+    late = Story()
+    late.login(36 * 60, user="late")
+    late.tx(36 * 60 + 1, user="late")
+    late.tx(60 * 60, user="late")
+    rng = random.Random(seed)
+    w = Worker({})
+    seen_live = 0
+    start = 0
+    lines += late.lines()
+    while start < len(lines):
+        step = rng.randrange(1, 400)
+        w.feed(lines[start : start + step], batch=step)
+        start += step
+        users, guests, entries = recount(w)
+        assert tuple(w.engine.census()) == (users, guests, entries)
+        seen_live = max(seen_live, users + guests)
+    final = w.engine.census()
+    assert seen_live > 20 and w.store.swept > 0
+    assert final.user_sessions + final.guest_sessions <= 2  # late's, the tick's: timed out
+
+
+def test_a_rebalance_rescans_a_few_entries_per_event_and_then_counts_them_all() -> None:
+    """Entries recovered from a changelog are indexed and counted SCAN_PER_EVENT per
+    event, then swept when dead, and the census equals the table's again."""
+    per_event = bundle_module.SCAN_PER_EVENT
+    n = 3 * per_event + 5
+    w = Worker({})
+    s = Story()
+    for i in range(n):
+        s.login(i / 100, sid=f"{i:04d}" + SID[4:], user=f"u{i}")
+    w.feed(s.lines(), batch=n)
+    assert w.engine.census().user_sessions == n
+    w.store.reset()  # a rebalance: the index and the tally start again
+    assert w.engine.census().entries["state"] == 0
+    counted = []
+    for minute in range(5):
+        gets = w.table.gets
+        w.tick(10 + minute)
+        assert w.table.gets - gets <= per_event + 1  # the scan's share and the tick's own
+        counted.append(w.engine.census().entries["state"])
+    assert counted == [per_event + 1, 2 * per_event + 1, 3 * per_event + 1, n + 1, n + 1]
+    assert w.store.scans == 2 and w.table.scans == 2
+    assert tuple(w.engine.census()) == recount(w)
+    w.tick(2 * 24 * 60)  # two days on: all due, swept SWEEP_PER_EVENT per event
+    while w.store.sweep_backlog:
+        w.tick(2 * 24 * 60)
+    assert w.users() == set() and tuple(w.engine.census()) == recount(w)
