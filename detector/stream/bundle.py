@@ -158,16 +158,11 @@ def _forget_first(s: SessionState) -> tuple[int, float]:
     return (0, s.ended_at) if s.ended is not None else (1, s.last)
 
 
-class _Counted:
-    """What one entry adds to the tally: its sessions, whether it holds a user, and its
-    sessions that were live when written, by (live until, guest)."""
-
-    __slots__ = ("generation", "live", "sessions", "user")
-
-    def __init__(
-        self, generation: int, sessions: int, user: bool, live: list[tuple[float, bool]]
-    ) -> None:
-        self.generation, self.sessions, self.user, self.live = generation, sessions, user, live
+#: What one entry adds to the tally: its write's number, its sessions, whether it holds a
+#: user, and its sessions that were live when written, as (live until, guest). A tuple
+#: of plain values, which the garbage collector stops tracking: a worker's tens of
+#: thousands of them would otherwise be walked by every full collection.
+_Counted = tuple[int, int, bool, tuple[tuple[float, bool], ...]]
 
 
 class Tally:
@@ -197,23 +192,25 @@ class Tally:
         """``key`` now holds ``bundle`` (None: deleted)."""
         old = self._of.pop(key, None)
         if old is not None:
-            self.sessions -= old.sessions
-            self.users -= old.user
-            for until, guest in old.live:
+            _, sessions, user, live = old
+            self.sessions -= sessions
+            self.users -= user
+            for until, guest in live:
                 if until >= self._now:  # not popped yet: still counted
                     self._live[guest] -= 1
         if bundle is None:
             return
         self._generation += 1
-        live: list[tuple[float, bool]] = []
+        generation = self._generation
+        now_live: list[tuple[float, bool]] = []
         for session in bundle.sessions.values():
             until = self._active_until(session)
             if until >= self._now and until != -math.inf:
-                live.append((until, session.guest))
+                now_live.append((until, session.guest))
                 self._live[session.guest] += 1
-                heapq.heappush(self._heap, (until, self._generation, key, session.guest))
+                heapq.heappush(self._heap, (until, generation, key, session.guest))
         user = bundle.user is not None
-        self._of[key] = _Counted(self._generation, len(bundle.sessions), user, live)
+        self._of[key] = (generation, len(bundle.sessions), user, tuple(now_live))
         self.sessions += len(bundle.sessions)
         self.users += user
 
@@ -224,13 +221,13 @@ class Tally:
         while heap and heap[0][0] < self._now:
             _, generation, key, guest = heapq.heappop(heap)
             counted = of.get(key)
-            if counted is not None and counted.generation == generation:
+            if counted is not None and counted[0] == generation:
                 self._live[guest] -= 1
         if len(heap) > 2 * sum(self._live) + 1024:  # mostly rewritten entries' leftovers
             self._heap = [
-                (until, counted.generation, key, guest)
-                for key, counted in of.items()
-                for until, guest in counted.live
+                (until, generation, key, guest)
+                for key, (generation, _, _, live) in of.items()
+                for until, guest in live
                 if until >= self._now
             ]
             heapq.heapify(self._heap)

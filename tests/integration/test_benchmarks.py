@@ -171,3 +171,16 @@ def test_replay_benchmark_prints_every_figure() -> None:
         "peak RSS,",
     ):
         assert figures(out, label)[-1] > 0, label
+
+
+def test_state_scans_benchmark_prints_every_figure() -> None:
+    """It also checks, itself, that the tally agrees with a recount of the table and that
+    the re-index ends within its 1,000 events."""
+    out = run("bench/state_scans.py", "--events", "20000", "--rounds", "1")
+    for label in (
+        "census per scrape, decode every entry",
+        "census per scrape, tally",
+        "rebalance, whole table at one event",
+        "rebalance, longest event while spread",
+    ):
+        assert figures(out, label)[-1] > 0, label
