@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
@@ -28,6 +29,7 @@ from detector.simulate import Simulation
 from detector.stream.routing import routing_key
 from tests.integration.streaming import (
     KEY,
+    POLICY,
     ROOT,
     Deployment,
     Expected,
@@ -62,6 +64,44 @@ def test_stream_alerts_equal_replay_alerts(
     record = orjson.loads(actions[0])
     assert list(record) == ["action", "session", "user", "alert_id", "ts"]
     assert record["alert_id"] in expected
+
+
+def test_live_sessions_on_metrics_are_replays_census(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """Half a simulated day (sessions still open): the worker's census of live sessions,
+    kept as its state is written, is what replay counts at the same point, once the last
+    changes are written (the next checkpoint)."""
+    from detector.engine import Engine
+    from detector.fingerprint import Fingerprinter
+    from detector.policy import Policy
+    from detector.replay import Replayer
+
+    day, _ = simulated_day(tmp_path)
+    lines = day.read_bytes().splitlines()
+    half = tmp_path / "half.jsonl"
+    half.write_bytes(b"\n".join(lines[: len(lines) // 2]) + b"\n")
+    engine = Engine(Policy.load(POLICY), Fingerprinter(KEY.encode()))
+    Replayer(engine, lambda a: None, lambda d: None).feed(lines[: len(lines) // 2], "half")
+    census = engine.census()
+    expected = {"user": census.user_sessions, "guest": census.guest_sessions}
+    assert expected["user"] > 20 and expected["guest"] > 0
+    d = deployment_factory(8)
+    d.produce(half)
+    port = free_port()
+    d.start_worker(web_port=port)
+    deadline = time.monotonic() + 60
+    active: dict[str, int] = {}
+    while active != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            values = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+            active = {
+                dict(labels)["kind"]: int(v)
+                for (name, labels), v in values.items()
+                if name == "sessionwatch_active_sessions"
+            }
+    assert active == expected, d.logs()
 
 
 def test_behaviour_alerts_in_streaming_equal_replay(
