@@ -328,7 +328,7 @@ class BundleStore:
         elif ts > now:
             now = marks[partition] = ts
         if self._scanning is not None:
-            self._scan_some()
+            self.scan_some(SCAN_PER_EVENT)
         if now >= self._next_sweep.get(partition, _NEVER):
             self.swept += self._sweep_partition(partition, now, token)
         self._key = bkey = key.encode()
@@ -511,12 +511,19 @@ class BundleStore:
             latest = max(latest, self._session_expiry(session))
         return latest
 
-    def _scan_some(self) -> None:
-        """Indexes and counts the scan's next :data:`SCAN_PER_EVENT` entries, each by
-        the partition that owns it, and ends the scan after the last."""
-        assert self._scanning is not None
+    @property
+    def scanning(self) -> bool:
+        """Whether the re-index since the last rebalance is still going."""
+        return self._scanning is not None
+
+    def scan_some(self, n: int) -> None:
+        """Indexes and counts the scan's next ``n`` entries, each by the partition that
+        owns it, and ends the scan after the last. Events call it (a few entries each);
+        the worker also does between events, so that a quiet stream ends it too."""
+        if self._scanning is None:
+            return
         taken = 0
-        for key, raw in islice(self._scanning, SCAN_PER_EVENT):
+        for key, raw in islice(self._scanning, n):
             b = _decode(raw)
             index = self._index.get(b.partition)
             if index is None:
@@ -524,7 +531,7 @@ class BundleStore:
             index.touch(key, partial(self._expiry, b))
             self.tally.set(key, b)
             taken += 1
-        if taken < SCAN_PER_EVENT:
+        if taken < n:
             self._scanning = None
 
     def _sweep_partition(self, partition: int, now: float, token: Any) -> int:

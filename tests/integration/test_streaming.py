@@ -26,6 +26,7 @@ import pytest
 from detector.events import decode
 from detector.fingerprint import Fingerprinter
 from detector.simulate import Simulation
+from detector.stream.bundle import SCAN_PER_EVENT
 from detector.stream.routing import routing_key
 from tests.integration.streaming import (
     KEY,
@@ -71,13 +72,14 @@ def test_live_sessions_on_metrics_are_replays_census(
 ) -> None:
     """Half a simulated day (sessions still open): the worker's census of live sessions,
     kept as its state is written, is what replay counts at the same point, once the last
-    changes are written (the next checkpoint)."""
+    changes are written (the next checkpoint); and again after a restart with no local
+    state, counted by the scan of what it recovered from the changelog."""
     from detector.engine import Engine
     from detector.fingerprint import Fingerprinter
     from detector.policy import Policy
     from detector.replay import Replayer
 
-    day, _ = simulated_day(tmp_path)
+    day, _ = simulated_day(tmp_path, users=250)
     lines = day.read_bytes().splitlines()
     half = tmp_path / "half.jsonl"
     half.write_bytes(b"\n".join(lines[: len(lines) // 2]) + b"\n")
@@ -89,7 +91,30 @@ def test_live_sessions_on_metrics_are_replays_census(
     d = deployment_factory(8)
     d.produce(half)
     port = free_port()
+    worker = d.start_worker(web_port=port)
+    assert _census_reaches(port, expected) == expected, d.logs()
+    # Restarted, it counts what it recovers from the changelog (the re-index's scan).
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(60)
+    shutil.rmtree(d.tmp / "data-w0")  # nothing local: all from the changelog
+    port = free_port()
     d.start_worker(web_port=port)
+    # An event to start the re-index that opens no session, at the time of the last one
+    # (a restarted worker's event time is that of the events it has seen since).
+    last = orjson.loads(lines[len(lines) // 2 - 1])
+    tick = tmp_path / "tick.jsonl"
+    tick.write_bytes(
+        orjson.dumps({"event_id": "tick", "ts": last["ts"], "type": "unlock", "user": "tick"})
+    )
+    d.produce(tick)
+    assert _census_reaches(port, expected) == expected, d.logs()
+    # More entries than the one event's share of the scan: the rest read between events.
+    values = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+    assert values[("sessionwatch_state_entries", (("table", "state"),))] > SCAN_PER_EVENT
+
+
+def _census_reaches(port: int, expected: dict[str, int]) -> dict[str, int]:
+    """The worker's live sessions by kind, once they are ``expected`` or after 60 s."""
     deadline = time.monotonic() + 60
     active: dict[str, int] = {}
     while active != expected and time.monotonic() < deadline:
@@ -101,7 +126,7 @@ def test_live_sessions_on_metrics_are_replays_census(
                 for (name, labels), v in values.items()
                 if name == "sessionwatch_active_sessions"
             }
-    assert active == expected, d.logs()
+    return active
 
 
 def test_behaviour_alerts_in_streaming_equal_replay(
