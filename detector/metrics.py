@@ -119,7 +119,7 @@ class Metrics(Collector):
 
     # -- scrape -------------------------------------------------------------------
     def _current_census(self) -> Census | None:
-        """The census, recomputed at most every ``census_ttl_s``: it scans the state."""
+        """The census, recomputed at most every ``census_ttl_s`` (replay's scans its state)."""
         if self.census is None:
             return None
         with self._census_lock:

@@ -1042,7 +1042,10 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             if offset is not None:
                 gauge.labels(topic=tp.topic, partition=tp.partition).set(offset)
 
-    metrics = Metrics(census=engine.census, before_collect=committed_offsets_to_faust_gauge)
+    # The census is the store's tally (microseconds), so every scrape reads it afresh.
+    metrics = Metrics(
+        census=engine.census, census_ttl_s=0.0, before_collect=committed_offsets_to_faust_gauge
+    )
     metrics.delivery_holes = 0
     # One registry per app: ours first, then Faust's own sensor; served together on
     # /metrics. Faust's names get the fixed prefix "faust_" whatever the app id.
