@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -489,6 +490,13 @@ async def latency(
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=5)
     await producer.start()
     background = _background(lines, tag)
+    # Whole produce batches, each sent when the schedule is ahead (about every
+    # millisecond), partitioned as ``producer.send`` would. The machine is shared: at 8,000
+    # events/s a send per event took 37-46 % of a core here and the broker 31-64 %; with
+    # batches, 23-30 % and 23-44 %.
+    partition_of = DefaultPartitioner()
+    partitions = list(range(s.partitions))
+    batches: dict[int, Any] = {}
     sent_at: dict[str, float] = {}
     n = probes = 0
     sid = ""
@@ -519,11 +527,23 @@ async def latency(
                 probes += 1
             line = orjson.dumps(ev)
             key = routing_key(decode(line), fp).encode()  # type: ignore[arg-type]
-            await producer.send(s.events_topic, value=line, key=key)
+            p = partition_of(key, partitions, partitions)
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+            if batch.append(key=key, value=line, timestamp=None) is None:  # full
+                await producer.send_batch(batch, s.events_topic, partition=p)
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=key, value=line, timestamp=None)
             n += 1
             delay = start + n / rate - time.monotonic()
-            if delay > 0:
+            if delay > 0:  # ahead of the schedule: what is gathered goes now
+                for p, batch in batches.items():
+                    await producer.send_batch(batch, s.events_topic, partition=p)
+                batches.clear()
                 await asyncio.sleep(delay)
+        for p, batch in batches.items():
+            await producer.send_batch(batch, s.events_topic, partition=p)
         sent_rate = n / (time.monotonic() - start)
         await producer.flush()
         await asyncio.sleep(3)
