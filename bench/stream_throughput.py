@@ -498,6 +498,12 @@ async def latency(
     partition_of = DefaultPartitioner()
     partitions = list(range(s.partitions))
     batches: dict[int, Any] = {}
+
+    async def send_gathered() -> None:
+        for p, batch in batches.items():
+            await producer.send_batch(batch, s.events_topic, partition=p)
+        batches.clear()
+
     sent_at: dict[str, float] = {}
     n = probes = 0
     sid = ""
@@ -539,12 +545,9 @@ async def latency(
             n += 1
             delay = start + n / rate - time.monotonic()
             if delay > 0:  # ahead of the schedule: what is gathered goes now
-                for p, batch in batches.items():
-                    await producer.send_batch(batch, s.events_topic, partition=p)
-                batches.clear()
+                await send_gathered()
                 await asyncio.sleep(delay)
-        for p, batch in batches.items():
-            await producer.send_batch(batch, s.events_topic, partition=p)
+        await send_gathered()
         sent_rate = n / (time.monotonic() - start)
         await producer.flush()
         await asyncio.sleep(3)

@@ -213,6 +213,16 @@ class Tally:
         self._of[key] = (generation, len(bundle.sessions), user, tuple(now_live))
         self.sessions += len(bundle.sessions)
         self.users += user
+        if len(self._heap) > 2 * sum(self._live) + 1024:
+            # Mostly rewritten entries' leftovers. Here, not at the census: a worker
+            # nobody scrapes would otherwise grow the heap by every write.
+            self._heap = [
+                (until, g, k, guest)
+                for k, (g, _, _, live) in self._of.items()
+                for until, guest in live
+                if until >= self._now
+            ]
+            heapq.heapify(self._heap)
 
     def census(self, now: float) -> Census:
         heap, of = self._heap, self._of
@@ -223,14 +233,6 @@ class Tally:
             counted = of.get(key)
             if counted is not None and counted[0] == generation:
                 self._live[guest] -= 1
-        if len(heap) > 2 * sum(self._live) + 1024:  # mostly rewritten entries' leftovers
-            self._heap = [
-                (until, generation, key, guest)
-                for key, (generation, _, _, live) in of.items()
-                for until, guest in live
-                if until >= self._now
-            ]
-            heapq.heapify(self._heap)
         entries = {"state": len(of), "sessions": self.sessions, "users": self.users}
         return Census(self._live[0], self._live[1], entries)
 

@@ -17,6 +17,7 @@ from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.simulate import Simulation
+from detector.state import SessionState
 from detector.store import ExpiryIndex
 from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
 from detector.stream.routing import routing_key
@@ -442,3 +443,15 @@ def test_a_rebalance_rescans_a_few_entries_per_event_and_then_counts_them_all() 
     while w.store.sweep_backlog:
         w.tick(2 * 24 * 60)
     assert w.users() == set() and tuple(w.engine.census()) == recount(w)
+
+
+def test_the_tally_stays_the_size_of_the_table_when_nobody_asks_for_a_census() -> None:
+    """A worker nobody scrapes: rewriting the same entries must not grow the tally."""
+    tally = bundle_module.Tally(lambda s: math.inf)
+    for i in range(20_000):
+        b = bundle_module.Bundle(
+            sessions={f"s{j}": SessionState(start=0.0, last=float(i)) for j in range(3)}
+        )
+        tally.set(f"k{i % 10}".encode(), b)
+    assert len(tally._heap) <= 2 * 30 + 1024
+    assert tuple(tally.census(0.0))[:2] == (30, 0)
