@@ -24,6 +24,7 @@ before a census); the store tells it what the Python side wrote
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from detector.anomaly import features
@@ -48,26 +49,92 @@ class FastPath(Protocol):
     def take_counts(self) -> tuple[list[int], float, int]: ...
 
 
+class BundlePath(Protocol):
+    """The compiled path as the worker uses it (see :func:`bundle_path`)."""
+
+    applied: int
+    closed: int
+
+    def bundle_line(
+        self,
+        line: bytes,
+        load: Callable[[str, float, Any, Any], Any],
+        msg: Any,
+        token: Any,
+        now: float,
+    ) -> int: ...
+    def take_counts(self) -> tuple[list[int], float, int]: ...
+
+
+#: What :meth:`BundlePath.bundle_line` returns: applied, or the Python path's after or
+#: before the bundle was loaded.
+APPLIED, LOADED, NOT_LOADED = 2, 1, 0
+
+
 def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
     """The compiled path for ``engine``, or None where it does not apply or is missing."""
     store = engine.store
-    if (
-        os.environ.get(ENV, "1") == "0"
-        or not engine.routine_shortcut
-        or not isinstance(store, MemoryStore)
-    ):
+    if not isinstance(store, MemoryStore):
         return None
-    native = native_module()
+    native = _native_for(engine)
     if native is None:
         return None
     checkpoints = _checkpoint_args(engine)
     path: FastPath = native.FastPath(
+        *_path_args(
+            engine,
+            (store.sessions, store.users, store.filed_sessions, store.watch()),
+            store.filed_users,
+            checkpoints,
+            _login_args(engine, store, checkpoints is not None),
+            lag_bounds,
+        )
+    )
+    store.defer_writes(path.flush_session, path.flush_all)
+    return path
+
+
+def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | None:
+    """The compiled path for the streaming worker's engine (over a ``BundleStore``), or
+    None where it does not apply or is missing.
+
+    The worker hands it each record with a loader of the record's bundle: it reads the
+    routing key from the raw record, has the store load that bundle (sweeps, re-delivery
+    check and all, as for any record), and applies a routine transaction to the bundle's
+    own objects, or hands the record back. Logins stay on the Python path (their rules
+    read the user's other sessions through the store), and nothing is kept between two
+    records, so the Python side may write any state in between.
+    """
+    native = _native_for(engine)
+    if native is None:
+        return None
+    nothing: tuple[Any, ...] = ({}, {}, set(), (set(), set()))  # the bundle's, per record
+    path: BundlePath = native.FastPath(
+        *_path_args(engine, nothing, set(), _checkpoint_args(engine), None, lag_bounds)
+    )
+    return path
+
+
+def _native_for(engine: Engine) -> Any:
+    """The extension, if installed, wanted and of use for ``engine``'s rules."""
+    if os.environ.get(ENV, "1") == "0" or not engine.routine_shortcut:
+        return None
+    return native_module()
+
+
+def _path_args(
+    engine: Engine,
+    state: tuple[Any, ...],
+    users_filed: set[str],
+    checkpoints: tuple[Any, ...] | None,
+    login: tuple[Any, ...] | None,
+    lag_bounds: tuple[float, ...],
+) -> tuple[Any, ...]:
+    """``FastPath``'s arguments; ``state``: sessions, users, filed sessions, watch sets."""
+    return (
         engine,
         engine.fingerprint.key,
-        store.sessions,
-        store.users,
-        store.filed_sessions,
-        store.watch(),
+        *state,
         engine.ladder.same_place,
         same_browser,
         list(engine.ladder.allow_ranges),
@@ -75,7 +142,7 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
         None
         if engine.behaviour is None
         else (
-            store.filed_users,
+            users_filed,
             features.path_shape,
             features.flush_hours,
             features.BURST_GAP_S,
@@ -83,13 +150,11 @@ def fast_path(engine: Engine, lag_bounds: tuple[float, ...]) -> FastPath | None:
             features.THURSDAY_HOUR,
         ),
         checkpoints,
-        _login_args(engine, store, checkpoints is not None),
+        login,
         engine.routine_limits,
         (engine.policy.ip_prefix_v4, engine.policy.ip_prefix_v6),
         list(lag_bounds),
     )
-    store.defer_writes(path.flush_session, path.flush_all)
-    return path
 
 
 def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:

@@ -37,19 +37,19 @@ from mode.services import WaitResults
 from mode.utils.futures import notify
 
 from detector.alerts import Alert
-from detector.alerts import decode as decode_alert
-from detector.alerts import encode as encode_alert
 from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
+from detector.fastpath import bundle_path
 from detector.fingerprint import Fingerprinter
-from detector.metrics import Metrics, registry_with
+from detector.metrics import LAG_BUCKETS, Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
 from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
+from detector.stream.records import record_applier
 from detector.stream.routing import routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
 from detector.stream.sensor import install as install_quick_sensor
@@ -432,10 +432,6 @@ class _Fetched:
     def message(self) -> _Fetched:
         return self
 
-
-#: The alerts of an event that raised none (never changed: ``BundleStore.applied`` keeps
-#: only non-empty lists).
-NO_ALERTS: list[bytes] = []
 
 #: Records applied between two looks at the producer buffer and the flow control, and
 #: between two turns of the event loop.
@@ -1042,10 +1038,17 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             if offset is not None:
                 gauge.labels(topic=tp.topic, partition=tp.partition).set(offset)
 
+    # Routine transactions take the compiled path (native/) when it is built: the same
+    # state changes, without the interpreter. It counts them itself; the counts join
+    # the metrics at every checkpoint and scrape (fold_native_counts).
+    native = bundle_path(engine, LAG_BUCKETS)
+
+    def before_scrape() -> None:
+        fold_native_counts()
+        committed_offsets_to_faust_gauge()
+
     # The census is the store's tally (microseconds), so every scrape reads it afresh.
-    metrics = Metrics(
-        census=engine.census, census_ttl_s=0.0, before_collect=committed_offsets_to_faust_gauge
-    )
+    metrics = Metrics(census=engine.census, census_ttl_s=0.0, before_collect=before_scrape)
     metrics.delivery_holes = 0
     # One registry per app: ours first, then Faust's own sensor; served together on
     # /metrics. Faust's names get the fixed prefix "faust_" whatever the app id.
@@ -1072,43 +1075,37 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             in_order.take(batch)
             metrics.processing.observe(time.perf_counter() - started)
 
-    def apply_one(raw: bytes, msg: Any, token: Any) -> None:
-        """Applies one record; ``token`` is an event of its partition, handed back with
-        its state's write (state is read and written by partition: ``ChangelogIO``)."""
-        ev = decode(raw)
-        if type(ev) is not Event:
-            assert isinstance(ev, InvalidEvent)
-            letter = _send_dead_letter(dlq_topic, fingerprint, ev, raw, msg)
-            log.warning(
-                "dead-lettered %s at %s:%s",
-                letter.reason.split(":")[0],
-                letter.source,
-                letter.offset,
-            )
-            metrics.count_invalid(ev.reason)
-            return
-        store.load(routing_key(ev, fingerprint), msg.partition, token, ev.epoch)
-        earlier = store.already_applied(msg.offset)
-        if earlier is not None:
-            # Re-delivered after a crash: not applied twice, its alerts sent again.
-            for value in earlier:
-                publish(decode_alert(value), value)
-            return
-        try:
-            new = engine.process(ev, raw)
-        except Exception as exc:  # a bug must not stop the worker or lose the event
-            processing_failed(exc, ev, raw, msg)
-            return
-        metrics.count_event(ev.type)
-        metrics.lag.observe(time.time() - ev.epoch)
-        encoded = [encode_alert(a) for a in new] if new else NO_ALERTS  # most have none
-        store.applied(msg.offset, encoded)
-        store.save()
-        if not new:
-            return
-        for alert, value in zip(new, encoded, strict=True):
-            metrics.count_alert(alert.kind, alert.severity)  # re-sends are not counted
-            publish(alert, value)
+    def processing_failed(exc: Exception, raw: bytes, msg: Any) -> None:
+        # The exception's message may quote event data (a session ID): log its type
+        # and where it was raised, never its text.
+        where = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
+        log.error(
+            "engine failed (%s) at %s/%s:%s; dead-lettered\n%s",
+            type(exc).__name__,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            where,
+        )
+        invalid = InvalidEvent("processing_error", type(exc).__name__)
+        _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
+        metrics.count_invalid("processing_error")
+
+    def publish(alert: Alert, value: bytes) -> None:
+        key = alert.session.encode()
+        alerts_topic.send_soon(key=key, value=value)
+        if alert.mode == "enforce" and alert.action != "none":
+            actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
+
+    def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
+        letter = _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
+        log.warning(
+            "dead-lettered %s at %s:%s", letter.reason.split(":")[0], letter.source, letter.offset
+        )
+
+    apply_one, fold_native_counts = record_applier(
+        engine, store, metrics, publish, refuse, processing_failed, native
+    )
 
     def new_generation() -> None:
         store.discard()  # not written: the events behind it come again from the commit
@@ -1119,6 +1116,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # interval of 0 makes everything due, so it is all written after every batch.
         older_than = None if full else settings.checkpoint_seconds
         store.flush(older_than)
+        fold_native_counts()
         metrics.sessions_shed = store.shed
         return store.unwritten_from()
 
@@ -1166,28 +1164,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         await faust_stop_consumer()
 
     app._stop_consumer = stop_consumer  # type: ignore[method-assign]
-
-    def processing_failed(exc: Exception, ev: Event, raw: bytes, msg: Any) -> None:
-        # The exception's message may quote event data (a session ID): log its type
-        # and where it was raised, never its text.
-        where = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
-        log.error(
-            "engine failed (%s) at %s/%s:%s; dead-lettered\n%s",
-            type(exc).__name__,
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            where,
-        )
-        invalid = InvalidEvent("processing_error", type(exc).__name__)
-        _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
-        metrics.count_invalid("processing_error")
-
-    def publish(alert: Alert, value: bytes) -> None:
-        key = alert.session.encode()
-        alerts_topic.send_soon(key=key, value=value)
-        if alert.mode == "enforce" and alert.action != "none":
-            actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
 
     for topic_name, fmt in settings.vendor_inputs():
         install_normalizer(

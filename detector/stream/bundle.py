@@ -376,6 +376,11 @@ class BundleStore:
         raw = self.table.get(key)
         return _decode(raw) if raw is not None else None
 
+    @property
+    def current(self) -> Bundle:
+        """The bundle of the last :meth:`load`."""
+        return self._bundle
+
     def already_applied(self, offset: int) -> list[bytes] | None:
         """The alerts to re-send if the event at ``offset`` was applied before, else None."""
         if offset > self._bundle.offset:

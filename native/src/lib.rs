@@ -835,6 +835,9 @@ fn hour_of_week(ts: f64, thursday: i64) -> i64 {
     (floor as i64 + thursday).rem_euclid(168)
 }
 
+/// The worker's loader of a line's bundle (`bundle_line`) and the two values it passes on.
+type Load<'a, 'py> = (&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>);
+
 /// What `run` returns for one line: applied here, or the Python path's.
 enum Outcome {
     Applied,
@@ -1248,19 +1251,24 @@ fn cached_account<'a>(
 /// A user's entry as the store holds it (None: no such user).
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
     Ok(match users.bind(py).get_item(name)? {
-        Some(u) => Some(Account {
-            key: PyString::new(py, name).unbind(),
-            locked: (
-                u.getattr(intern!(py, "locked"))?.extract()?,
-                u.getattr(intern!(py, "locked_at"))?.extract()?,
-            ),
-            inactive: (
-                u.getattr(intern!(py, "inactive"))?.extract()?,
-                u.getattr(intern!(py, "deactivated_at"))?.extract()?,
-            ),
-            obj: u.unbind(),
-        }),
+        Some(u) => Some(account_from(py, u, name)?),
         None => None,
+    })
+}
+
+/// A user's entry from its `UserState` object.
+fn account_from(py: Python<'_>, u: Bound<'_, PyAny>, name: &str) -> PyResult<Account> {
+    Ok(Account {
+        key: PyString::new(py, name).unbind(),
+        locked: (
+            u.getattr(intern!(py, "locked"))?.extract()?,
+            u.getattr(intern!(py, "locked_at"))?.extract()?,
+        ),
+        inactive: (
+            u.getattr(intern!(py, "inactive"))?.extract()?,
+            u.getattr(intern!(py, "deactivated_at"))?.extract()?,
+        ),
+        obj: u.unbind(),
     })
 }
 
@@ -1311,6 +1319,14 @@ struct FastPath {
     /// Behaviour windows closed here (checkpoints applied without the Python path).
     #[pyo3(get)]
     closed: u64,
+    /// Set by `bundle_line`: the state is one routing key's bundle, loaded by the
+    /// worker's store for this line alone (no expiry filing, nothing kept across lines).
+    in_bundle: bool,
+    /// The bundle's user entry (`Bundle.user`, which `BundleStore.get_user` hands out
+    /// whatever the name asked for) while `in_bundle`.
+    bundle_user: Option<PyObject>,
+    /// `bundle_line` asked the worker's store to load the line's bundle.
+    loaded: bool,
 }
 
 impl FastPath {
@@ -1380,7 +1396,9 @@ impl FastPath {
             let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
                 return Ok(false);
             };
-            if !self.filed.bind(py).contains(&fp)? || !s.getattr(intern!(py, "ended"))?.is_none() {
+            if (!self.in_bundle && !self.filed.bind(py).contains(&fp)?)
+                || !s.getattr(intern!(py, "ended"))?.is_none()
+            {
                 return Ok(false);
             }
             let login_ua = s.getattr(intern!(py, "login_ua"))?;
@@ -1439,6 +1457,7 @@ impl FastPath {
         watermark: &mut f64,
         next_sweep: &mut f64,
         now: f64,
+        load: Option<Load<'_, '_>>,
     ) -> PyResult<Outcome> {
         // -- the record: what detector.events.decode would accept, or hand back --------
         need!(line.len() <= MAX_LINE_BYTES);
@@ -1497,6 +1516,26 @@ impl FastPath {
         }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
+        if let Some((load, msg, token)) = load {
+            // The worker's store loads the routing key's bundle (`routing_key`): a user's,
+            // or a guest session's by fingerprint. None: the line was applied before (a
+            // re-delivery), which is the Python path's.
+            let routing = match ev.user.as_ref().filter(|u| !u.0.is_empty()) {
+                Some(user) => format!("u:{}", user.0),
+                None => format!("s:{}", std::str::from_utf8(&hex(&key)).unwrap_or_default()),
+            };
+            self.loaded = true;
+            let bundle = load.call1((routing, ts, msg, token))?;
+            if bundle.is_none() {
+                return Ok(HandBack);
+            }
+            self.sessions = bundle
+                .getattr(intern!(py, "sessions"))?
+                .downcast_into::<PyDict>()?
+                .unbind();
+            let user = bundle.getattr(intern!(py, "user"))?;
+            self.bundle_user = if user.is_none() { None } else { Some(user.unbind()) };
+        }
         need!(self.ensure(py, key)?);
         let Some(sh) = self.shadows.get_mut(&key) else {
             return Ok(HandBack);
@@ -1566,6 +1605,13 @@ impl FastPath {
         };
         let mut account = None;
         if let Some(name) = name {
+            if self.in_bundle && !self.accounts.contains_key(name) {
+                let entry = match &self.bundle_user {
+                    Some(u) => Some(account_from(py, u.bind(py).clone(), name)?),
+                    None => None,
+                };
+                self.accounts.insert(name.to_owned(), entry);
+            }
             if let Some(acc) = cached_account(py, &mut self.accounts, &self.users, name)? {
                 need!(acc.quiet(sh.start, ts, self.skew));
                 account = Some((acc.obj.bind(py), acc.key.bind(py)));
@@ -1593,7 +1639,7 @@ impl FastPath {
             let n = prof.now[P_N] + 1;
             let checkpoint = n == 1 || n == 4 || n % 16 == 0;
             need!(!checkpoint || b.checkpoints.is_some());
-            need!(b.users_filed.bind(py).contains(key)?);
+            need!(self.in_bundle || b.users_filed.bind(py).contains(key)?);
             let bytes = match ev.response_bytes {
                 Some(size) => match u64::try_from(prof.now[P_BYTES])
                     .ok()
@@ -2052,6 +2098,9 @@ impl FastPath {
             logins: 0,
             applied: 0,
             closed: 0,
+            in_bundle: false,
+            bundle_user: None,
+            loaded: false,
         })
     }
 
@@ -2083,7 +2132,7 @@ impl FastPath {
             let Ok(bytes) = item.downcast::<PyBytes>() else {
                 break Ok(i);
             };
-            match self.line(py, bytes.as_bytes(), &mut watermark, &mut next_sweep, now) {
+            match self.line(py, bytes.as_bytes(), &mut watermark, &mut next_sweep, now, None) {
                 Ok(Applied) => i += 1,
                 Ok(HandBack) => break Ok(i),
                 Err(err) => break Err(err),
@@ -2101,6 +2150,57 @@ impl FastPath {
         }
         flushed?;
         result
+    }
+
+    /// The worker's routine path: one record of `session-events`, over the bundle that
+    /// `load(routing_key, ts, msg, token)` makes the store's current one (`BundleStore.load`,
+    /// then None if the record was applied before). Returns 2 when applied here (its
+    /// changes are in the bundle's objects: the caller marks the bundle changed), 1 when
+    /// handed back after the bundle was loaded (the caller goes on from the load), 0 when
+    /// handed back before (the Python path does it all). Nothing is kept across calls:
+    /// the Python side may change or replace any of the bundle's objects in between.
+    fn bundle_line(
+        &mut self,
+        py: Python<'_>,
+        line: &[u8],
+        load: &Bound<'_, PyAny>,
+        msg: &Bound<'_, PyAny>,
+        token: &Bound<'_, PyAny>,
+        now: f64,
+    ) -> PyResult<u8> {
+        let engine = self.engine.clone_ref(py).into_bound(py);
+        if engine.getattr(intern!(py, "started_at"))?.is_none() {
+            return Ok(0);
+        }
+        let before: f64 = engine.getattr(intern!(py, "watermark"))?.extract()?;
+        let mut next_sweep: f64 = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+        let mut watermark = before;
+        self.in_bundle = true;
+        self.loaded = false;
+        let outcome = self.line(
+            py,
+            line,
+            &mut watermark,
+            &mut next_sweep,
+            now,
+            Some((load, msg, token)),
+        );
+        // Everything into the objects now, nothing kept: the next line may be another
+        // bundle's, and Python code may write this one's.
+        let flushed = self.flush(py);
+        self.shadows.clear();
+        self.accounts.clear();
+        self.bundle_user = None;
+        self.in_bundle = false;
+        if watermark != before {
+            engine.setattr(intern!(py, "watermark"), watermark)?;
+        }
+        let outcome = outcome?;
+        flushed?;
+        Ok(match outcome {
+            Applied => 2,
+            HandBack => u8::from(self.loaded),
+        })
     }
 
     /// Writes one session's pending changes to its object (`MemoryStore.get_session`
@@ -2436,6 +2536,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 10)?;
+    m.add("ABI", 11)?;
     Ok(())
 }

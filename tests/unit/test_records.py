@@ -1,0 +1,238 @@
+"""The worker's per-record step (detector.stream.records) without Kafka: routine
+transactions through the compiled path change speed only. Alerts, dead letters, the
+table the checkpoints write and the metrics are the Python path's, record for record,
+across checkpoints, re-deliveries after a crash and bad input."""
+
+from __future__ import annotations
+
+import io
+import random
+import zlib
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from detector.alerts import Alert
+from detector.engine import Engine
+from detector.events import Event, InvalidEvent, decode
+from detector.fastpath import BundlePath, bundle_path
+from detector.fingerprint import Fingerprinter
+from detector.metrics import LAG_BUCKETS, Metrics
+from detector.simulate import SIM_CONFIG, Simulation
+from detector.stream.bundle import BundleStore, MappingIO
+from detector.stream.records import record_applier
+from detector.stream.routing import routing_key
+from tests.helpers import KEY, Story, policy
+from tests.unit.test_fastpath import HAS_RUST, MODEL, TIGHT, _offline
+
+if not HAS_RUST:  # no Rust here: the worker runs on the Python path alone
+    pytest.importorskip("sessionwatch_native")
+
+PARTITIONS = 8
+TOPIC = "session-events"
+
+
+class Run:
+    """One worker over a plain mapping: records in, alerts, dead letters and the table out."""
+
+    def __init__(self, cfg: dict[str, Any], native: bool, table: dict[bytes, bytes]) -> None:
+        self.fp = Fingerprinter(KEY)
+        self.engine = Engine(policy(cfg), self.fp, behaviour=_offline(cfg), sweep_every_s=60.0)
+        self.table = table
+        self.store = BundleStore(
+            table,
+            self.engine.session_expiry,
+            self.engine.user_expiry,
+            sweep_every_s=900.0,
+            io=MappingIO(table),
+            active_until=self.engine.active_until,
+        )
+        self.engine.store = self.store
+        self.metrics = Metrics()
+        self.alerts: list[str] = []
+        self.dead: list[tuple[str, int]] = []
+        self.failed: list[Exception] = []
+        self.native: BundlePath | None = bundle_path(self.engine, LAG_BUCKETS) if native else None
+        assert (self.native is not None) == native
+        self.apply, self.fold = record_applier(
+            self.engine,
+            self.store,
+            self.metrics,
+            self.publish,
+            self.refuse,
+            lambda exc, raw, msg: self.failed.append(exc),
+            self.native,
+        )
+
+    def publish(self, alert: Alert, value: bytes) -> None:
+        self.alerts.append(alert.alert_id)
+
+    def refuse(self, invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
+        self.dead.append((invalid.reason, msg.offset))
+
+    def feed(self, records: list[tuple[int, int, bytes]], checkpoint_every: int = 40) -> None:
+        """``records``: (partition, offset, value); a checkpoint writes every bundle
+        changed after each ``checkpoint_every`` of them, as the worker's full one does."""
+        for i, (partition, offset, raw) in enumerate(records, 1):
+            msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
+            self.apply(raw, msg, msg)
+            if i % checkpoint_every == 0:
+                self.store.flush()
+        self.store.flush()
+        self.fold()
+
+
+def partitioned(lines: list[bytes]) -> list[tuple[int, int, bytes]]:
+    """The records as ``sessionwatch produce`` would place them: by routing key, each
+    partition's offsets counting from 0 (an invalid line goes to partition 0)."""
+    fp = Fingerprinter(KEY)
+    offsets = [0] * PARTITIONS
+    records = []
+    for line in lines:
+        ev = decode(line)
+        key = routing_key(ev, fp) if isinstance(ev, Event) else ""
+        p = zlib.crc32(key.encode()) % PARTITIONS
+        records.append((p, offsets[p], line))
+        offsets[p] += 1
+    return records
+
+
+#: The deployed worker's model (examples/policy.toml): the compiled path also closes and
+#: scores the behaviour windows.
+OFFLINE = {**SIM_CONFIG, "behaviour": {"model": "offline", "path": MODEL}}
+
+
+def day(users: int, hours: float, seed: int, junk: int = 0, attacks: int = 0) -> list[bytes]:
+    buf = io.BytesIO()
+    Simulation(users=users, hours=hours, seed=seed, behaviour_attacks=attacks).write(buf)
+    lines = buf.getvalue().splitlines()
+    rng = random.Random(seed)
+    for _ in range(junk):  # bad input between the good: refused the same way
+        bad = rng.choice(lines)
+        bad = rng.choice([bad[: len(bad) // 2], bad.replace(b'"ip"', b'"ip":1,"x"', 1), b"{}"])
+        lines.insert(rng.randrange(len(lines)), bad)
+    return lines
+
+
+def both(
+    records: list[tuple[int, int, bytes]], cfg: dict[str, Any], crash_at: int | None = None
+) -> tuple[Run, Run]:
+    """The same records through the compiled and the Python path. ``crash_at``: the
+    worker dies after that many records, its last checkpoint 25 records before, and a
+    new one reads again from 150 records before the crash (a commit behind the state)."""
+    runs = []
+    for native in (True, False):
+        table: dict[bytes, bytes] = {}
+        run = Run(cfg, native, table)
+        if crash_at is None:
+            run.feed(records)
+        else:
+            run.feed(records[: crash_at - 25])
+            lost = Run(cfg, native, dict(table))  # the unwritten state dies with it
+            lost.alerts = run.alerts
+            lost.feed(records[crash_at - 25 : crash_at], checkpoint_every=10**9)
+            restarted = Run(cfg, native, table)
+            restarted.alerts = run.alerts
+            restarted.dead = run.dead
+            restarted.feed(records[crash_at - 150 :])
+            run = restarted
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def assert_same(fast: Run, slow: Run) -> None:
+    assert fast.alerts == slow.alerts
+    assert fast.dead == slow.dead
+    assert fast.table == slow.table  # every bundle, byte for byte
+    assert fast.engine.watermark == slow.engine.watermark
+    assert fast.metrics.events == slow.metrics.events
+    assert fast.metrics.lag.counts == slow.metrics.lag.counts
+    assert not fast.failed and not slow.failed
+
+
+@pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])
+def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(cfg: dict[str, Any]) -> None:
+    records = partitioned(day(300, 8, seed=41, junk=30))
+    fast, slow = both(records, cfg)
+    assert_same(fast, slow)
+    assert len(fast.alerts) > 20 and len(fast.dead) > 20  # real alerts and refusals
+    # Most records went the compiled way (else this compares the Python path with itself).
+    assert fast.native is not None and fast.native.applied > len(records) // 2
+
+
+def test_with_the_offline_model_windows_are_closed_and_scored_the_same() -> None:
+    records = partitioned(day(40, 120, seed=5, attacks=1))
+    fast, slow = both(records, OFFLINE)
+    assert_same(fast, slow)
+    assert fast.native is not None and fast.native.closed > 500
+    assert fast.native.applied > len(records) // 2
+
+
+def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path() -> None:
+    records = partitioned(day(40, 48, seed=43))
+    fast, slow = both(records, OFFLINE, crash_at=len(records) // 2)
+    assert_same(fast, slow)
+    assert len(set(fast.alerts)) < len(fast.alerts)  # re-sent alerts, with the same ids
+    # A record applied before the crash is refused by the bundle's offset: had the
+    # compiled path applied it again, the sessions' state would differ from the above.
+    assert fast.native is not None and fast.native.applied > 100
+
+
+def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_path() -> None:
+    """The engine runs on (its watermark moved), the unwritten state is dropped and the
+    partitions are read again from a commit behind the state: the records the table
+    already holds must be refused by the bundle's offset before the compiled path could
+    apply them (their alerts re-sent), the others applied as the first time."""
+    records = partitioned(day(40, 48, seed=43))
+    at = len(records) // 2
+    runs = []
+    for native in (True, False):
+        run = Run(OFFLINE, native, {})
+        run.feed(records[:at])
+        for partition, offset, raw in records[at : at + 25]:  # applied, never written
+            msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
+            run.apply(raw, msg, msg)
+        run.store.discard()
+        run.store.reset()
+        before = run.native.applied if run.native is not None else 0
+        run.feed(records[at - 150 :])
+        runs.append((run, (run.native.applied if run.native is not None else 0) - before))
+    (fast, applied_again), (slow, _) = runs
+    assert_same(fast, slow)
+    assert applied_again > 100  # the compiled path was at work on the records read again
+    assert len(set(fast.alerts)) < len(fast.alerts)  # re-sent, with the same ids
+
+
+def test_a_guest_session_is_found_under_its_fingerprint_and_a_user_s_under_the_name() -> None:
+    s = Story()
+    # Within a minute of event time: a record that makes the engine's sweep due (one a
+    # minute in the worker) is the Python path's.
+    s.login(0)
+    s.tx(0.1)
+    s.tx(0.2)
+    s.add("transaction", 0.1, session_id="GUEST-SESSION-0001", ip="10.1.2.3", guest=True)
+    s.add("transaction", 0.2, session_id="GUEST-SESSION-0001", ip="10.1.2.3", guest=True)
+    s.add("transaction", 0.3, session_id="GUEST-SESSION-0001", ip="10.1.2.3", guest=True)
+    records = partitioned(s.lines())
+    fast, slow = both(records, SIM_CONFIG)
+    assert_same(fast, slow)
+    # Both of the user's requests and the guest's last two (its first opens the session).
+    assert fast.native is not None and fast.native.applied == 4
+    assert {k[:2] for k in fast.table} == {b"u:", b"s:"}
+
+
+def test_a_record_applied_natively_marks_its_bundle_for_the_next_checkpoint() -> None:
+    s = Story()
+    s.login(0)
+    s.tx(0.5, node="node-b")
+    run = Run(SIM_CONFIG, True, {})
+    run.feed(partitioned(s.lines()[:1]))
+    written = dict(run.table)
+    run.feed([(p, 1, raw) for p, _, raw in partitioned(s.lines()[1:])])
+    assert run.native is not None and run.native.applied == 1
+    assert run.table != written  # the transaction's changes were written
+    (bundle,) = (run.store.peek(k) for k in run.table)
+    assert bundle is not None and bundle.offset == 1
+    (session,) = bundle.sessions.values()
+    assert session.node == "node-b" and session.last == s.events[1]["ts"]
