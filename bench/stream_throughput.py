@@ -172,8 +172,8 @@ async def engine_consumer(
     """The same consumer feeding each fetched batch to the engine, as ``replay`` does
     (examples/policy.toml, state in memory, no Faust, alerts counted): what any design that
     decodes and decides every event could reach here, at best (``state="memory"``).
-    ``native=False`` leaves out replay's compiled routine path, as the worker does (run
-    in a process of its own: :func:`isolated`).
+    ``native=False`` leaves out replay's compiled routine path, as a worker without the
+    built extension does (run in a process of its own: :func:`isolated`).
 
     ``state="per-event"`` adds one aiokafka send per event (its own key and bytes, into a
     topic of the same partitions): the least a design with durable per-key state pays
@@ -628,7 +628,8 @@ def main() -> None:
         merged_s, _, merged_writes = isolated(
             engine_consumer, s, len(lines), "merged", args.checkpoint_seconds
         )
-        # The worker runs the engine's Python path (its state is not replay's store).
+        # The worker takes routine transactions through the compiled path when it is built
+        # (its ceiling is then merged_s), else the engine's Python path (python_merged_s).
         python_s, python_alerts, _ = isolated(
             engine_consumer, s, len(lines), "memory", args.checkpoint_seconds, False
         )
@@ -652,7 +653,7 @@ def main() -> None:
             f"{merged_writes / len(lines):.3f} writes per event)"
         )
         print(
-            f"engine on its Python path only (worker's) {len(lines) / python_s:>9,.0f} events/s"
+            f"engine on its Python path only         {len(lines) / python_s:>12,.0f} events/s"
             f"   ({python_alerts:,} alerts; ratio {plain_s / python_s:.2f})"
         )
         print(
@@ -700,6 +701,15 @@ def main() -> None:
         )
         ratio = worker_rate / plain_rate
         print(f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5)")
+        from detector.native import native_module
+
+        compiled = native_module() is not None and os.environ.get("SESSIONWATCH_NATIVE") != "0"
+        ceiling_s = merged_s if compiled else python_merged_s
+        print(
+            f"ratio worker / its ceiling             {worker_rate * ceiling_s / len(lines):>12.2f}"
+            f"   ({'compiled' if compiled else 'Python'} path, state written every "
+            f"{args.checkpoint_seconds:g} s)"
+        )
         if floor_rates:
             print(f"ratio worker / Faust no-op + table     {worker_rate / floor_rates[1]:>12.2f}")
         writes = table_writes(worker_port) / len(lines)
