@@ -1,4 +1,4 @@
-"""The compiled routine-request path of replay (``native/``), where it applies.
+"""The compiled routine-request path of replay and the worker (``native/``).
 
 Replay spends most of its time on routine requests (a transaction on a live session
 from its login's place and browser, within its timeouts), which the engine already
@@ -19,6 +19,11 @@ when something is about to read the session (:meth:`MemoryStore.defer_writes`: t
 store asks before it hands a session out or a sweep reads it, and for all of them
 before a census); the store tells it what the Python side wrote
 (:meth:`MemoryStore.watch`), whose copies it then forgets.
+
+The streaming worker uses it record by record (:func:`bundle_path`): there the state is
+one routing key's bundle, which the worker's store loads for the record, so the
+extension copies what it reads and writes it back within the same call, keeping nothing.
+Plain logins stay on the Python path there.
 """
 
 from __future__ import annotations
