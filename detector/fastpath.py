@@ -107,15 +107,19 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
     routing key from the raw record, has the store load that bundle (sweeps, re-delivery
     check and all, as for any record), and applies a routine transaction to the bundle's
     own objects, or hands the record back. Logins stay on the Python path (their rules
-    read the user's other sessions through the store), and nothing is kept between two
-    records, so the Python side may write any state in between.
+    read the user's other sessions through the store). Changes are in the objects when a
+    record returns; copies of what it read are used again only while the bundle holds the
+    same objects and the store has recorded no write of them (``BundleStore.watch``).
     """
+    from detector.stream.bundle import BundleStore  # the worker's: not needed by replay
+
+    store = engine.store
     native = _native_for(engine)
-    if native is None:
+    if native is None or not isinstance(store, BundleStore):
         return None
-    nothing: tuple[Any, ...] = ({}, {}, set(), (set(), set()))  # the bundle's, per record
+    state: tuple[Any, ...] = ({}, {}, set(), store.watch())  # sessions, users: the bundle's
     path: BundlePath = native.FastPath(
-        *_path_args(engine, nothing, set(), _checkpoint_args(engine), None, lag_bounds)
+        *_path_args(engine, state, set(), _checkpoint_args(engine), None, lag_bounds)
     )
     return path
 

@@ -299,6 +299,14 @@ class BundleStore:
         self._pending: dict[bytes, _Unwritten] = {}
         self._order: deque[_Unwritten] = deque()
         self._order_in: dict[int, deque[_Unwritten]] = {}
+        self._written: tuple[set[str], set[str]] | None = None
+
+    def watch(self) -> tuple[set[str], set[str]]:
+        """Starts recording the sessions and users the engine writes from here on (the
+        compiled path keeps copies of what it reads, and drops the copies of these)."""
+        if self._written is None:
+            self._written = (set(), set())
+        return self._written
 
     def reset(self) -> None:
         """Forgets the expiry index: partitions changed hands (call on a new generation)."""
@@ -494,6 +502,8 @@ class BundleStore:
     def put_session(self, fp: str, state: SessionState) -> None:
         self._bundle.sessions[fp] = state
         self._dirty = True
+        if self._written is not None:
+            self._written[0].add(fp)
 
     def get_user(self, name: str) -> UserState | None:
         return self._bundle.user
@@ -501,6 +511,8 @@ class BundleStore:
     def put_user(self, name: str, state: UserState) -> None:
         self._bundle.user = state
         self._dirty = True
+        if self._written is not None:
+            self._written[1].add(name)
 
     def sweep(self, now: float) -> int:
         """Nothing to do: each partition is swept on load, by its own event time."""

@@ -869,6 +869,10 @@ const D_NODE: u8 = 4;
 const D_RAISED: u8 = 8;
 const D_PROFILE: u8 = 16;
 
+/// Copies of sessions (and of users) `bundle_line` keeps at most: all are dropped at this
+/// many (most belong to bundles the worker has written and let go since).
+const MAX_BUNDLE_COPIES: usize = 1 << 15;
+
 /// Entries of `FastPath::dirty` after which `run` writes every copy back: a copy read
 /// back (clean) and changed again is listed again, so this bounds the list.
 const MAX_DIRTY: usize = 1 << 16;
@@ -1391,6 +1395,22 @@ impl FastPath {
     /// false when the store has no such session, or it is not filed for expiry, or it
     /// has ended (a line of any of those is the Python path's).
     fn ensure(&mut self, py: Python<'_>, key: Digest) -> PyResult<bool> {
+        if self.in_bundle {
+            // A copy kept from an earlier record holds while the bundle still has the
+            // very object it was read from (a bundle read again from the table has new
+            // ones; what Python writes goes through the store, which `forget_written`
+            // saw), and it has no pending changes (`bundle_line` writes them back).
+            if let Some(sh) = self.shadows.get(&key) {
+                let fp = fp_string(py, &key);
+                let same = match self.sessions.bind(py).get_item(&fp)? {
+                    Some(s) => s.is(&sh.obj),
+                    None => false,
+                };
+                if !same {
+                    self.shadows.remove(&key);
+                }
+            }
+        }
         if !self.shadows.contains_key(&key) {
             let fp = fp_string(py, &key);
             let Some(s) = self.sessions.bind(py).get_item(&fp)? else {
@@ -1605,12 +1625,21 @@ impl FastPath {
         };
         let mut account = None;
         if let Some(name) = name {
-            if self.in_bundle && !self.accounts.contains_key(name) {
-                let entry = match &self.bundle_user {
-                    Some(u) => Some(account_from(py, u.bind(py).clone(), name)?),
-                    None => None,
+            if self.in_bundle {
+                // The bundle's user entry, whatever the name (`BundleStore.get_user`); a
+                // copy holds while it is the same object (see `ensure`).
+                let held = match (self.accounts.get(name), &self.bundle_user) {
+                    (Some(Some(acc)), Some(u)) => acc.obj.is(u),
+                    (Some(None), None) => true,
+                    _ => false,
                 };
-                self.accounts.insert(name.to_owned(), entry);
+                if !held {
+                    let entry = match &self.bundle_user {
+                        Some(u) => Some(account_from(py, u.bind(py).clone(), name)?),
+                        None => None,
+                    };
+                    self.accounts.insert(name.to_owned(), entry);
+                }
             }
             if let Some(acc) = cached_account(py, &mut self.accounts, &self.users, name)? {
                 need!(acc.quiet(sh.start, ts, self.skew));
@@ -2157,8 +2186,10 @@ impl FastPath {
     /// then None if the record was applied before). Returns 2 when applied here (its
     /// changes are in the bundle's objects: the caller marks the bundle changed), 1 when
     /// handed back after the bundle was loaded (the caller goes on from the load), 0 when
-    /// handed back before (the Python path does it all). Nothing is kept across calls:
-    /// the Python side may change or replace any of the bundle's objects in between.
+    /// handed back before (the Python path does it all). Changes are written to the
+    /// objects before it returns; the copies it read stay for the session's next record,
+    /// used only while the bundle holds the same objects and the store has recorded no
+    /// Python write of them (`BundleStore.watch`).
     fn bundle_line(
         &mut self,
         py: Python<'_>,
@@ -2175,6 +2206,13 @@ impl FastPath {
         let before: f64 = engine.getattr(intern!(py, "watermark"))?.extract()?;
         let mut next_sweep: f64 = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
         let mut watermark = before;
+        self.forget_written(py)?;
+        if self.shadows.len() >= MAX_BUNDLE_COPIES {
+            self.shadows.clear();
+        }
+        if self.accounts.len() >= MAX_BUNDLE_COPIES {
+            self.accounts.clear();
+        }
         self.in_bundle = true;
         self.loaded = false;
         let outcome = self.line(
@@ -2185,11 +2223,10 @@ impl FastPath {
             now,
             Some((load, msg, token)),
         );
-        // Everything into the objects now, nothing kept: the next line may be another
-        // bundle's, and Python code may write this one's.
+        // Every change into the objects now: the store writes the bundle at a checkpoint
+        // and Python code may read it. The copies stay, clean, for the session's next
+        // record while its bundle stays loaded.
         let flushed = self.flush(py);
-        self.shadows.clear();
-        self.accounts.clear();
         self.bundle_user = None;
         self.in_bundle = false;
         if watermark != before {

@@ -116,7 +116,10 @@ def day(users: int, hours: float, seed: int, junk: int = 0, attacks: int = 0) ->
 
 
 def both(
-    records: list[tuple[int, int, bytes]], cfg: dict[str, Any], crash_at: int | None = None
+    records: list[tuple[int, int, bytes]],
+    cfg: dict[str, Any],
+    crash_at: int | None = None,
+    checkpoint_every: int = 40,
 ) -> tuple[Run, Run]:
     """The same records through the compiled and the Python path. ``crash_at``: the
     worker dies after that many records, its last checkpoint 25 records before, and a
@@ -126,7 +129,7 @@ def both(
         table: dict[bytes, bytes] = {}
         run = Run(cfg, native, table)
         if crash_at is None:
-            run.feed(records)
+            run.feed(records, checkpoint_every)
         else:
             run.feed(records[: crash_at - 25])
             lost = Run(cfg, native, dict(table))  # the unwritten state dies with it
@@ -152,18 +155,26 @@ def assert_same(fast: Run, slow: Run) -> None:
 
 
 @pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])
-def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(cfg: dict[str, Any]) -> None:
+@pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
+def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(
+    cfg: dict[str, Any], checkpoint_every: int
+) -> None:
+    """Rare checkpoints keep bundles loaded, so the compiled path's copies of sessions
+    are used again across records, across Python writes between them."""
     records = partitioned(day(300, 8, seed=41, junk=30))
-    fast, slow = both(records, cfg)
+    fast, slow = both(records, cfg, checkpoint_every=checkpoint_every)
     assert_same(fast, slow)
     assert len(fast.alerts) > 20 and len(fast.dead) > 20  # real alerts and refusals
     # Most records went the compiled way (else this compares the Python path with itself).
     assert fast.native is not None and fast.native.applied > len(records) // 2
 
 
-def test_with_the_offline_model_windows_are_closed_and_scored_the_same() -> None:
+@pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
+def test_with_the_offline_model_windows_are_closed_and_scored_the_same(
+    checkpoint_every: int,
+) -> None:
     records = partitioned(day(40, 120, seed=5, attacks=1))
-    fast, slow = both(records, OFFLINE)
+    fast, slow = both(records, OFFLINE, checkpoint_every=checkpoint_every)
     assert_same(fast, slow)
     assert fast.native is not None and fast.native.closed > 500
     assert fast.native.applied > len(records) // 2
