@@ -119,6 +119,19 @@ def test_dashboard_reads_only_known_metric_names() -> None:
     # (the integration test checks the same names against a live worker's scrape)
 
 
+def test_the_image_builds_the_compiled_path_as_make_does_and_installs_it() -> None:
+    """No Docker engine here to build it: the stage runs the Makefile's build command
+    (``pip ... ./native``, which CI runs for real) and the image installs its wheel."""
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet ./native" in makefile
+    assert "FROM rust:1-slim-bookworm AS native" in dockerfile
+    assert "pip wheel --no-cache-dir /src/native -w /wheels" in dockerfile
+    assert "COPY --from=native /wheels /wheels" in dockerfile
+    assert "'.[stream]' /wheels/*.whl" in dockerfile
+    assert "native/target" in (ROOT / ".dockerignore").read_text().split()
+
+
 def test_compose_file_is_valid_and_wired_together() -> None:
     config = compose()
     services = config["services"]
