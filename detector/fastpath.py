@@ -22,8 +22,8 @@ before a census); the store tells it what the Python side wrote
 
 The streaming worker uses it record by record (:func:`bundle_path`): there the state is
 one routing key's bundle, which the worker's store loads for the record, so the
-extension copies what it reads and writes it back within the same call, keeping nothing.
-Plain logins stay on the Python path there.
+extension writes its changes back within the same call, and applies plain logins too
+(their rules read only the user's sessions, which the bundle holds).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from detector.engine import Engine
 from detector.indicators.weak_id import ENTROPY
 from detector.native import native_module
 from detector.state import SessionState, UserState
-from detector.store import MemoryStore
+from detector.store import MemoryStore, StateStore
 from detector.useragent import classify, same_browser
 
 #: Set to ``0`` to run replay on the Python path alone (comparisons, debugging).
@@ -106,8 +106,8 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
     The worker hands it each record with a loader of the record's bundle: it reads the
     routing key from the raw record, has the store load that bundle (sweeps, re-delivery
     check and all, as for any record), and applies a routine transaction to the bundle's
-    own objects, or hands the record back. Logins stay on the Python path (their rules
-    read the user's other sessions through the store). Changes are in the objects when a
+    own objects, or hands the record back; a plain login likewise (its rules read only
+    the user's sessions, which the bundle holds). Changes are in the objects when a
     record returns; copies of what it read are used again only while the bundle holds the
     same objects and the store has recorded no write of them (``BundleStore.watch``).
     """
@@ -118,8 +118,10 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
     if native is None or not isinstance(store, BundleStore):
         return None
     state: tuple[Any, ...] = ({}, {}, set(), store.watch())  # sessions, users: the bundle's
+    checkpoints = _checkpoint_args(engine)
+    login = _login_args(engine, store, checkpoints is not None)
     path: BundlePath = native.FastPath(
-        *_path_args(engine, state, set(), _checkpoint_args(engine), None, lag_bounds)
+        *_path_args(engine, state, set(), checkpoints, login, lag_bounds)
     )
     return path
 
@@ -202,7 +204,7 @@ def _checkpoint_args(engine: Engine) -> tuple[Any, ...] | None:
     )
 
 
-def _login_args(engine: Engine, store: MemoryStore, scores: bool) -> tuple[Any, ...] | None:
+def _login_args(engine: Engine, store: StateStore, scores: bool) -> tuple[Any, ...] | None:
     """What the compiled path needs to apply plain logins itself (None: it leaves them);
     ``scores``: it scores checkpoints itself (a model on needs that for logins too)."""
     rules = engine.login_shortcut

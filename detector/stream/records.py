@@ -102,10 +102,11 @@ def record_applier(
     def fold() -> None:
         if native is None:
             return
-        counts, lag_sum, _ = native.take_counts()  # no logins: those are Python's here
+        counts, lag_sum, logins = native.take_counts()
         applied = sum(counts)
         if applied:
-            metrics.events["transaction"] += applied
+            metrics.events["transaction"] += applied - logins
+            metrics.events["login"] += logins
             lag_counts = metrics.lag.counts
             for bucket, k in enumerate(counts):
                 lag_counts[bucket] += k

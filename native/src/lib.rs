@@ -1252,6 +1252,30 @@ fn cached_account<'a>(
     Ok(accounts.get(name).and_then(Option::as_ref))
 }
 
+/// With a bundle: makes the copy of `name`'s entry the bundle's user entry (`user`),
+/// whatever the name (`BundleStore.get_user`); a copy holds while it is the same object
+/// (see `FastPath::ensure`).
+fn bundle_account(
+    py: Python<'_>,
+    accounts: &mut HashMap<String, Option<Account>>,
+    user: Option<&PyObject>,
+    name: &str,
+) -> PyResult<()> {
+    let held = match (accounts.get(name), user) {
+        (Some(Some(acc)), Some(u)) => acc.obj.is(u),
+        (Some(None), None) => true,
+        _ => false,
+    };
+    if !held {
+        let entry = match user {
+            Some(u) => Some(account_from(py, u.bind(py).clone(), name)?),
+            None => None,
+        };
+        accounts.insert(name.to_owned(), entry);
+    }
+    Ok(())
+}
+
 /// A user's entry as the store holds it (None: no such user).
 fn account_of(py: Python<'_>, users: &Py<PyDict>, name: &str) -> PyResult<Option<Account>> {
     Ok(match users.bind(py).get_item(name)? {
@@ -1531,9 +1555,6 @@ impl FastPath {
             }
             *watermark = ts;
         }
-        if login {
-            return self.login(py, &ev, ts, sid, (ip, &here), now);
-        }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
         if let Some((load, msg, token)) = load {
@@ -1555,6 +1576,9 @@ impl FastPath {
                 .unbind();
             let user = bundle.getattr(intern!(py, "user"))?;
             self.bundle_user = if user.is_none() { None } else { Some(user.unbind()) };
+        }
+        if login {
+            return self.login(py, &ev, ts, sid, (ip, &here), now);
         }
         need!(self.ensure(py, key)?);
         let Some(sh) = self.shadows.get_mut(&key) else {
@@ -1626,20 +1650,7 @@ impl FastPath {
         let mut account = None;
         if let Some(name) = name {
             if self.in_bundle {
-                // The bundle's user entry, whatever the name (`BundleStore.get_user`); a
-                // copy holds while it is the same object (see `ensure`).
-                let held = match (self.accounts.get(name), &self.bundle_user) {
-                    (Some(Some(acc)), Some(u)) => acc.obj.is(u),
-                    (Some(None), None) => true,
-                    _ => false,
-                };
-                if !held {
-                    let entry = match &self.bundle_user {
-                        Some(u) => Some(account_from(py, u.bind(py).clone(), name)?),
-                        None => None,
-                    };
-                    self.accounts.insert(name.to_owned(), entry);
-                }
+                bundle_account(py, &mut self.accounts, self.bundle_user.as_ref(), name)?;
             }
             if let Some(acc) = cached_account(py, &mut self.accounts, &self.users, name)? {
                 need!(acc.quiet(sh.start, ts, self.skew));
@@ -1842,6 +1853,9 @@ impl FastPath {
         let Some(name) = ev.user.as_ref().map(|u| u.0.as_ref()) else {
             return Ok(HandBack);
         };
+        if self.in_bundle {
+            bundle_account(py, &mut self.accounts, self.bundle_user.as_ref(), name)?;
+        }
         let user = match cached_account(py, &mut self.accounts, &self.users, name)? {
             Some(acc) => {
                 need!(acc.open()); // locked_out_activity, inactive_user_activity
@@ -1861,7 +1875,13 @@ impl FastPath {
                     if text == own {
                         continue;
                     }
-                    let copy = unhex(text).and_then(|k| self.shadows.get(&k));
+                    // A bundle's copies may outlive its objects (dropped on expiry): there,
+                    // the bundle's own dict says which sessions it still holds.
+                    let copy = if self.in_bundle {
+                        None
+                    } else {
+                        unhex(text).and_then(|k| self.shadows.get(&k))
+                    };
                     let (remember_me, last, start) = match copy {
                         Some(sh) => (sh.remember_me, sh.last, sh.start),
                         None => {
@@ -2573,6 +2593,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 11)?;
+    m.add("ABI", 12)?;
     Ok(())
 }

@@ -23,7 +23,7 @@ from detector.simulate import SIM_CONFIG, Simulation
 from detector.stream.bundle import BundleStore, MappingIO
 from detector.stream.records import record_applier
 from detector.stream.routing import routing_key
-from tests.helpers import KEY, Story, policy
+from tests.helpers import KEY, SID, SID2, SID3, Story, policy
 from tests.unit.test_fastpath import HAS_RUST, MODEL, TIGHT, _offline
 
 if not HAS_RUST:  # no Rust here: the worker runs on the Python path alone
@@ -247,3 +247,27 @@ def test_a_record_applied_natively_marks_its_bundle_for_the_next_checkpoint() ->
     assert bundle is not None and bundle.offset == 1
     (session,) = bundle.sessions.values()
     assert session.node == "node-b" and session.last == s.events[1]["ts"]
+
+
+def test_a_login_counts_only_the_sessions_its_bundle_still_holds() -> None:
+    """A kept copy can outlive its session: a remember-me session dropped from the
+    bundle after its retention is not one of the user's live sessions any more, and the
+    compiled login must list only what the bundle holds, as the Python path does."""
+    cfg = {
+        **SIM_CONFIG,
+        "policy": {**SIM_CONFIG["policy"], "glide.ui.active.session.life_span": 0},
+        "detector": {**SIM_CONFIG["detector"], "remember_me_retention_days": 1},
+    }
+    s = Story()
+    s.login(0, sid=SID, remember_me=True)
+    s.tx(0.1, sid=SID)  # compiled: its copy is kept
+    day_later = 24 * 60 + 60
+    s.login(day_later, sid=SID2, user="bob")  # moves event time: the sweep is Python's
+    s.login(day_later + 0.1, sid=SID3)  # compiled: the first session was dropped on load
+    records = [(0, offset, raw) for offset, raw in enumerate(s.lines())]
+    fast, slow = both(records, cfg, checkpoint_every=100)
+    assert_same(fast, slow)
+    assert fast.native is not None and fast.native.applied == 2
+    bundle = fast.store.peek(b"u:alice")
+    assert bundle is not None and bundle.user is not None
+    assert len(bundle.user.sessions) == 1  # C alone
