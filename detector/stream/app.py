@@ -1038,9 +1038,9 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             if offset is not None:
                 gauge.labels(topic=tp.topic, partition=tp.partition).set(offset)
 
-    # Routine transactions take the compiled path (native/) when it is built: the same
-    # state changes, without the interpreter. It counts them itself; the counts join
-    # the metrics at every checkpoint and scrape (fold_native_counts).
+    # Routine transactions and plain logins take the compiled path (native/) when it is
+    # built: the same state changes, without the interpreter. It counts them itself; the
+    # counts join the metrics at every checkpoint and scrape (fold_native_counts).
     native = bundle_path(engine, LAG_BUCKETS)
 
     def before_scrape() -> None:

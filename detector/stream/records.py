@@ -50,10 +50,15 @@ def record_applier(
     for routine transactions, or None."""
     fingerprint = engine.fingerprint
     native_line = native.bundle_line if native is not None else None
+    load_failed: list[Exception] = []
 
     def load_for_native(key: str, ts: float, msg: Any, token: Any) -> Any:
         """The compiled path's loader: the record's bundle, None if applied before."""
-        store.load(key, msg.partition, token, ts)
+        try:
+            store.load(key, msg.partition, token, ts)
+        except Exception as exc:
+            load_failed.append(exc)
+            raise
         return None if store.already_applied(msg.offset) is not None else store.current
 
     def apply(raw: bytes, msg: Any, token: Any) -> None:
@@ -62,6 +67,9 @@ def record_applier(
             try:
                 took = native_line(raw, load_for_native, msg, token, time.time())
             except Exception as exc:  # a bug must not stop the worker or lose the event
+                if load_failed:  # the state's, not the record's: as on the Python path
+                    load_failed.clear()
+                    raise
                 failed(exc, raw, msg)
                 return
             if took == APPLIED:

@@ -1348,7 +1348,8 @@ struct FastPath {
     #[pyo3(get)]
     closed: u64,
     /// Set by `bundle_line`: the state is one routing key's bundle, loaded by the
-    /// worker's store for this line alone (no expiry filing, nothing kept across lines).
+    /// worker's store for this line (no expiry filing; copies kept across lines are
+    /// checked against the bundle's objects before use).
     in_bundle: bool,
     /// The bundle's user entry (`Bundle.user`, which `BundleStore.get_user` hands out
     /// whatever the name asked for) while `in_bundle`.

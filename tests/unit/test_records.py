@@ -11,6 +11,7 @@ import zlib
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
 from detector.alerts import Alert
@@ -271,3 +272,19 @@ def test_a_login_counts_only_the_sessions_its_bundle_still_holds() -> None:
     bundle = fast.store.peek(b"u:alice")
     assert bundle is not None and bundle.user is not None
     assert len(bundle.user.sessions) == 1  # C alone
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "python"])
+def test_unreadable_state_stops_the_record_on_both_paths_alike(native: bool) -> None:
+    """A stored entry that cannot be decoded is the state's fault, not the record's: it
+    is raised, not dead-lettered, whichever path loads it."""
+    s = Story()
+    s.login(0, sid=SID2, user="bob")  # event time starts: the compiled path may run
+    s.tx(0.1)
+    run = Run(SIM_CONFIG, native, {})
+    (first, second) = [(0, offset, raw) for offset, raw in enumerate(s.lines())]
+    run.feed([first])  # the re-index after start-up has read the (empty) table
+    run.table[b"u:alice"] = b"\xc1 not msgpack"
+    with pytest.raises(msgspec.DecodeError):
+        run.feed([second])
+    assert not run.dead and not run.failed
