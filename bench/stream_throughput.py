@@ -701,9 +701,9 @@ def main() -> None:
         )
         ratio = worker_rate / plain_rate
         print(f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5)")
-        from detector.native import native_module
+        from detector.fastpath import native_wanted
 
-        compiled = native_module() is not None and os.environ.get("SESSIONWATCH_NATIVE") != "0"
+        compiled = native_wanted() is not None
         ceiling_s = merged_s if compiled else python_merged_s
         print(
             f"ratio worker / its ceiling             {worker_rate * ceiling_s / len(lines):>12.2f}"

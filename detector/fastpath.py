@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from detector.anomaly import features
 from detector.engine import Engine
 from detector.indicators.weak_id import ENTROPY
+from detector.metrics import Metrics
 from detector.native import native_module
 from detector.state import SessionState, UserState
 from detector.store import MemoryStore, StateStore
@@ -126,11 +127,30 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
     return path
 
 
-def _native_for(engine: Engine) -> Any:
-    """The extension, if installed, wanted and of use for ``engine``'s rules."""
-    if os.environ.get(ENV, "1") == "0" or not engine.routine_shortcut:
+def native_wanted() -> Any:
+    """The extension, if installed and not turned off (``SESSIONWATCH_NATIVE=0``)."""
+    if os.environ.get(ENV, "1") == "0":
         return None
     return native_module()
+
+
+def _native_for(engine: Engine) -> Any:
+    """The extension, if installed, wanted and of use for ``engine``'s rules."""
+    return native_wanted() if engine.routine_shortcut else None
+
+
+def add_counts(path: FastPath | BundlePath, metrics: Metrics) -> None:
+    """Adds what ``path`` applied since the last call to ``metrics``: its events by type
+    (transactions and logins) and their lags."""
+    counts, lag_sum, logins = path.take_counts()
+    applied = sum(counts)
+    if applied:
+        metrics.events["transaction"] += applied - logins
+        metrics.events["login"] += logins
+        lag_counts = metrics.lag.counts
+        for bucket, k in enumerate(counts):
+            lag_counts[bucket] += k
+        metrics.lag.sum += lag_sum
 
 
 def _path_args(

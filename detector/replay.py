@@ -26,7 +26,7 @@ from detector.alerts import Alert
 from detector.deadletter import DeadLetter, dead_letter
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
-from detector.fastpath import fast_path
+from detector.fastpath import add_counts, fast_path
 from detector.metrics import Metrics
 
 #: Lines per ``processing_seconds`` observation in replay.
@@ -193,14 +193,7 @@ class Replayer:
                         dead_letter(ev, line.strip(), source, base + i, self.engine.fingerprint)
                     )
             if fast is not None:
-                counts, fast_lag, logins = fast.take_counts()
-                applied = sum(counts)
-                if applied:
-                    by_type["transaction"] += applied - logins
-                    by_type["login"] += logins
-                    for bucket, k in enumerate(counts):
-                        lag_counts[bucket] += k
-                    lag_sum += fast_lag
+                add_counts(fast, m)
             lag.sum += lag_sum
             base += n
             t = clock()

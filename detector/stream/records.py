@@ -15,7 +15,7 @@ from detector.alerts import decode as decode_alert
 from detector.alerts import encode as encode_alert
 from detector.engine import Engine
 from detector.events import Event, InvalidEvent, decode
-from detector.fastpath import APPLIED, LOADED, BundlePath
+from detector.fastpath import APPLIED, LOADED, BundlePath, add_counts
 from detector.metrics import Metrics
 from detector.stream.bundle import BundleStore
 from detector.stream.routing import routing_key
@@ -47,7 +47,7 @@ def record_applier(
     """The worker's per-record step over ``engine`` and its ``store``: ``publish`` sends an
     alert (new or re-sent), ``refuse`` dead-letters an invalid record, ``failed`` one the
     engine raised on. ``native``: the compiled path (:func:`detector.fastpath.bundle_path`)
-    for routine transactions, or None."""
+    for routine transactions and plain logins, or None."""
     fingerprint = engine.fingerprint
     native_line = native.bundle_line if native is not None else None
     load_failed: list[Exception] = []
@@ -108,16 +108,7 @@ def record_applier(
             publish(alert, value)
 
     def fold() -> None:
-        if native is None:
-            return
-        counts, lag_sum, logins = native.take_counts()
-        applied = sum(counts)
-        if applied:
-            metrics.events["transaction"] += applied - logins
-            metrics.events["login"] += logins
-            lag_counts = metrics.lag.counts
-            for bucket, k in enumerate(counts):
-                lag_counts[bucket] += k
-            metrics.lag.sum += lag_sum
+        if native is not None:
+            add_counts(native, metrics)
 
     return Applier(apply, fold)

@@ -1252,6 +1252,19 @@ fn cached_account<'a>(
     Ok(accounts.get(name).and_then(Option::as_ref))
 }
 
+/// The engine's event time (watermark) and when its next sweep is due; None before its
+/// first event, which is the Python path's (it sets the start).
+fn event_clock(engine: &Bound<'_, PyAny>) -> PyResult<Option<(f64, f64)>> {
+    let py = engine.py();
+    if engine.getattr(intern!(py, "started_at"))?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some((
+        engine.getattr(intern!(py, "watermark"))?.extract()?,
+        engine.getattr(intern!(py, "_next_sweep"))?.extract()?,
+    )))
+}
+
 /// With a bundle: makes the copy of `name`'s entry the bundle's user entry (`user`),
 /// whatever the name (`BundleStore.get_user`); a copy holds while it is the same object
 /// (see `FastPath::ensure`).
@@ -2166,11 +2179,9 @@ impl FastPath {
     ) -> PyResult<usize> {
         self.forget_written(py)?;
         let engine = self.engine.clone_ref(py).into_bound(py);
-        if engine.getattr(intern!(py, "started_at"))?.is_none() {
+        let Some((before, mut next_sweep)) = event_clock(&engine)? else {
             return Ok(start);
-        }
-        let before: f64 = engine.getattr(intern!(py, "watermark"))?.extract()?;
-        let mut next_sweep: f64 = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+        };
         let mut watermark = before;
         let mut i = start;
         let n = lines.len();
@@ -2221,11 +2232,9 @@ impl FastPath {
         now: f64,
     ) -> PyResult<u8> {
         let engine = self.engine.clone_ref(py).into_bound(py);
-        if engine.getattr(intern!(py, "started_at"))?.is_none() {
+        let Some((before, mut next_sweep)) = event_clock(&engine)? else {
             return Ok(0);
-        }
-        let before: f64 = engine.getattr(intern!(py, "watermark"))?.extract()?;
-        let mut next_sweep: f64 = engine.getattr(intern!(py, "_next_sweep"))?.extract()?;
+        };
         let mut watermark = before;
         self.forget_written(py)?;
         if self.shadows.len() >= MAX_BUNDLE_COPIES {
