@@ -237,6 +237,10 @@ class Tally:
         return Census(self._live[0], self._live[1], entries)
 
 
+def _nothing_pending(sessions: dict[str, SessionState]) -> None:
+    """``BundleStore.write_back`` without a compiled path: the objects are up to date."""
+
+
 class BundleStore:
     """The engine's store, scoped to one routing key at a time.
 
@@ -290,6 +294,10 @@ class BundleStore:
         self.scans = 0  # scans of the local table begun (one per rebalance)
         self._scanning: Iterator[tuple[bytes, bytes]] | None = None
         self.tally = Tally(active_until)
+        # The compiled path's hook: writes the pending changes it keeps of a bundle's
+        # sessions into their objects (all but ``last``, which it writes at once), before
+        # the bundle is encoded or shown, or the engine reads one it did not load.
+        self.write_back: Callable[[dict[str, SessionState]], object] = _nothing_pending
         # Bundles read since they were last written (read once, written once at flush())
         # and the changed ones, by key and in the order of their first unwritten change:
         # all of them, and per partition. Flushes take the oldest, so the queues lose
@@ -380,6 +388,7 @@ class BundleStore:
         """``key``'s bundle as this worker knows it now, written or not (read-only use)."""
         bundle = self._loaded.get(key)
         if bundle is not None:
+            self.write_back(bundle.sessions)
             return bundle
         raw = self.table.get(key)
         return _decode(raw) if raw is not None else None
@@ -431,7 +440,7 @@ class BundleStore:
         cutoff = math.inf if older_than is None else time.monotonic() - older_than
         index, loaded, pending = self._index, self._loaded, self._pending
         order, order_in = self._order, self._order_in
-        put = self.io.put
+        put, write_back = self.io.put, self.write_back
         written = 0
         while order and order[0].since <= cutoff:
             entry = order.popleft()
@@ -439,6 +448,7 @@ class BundleStore:
             # The oldest change overall is the oldest of its partition.
             order_in[b.partition].popleft()
             del pending[key]
+            write_back(b.sessions)
             raw = _encode(b)
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)

@@ -50,6 +50,9 @@ def record_applier(
     for routine transactions and plain logins, or None."""
     fingerprint = engine.fingerprint
     native_line = native.bundle_line if native is not None else None
+    if native is not None:
+        # Its changes to a bundle's sessions wait in its copies until the store asks.
+        store.write_back = native.flush_bundle
     load_failed: list[Exception] = []
 
     def load_for_native(key: str, ts: float, msg: Any, token: Any) -> Any:
@@ -85,6 +88,7 @@ def record_applier(
             return
         if not loaded:
             store.load(routing_key(ev, fingerprint), msg.partition, token, ev.epoch)
+            store.write_back(store.current.sessions)  # the compiled path's, before the engine's
         earlier = store.already_applied(msg.offset)
         if earlier is not None:
             # Re-delivered after a crash: not applied twice, its alerts sent again.

@@ -1398,6 +1398,21 @@ impl FastPath {
         }
     }
 
+    /// Writes the pending changes of the copies of `sessions`' objects (one bundle's).
+    fn flush_dict(&mut self, py: Python<'_>, sessions: &Bound<'_, PyDict>) -> PyResult<()> {
+        for (fp, obj) in sessions.iter() {
+            let Some(key) = unhex(fp.downcast::<PyString>()?.to_str()?) else {
+                continue;
+            };
+            if let Some(sh) = self.shadows.get_mut(&key) {
+                if sh.dirty != 0 && obj.is(&sh.obj) {
+                    sh.write_back(py)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the copies of whatever was written through the store since the last look.
     /// A copy with pending changes is written back first if the store still holds its
     /// object: then the write was this path's own (a login it applied, whose session
@@ -1437,7 +1452,8 @@ impl FastPath {
             // A copy kept from an earlier record holds while the bundle still has the
             // very object it was read from (a bundle read again from the table has new
             // ones; what Python writes goes through the store, which `forget_written`
-            // saw), and it has no pending changes (`bundle_line` writes them back).
+            // saw). Its pending changes, if any, are the object's own: the store has them
+            // written back before anything but `last` is read (`flush_bundle`).
             if let Some(sh) = self.shadows.get(&key) {
                 let fp = fp_string(py, &key);
                 let same = match self.sessions.bind(py).get_item(&fp)? {
@@ -1788,7 +1804,13 @@ impl FastPath {
         }
         if ts > last {
             sh.last = ts;
-            sh.dirty |= D_LAST;
+            if self.in_bundle {
+                // At once: the store's expiry and census, and a compiled login's count,
+                // read `last` from the objects between records (the rest waits, below).
+                sh.obj.bind(py).setattr(intern!(py, "last"), ts)?;
+            } else {
+                sh.dirty |= D_LAST;
+            }
         }
         if !ip_is_last {
             sh.last_ip = Some(ip.to_owned());
@@ -2238,6 +2260,7 @@ impl FastPath {
         let mut watermark = before;
         self.forget_written(py)?;
         if self.shadows.len() >= MAX_BUNDLE_COPIES {
+            self.flush(py)?; // pending changes first: they are the bundles' only record
             self.shadows.clear();
         }
         if self.accounts.len() >= MAX_BUNDLE_COPIES {
@@ -2253,10 +2276,18 @@ impl FastPath {
             now,
             Some((load, msg, token)),
         );
-        // Every change into the objects now: the store writes the bundle at a checkpoint
-        // and Python code may read it. The copies stay, clean, for the session's next
-        // record while its bundle stays loaded.
-        let flushed = self.flush(py);
+        // A record handed back after the load is the engine's, which reads the bundle's
+        // sessions: their pending changes go in first. Otherwise they wait in the copies
+        // (a session's next records add to them) until the store asks for a bundle's,
+        // before it encodes it at a checkpoint or shows it (`flush_bundle`).
+        let flushed = match &outcome {
+            Ok(HandBack) if self.loaded => {
+                let sessions = self.sessions.clone_ref(py).into_bound(py);
+                self.flush_dict(py, &sessions)
+            }
+            _ if self.dirty.len() > MAX_DIRTY => self.flush(py),
+            _ => Ok(()),
+        };
         self.bundle_user = None;
         self.in_bundle = false;
         if watermark != before {
@@ -2282,6 +2313,18 @@ impl FastPath {
         if let Some(key) = unhex(fp) {
             this.flush_key(slf.py(), &key)?;
         }
+        Ok(true)
+    }
+
+    /// Writes the pending changes of one bundle's sessions (`BundleStore` calls this
+    /// before it encodes or shows a bundle, and before the engine reads one it loaded
+    /// itself); False, doing nothing, when called back from inside `bundle_line`,
+    /// whose loader reads only `last` (written at once).
+    fn flush_bundle(slf: &Bound<'_, Self>, sessions: &Bound<'_, PyDict>) -> PyResult<bool> {
+        let Ok(mut this) = slf.try_borrow_mut() else {
+            return Ok(false);
+        };
+        this.flush_dict(slf.py(), sessions)?;
         Ok(true)
     }
 
@@ -2603,6 +2646,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 12)?;
+    m.add("ABI", 13)?;
     Ok(())
 }

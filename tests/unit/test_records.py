@@ -288,3 +288,21 @@ def test_unreadable_state_stops_the_record_on_both_paths_alike(native: bool) -> 
     with pytest.raises(msgspec.DecodeError):
         run.feed([second])
     assert not run.dead and not run.failed
+
+
+def test_what_the_api_shows_before_a_checkpoint_is_the_python_paths() -> None:
+    """The compiled path keeps a session's changes in its copies until the store asks;
+    the review API reads bundles not written yet (``peek``), and must see them."""
+    records = partitioned(day(40, 24, seed=47))
+    shown = []
+    for native in (True, False):
+        run = Run(OFFLINE, native, {})
+        for partition, offset, raw in records:
+            msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
+            run.apply(raw, msg, msg)
+        keys = sorted(run.store._pending)  # changed, none written
+        assert len(keys) > 30
+        shown.append({key: msgspec.msgpack.encode(run.store.peek(key)) for key in keys})
+        if native:
+            assert run.native is not None and run.native.applied > len(records) // 2
+    assert shown[0] == shown[1]
