@@ -33,6 +33,10 @@ OUTBOX_EVENTS = 8
 #: then stops the worker. One user's thousands of sessions get there: an integration
 #: account that logs in for every request keeps each session for the state retention.
 MAX_BUNDLE_BYTES = 900_000
+#: Bundles kept decoded beyond the changed ones, written or only read: a user's next
+#: event then finds its bundle without a read and decode, and the compiled path its
+#: copies of the sessions still valid (they hold while the objects are the same).
+KEEP_READ = 16_384
 #: A bundle over the limit is cut to this share of it, so the next writes fit too.
 SHED_TO = 0.75
 
@@ -298,9 +302,9 @@ class BundleStore:
         # sessions into their objects (all but ``last``, which it writes at once), before
         # the bundle is encoded or shown, or the engine reads one it did not load.
         self.write_back: Callable[[dict[str, SessionState]], object] = _nothing_pending
-        # Bundles read since they were last written (read once, written once at flush())
-        # and the changed ones, by key and in the order of their first unwritten change:
-        # all of them, and per partition. Flushes take the oldest, so the queues lose
+        # Bundles decoded (the changed ones and up to KEEP_READ others, read or written
+        # since), and the changed ones by key and in the order of their first unwritten
+        # change: all of them, and per partition. Flushes take the oldest, so the queues lose
         # their heads (a dict's iteration would walk every slot popped from its front:
         # per checkpoint, thousands while catching up).
         self._loaded: dict[bytes, Bundle] = {}
@@ -455,14 +459,16 @@ class BundleStore:
             put(b.partition, key, raw, entry.first, entry.token)
             index[b.partition].touch(key, partial(self._expiry, b))
             self.tally.set(key, b)
-            loaded.pop(key, None)
             written += 1
         if written:
             self.io.end()
-        if not pending:
-            loaded.clear()
-        elif len(loaded) > 2 * len(pending) + 1000:  # read, never changed: re-sends
-            self._loaded = {key: entry.bundle for key, entry in pending.items()}
+        if len(loaded) > len(pending) + KEEP_READ:
+            # The unchanged ones, first read first, down to half the allowance.
+            drop = len(loaded) - len(pending) - KEEP_READ // 2
+            for key in [key for key in islice(loaded, drop + len(pending)) if key not in pending][
+                :drop
+            ]:
+                del loaded[key]
         return written
 
     def unwritten_from(self) -> dict[int, int]:

@@ -279,6 +279,30 @@ def test_changes_between_checkpoints_are_kept_in_memory_and_written_once() -> No
     assert w.store.unwritten == 0
 
 
+def test_a_written_bundle_stays_decoded_for_its_next_events_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user's next event after a checkpoint finds the bundle without a read (nor the
+    compiled path new objects to copy); unchanged ones beyond KEEP_READ go, first read
+    first, and a discard forgets them all (another worker may change them)."""
+    monkeypatch.setattr(bundle_module, "KEEP_READ", 4)
+    w = Worker({})
+    s = Story()
+    for i, user in enumerate("abcdefgh"):
+        s.login(i, user=user, sid=f"{SID}{i}")
+    w.feed(s.lines())  # each written at its checkpoint
+    kept = list(w.store._loaded)
+    assert len(kept) <= 4 and kept == [f"u:{u}".encode() for u in "efgh"][-len(kept) :]
+    reads = w.table.gets
+    again = Story()
+    again.tx(9, user="h", sid=f"{SID}7")
+    w.feed(again.lines())
+    assert w.table.gets == reads  # found decoded
+    assert decode_bundle(w.table[b"u:h"]).offset == w.offset  # and written as before
+    w.store.discard()
+    assert not w.store._loaded
+
+
 def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() -> None:
     """Writes spread out: only bundles first changed ``older_than`` seconds ago are
     written, oldest first; per partition, the offset of the oldest change still unwritten
