@@ -330,8 +330,9 @@ class BundleStore:
         self._scanning = None
         self.tally.clear()
 
-    def load(self, key: str, partition: int, token: Any, ts: float) -> None:
-        """Makes ``key``'s bundle current; ``token`` is handed back at flush (the event).
+    def load(self, key: str, partition: int, token: Any, ts: float) -> Bundle:
+        """Makes ``key``'s bundle current and returns it; ``token`` is handed back at flush
+        (the event).
 
         ``ts`` is the event's time: expiry in a partition follows *that partition's*
         event time. Partitions are consumed unevenly (a worker catching up, a restored
@@ -368,6 +369,7 @@ class BundleStore:
             if expiry(session) <= now:
                 self._drop_expired(bundle.sessions, now)
                 break
+        return bundle
 
     def _drop_expired(self, sessions: dict[str, SessionState], now: float) -> None:
         expired = [fp for fp, s in sessions.items() if self._session_expiry(s) <= now]

@@ -54,15 +54,17 @@ def record_applier(
         # Its changes to a bundle's sessions wait in its copies until the store asks.
         store.write_back = native.flush_bundle
     load_failed: list[Exception] = []
+    load = store.load
 
     def load_for_native(key: str, ts: float, msg: Any, token: Any) -> Any:
-        """The compiled path's loader: the record's bundle, None if applied before."""
+        """The compiled path's loader: the record's bundle, None if applied before (its
+        offset is not past the bundle's: ``BundleStore.already_applied``)."""
         try:
-            store.load(key, msg.partition, token, ts)
+            bundle = load(key, msg.partition, token, ts)
         except Exception as exc:
             load_failed.append(exc)
             raise
-        return None if store.already_applied(msg.offset) is not None else store.current
+        return None if msg.offset <= bundle.offset else bundle
 
     def apply(raw: bytes, msg: Any, token: Any) -> None:
         loaded = False
