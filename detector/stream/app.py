@@ -641,7 +641,7 @@ class InOrder:
         """The agent body: one batch from ``take_events`` (``stream`` delivery; the
         default, ``fetch``, goes through :meth:`take_fetched`, whose common case is
         inlined)."""
-        self._see_generation()
+        self.see_generation()
         generation = self.generation
         # Faust moves the generation only at the assignment: between a revocation (which
         # counts a rebalance) and then, a batch would still look current while its
@@ -664,7 +664,7 @@ class InOrder:
         in ``generation``. Each record is its own location and token; it is wrapped as
         an event only when it cannot apply in line (held behind a hole, re-delivered,
         first of a generation), for :meth:`_admit` and the gate to keep."""
-        self._see_generation()
+        self.see_generation()
         if generation != self.generation or self.app.rebalancing_count != self.revocations:
             self.after_batch()  # taken before a rebalance: see take()
             return
@@ -689,7 +689,7 @@ class InOrder:
             self.since_full += applied
         self.after_batch()
 
-    def _see_generation(self) -> None:
+    def see_generation(self) -> None:
         """Starts over when the consumer's generation moved (a rebalance completed)."""
         generation = self.app.consumer_generation_id
         if generation != self.generation:
@@ -1142,14 +1142,19 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)
 
     async def rescan_between_events() -> None:
-        # Only a scan of the current generation (begun after its reset), and not while
-        # partitions move: a scan's reads are of the partitions this worker holds.
-        if (
-            store.scanning
-            and in_order.generation == app.consumer_generation_id
-            and not app.rebalancing
-        ):
+        # Not while partitions move: a scan's reads are of the partitions this worker
+        # holds, recovered. A generation with no event yet is started here (as its first
+        # batch would), so that a quiet stream's recovered state is counted and swept.
+        if app.rebalancing:
+            return
+        if in_order.generation != app.consumer_generation_id and holds_events():
+            in_order.see_generation()
+            store.begin_scan()
+        if store.scanning and in_order.generation == app.consumer_generation_id:
             store.scan_some(SCAN_PER_TICK)
+
+    def holds_events() -> bool:
+        return any(tp.topic == settings.events_topic for tp in app.consumer.assignment())
 
     app.timer(RESCAN_EVERY_S, name="rescan")(rescan_between_events)
     faust_stop_consumer = app._stop_consumer

@@ -297,6 +297,10 @@ class BundleStore:
         self.shed = 0  # sessions forgotten to keep bundles under MAX_BUNDLE_BYTES
         self.scans = 0  # scans of the local table begun (one per rebalance)
         self._scanning: Iterator[tuple[bytes, bytes]] | None = None
+        self._scan_begun = False
+        # The latest activity in what scans read: the census's event time until this
+        # worker's own events pass it (a restarted worker on a quiet stream has none).
+        self._latest = -math.inf
         self.tally = Tally(active_until)
         # The compiled path's hook: writes the pending changes it keeps of a bundle's
         # sessions into their objects (all but ``last``, which it writes at once), before
@@ -328,6 +332,7 @@ class BundleStore:
         self._due.clear()
         self._marks.clear()
         self._scanning = None
+        self._scan_begun = False
         self.tally.clear()
 
     def load(self, key: str, partition: int, token: Any, ts: float) -> Bundle:
@@ -343,9 +348,7 @@ class BundleStore:
         now = marks.get(partition)
         if now is None:  # the partition's first event since a rebalance
             if partition not in self._index:
-                if not self._index:
-                    self.scans += 1
-                    self._scanning = self.io.scan()
+                self.begin_scan()
                 self._index.setdefault(partition, ExpiryIndex())  # the scan may have it
             now = marks[partition] = ts
         elif ts > now:
@@ -538,8 +541,10 @@ class BundleStore:
 
     def census(self, now: float, active: Callable[[SessionState], bool]) -> Census:
         """This worker's local table (its assigned partitions) as of the last flush, from
-        the tally: nothing is read (``active`` is the tally's ``active_until``)."""
-        return self.tally.census(now)
+        the tally: nothing is read (``active`` is the tally's ``active_until``). At
+        ``now``, or at the latest activity a re-index read if later: a restarted worker
+        counts what it recovered before any event comes."""
+        return self.tally.census(max(now, self._latest))
 
     def _expiry(self, b: Bundle) -> float:
         """When nothing in the bundle is alive any more (event time)."""
@@ -547,6 +552,15 @@ class BundleStore:
         for session in b.sessions.values():
             latest = max(latest, self._session_expiry(session))
         return latest
+
+    def begin_scan(self) -> None:
+        """Starts the re-index of the local table, once per rebalance: at the first event
+        after it, or before from the worker's timer once the state is recovered (so that
+        a quiet stream is swept and counted too)."""
+        if not self._scan_begun:
+            self._scan_begun = True
+            self.scans += 1
+            self._scanning = self.io.scan()
 
     @property
     def scanning(self) -> bool:
@@ -567,6 +581,9 @@ class BundleStore:
                 index = self._index[b.partition] = ExpiryIndex()
             index.touch(key, partial(self._expiry, b))
             self.tally.set(key, b)
+            for session in b.sessions.values():
+                if session.last > self._latest:
+                    self._latest = session.last
             taken += 1
         if taken < n:
             self._scanning = None

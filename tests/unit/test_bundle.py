@@ -469,6 +469,30 @@ def test_a_rebalance_rescans_a_few_entries_per_event_and_then_counts_them_all() 
     assert w.users() == set() and tuple(w.engine.census()) == recount(w)
 
 
+def test_a_restarted_worker_counts_its_recovered_state_before_any_event() -> None:
+    """A quiet stream after a restart: the worker's timer starts the re-index, and the
+    census is taken at the latest activity it read (no event has moved the new engine's
+    clock), so it is the census the worker had before it stopped."""
+    w = Worker({})
+    s = Story()
+    for i in range(30):  # some still live at the end, some idle out before it
+        s.login(i * 2, sid=f"{i:04d}" + SID[4:], user=f"u{i % 7}")
+        s.tx(i * 2 + 1, sid=f"{i:04d}" + SID[4:], user=f"u{i % 7}")
+    w.feed(s.lines())
+    before = w.engine.census()
+    assert 0 < before.user_sessions < 30
+    restarted = Worker({})
+    restarted.table.update(w.table)  # what it recovers from the changelog
+    assert restarted.engine.census().user_sessions == 0  # nothing read yet
+    restarted.store.begin_scan()
+    while restarted.store.scanning:
+        restarted.store.scan_some(4)
+    assert restarted.engine.census() == before
+    assert restarted.store.scans == 1
+    restarted.tick(61)  # the first event then does not scan again
+    assert restarted.store.scans == 1 and restarted.table.scans == 1
+
+
 def test_the_tally_stays_the_size_of_the_table_when_nobody_asks_for_a_census() -> None:
     """A worker nobody scrapes: rewriting the same entries must not grow the tally."""
     tally = bundle_module.Tally(lambda s: math.inf)
