@@ -184,3 +184,19 @@ def test_state_scans_benchmark_prints_every_figure() -> None:
         "rebalance, longest event while spread",
     ):
         assert figures(out, label)[-1] > 0, label
+
+
+def test_record_step_benchmark_prints_every_figure() -> None:
+    """Both paths when the extension is built (CI builds it), else the Python path alone."""
+    from detector.native import native_module
+
+    built = native_module() is not None
+    out = run(
+        "bench/record_step.py",
+        *("--events", "3000", "--rounds", "1", "--checkpoint-every", "500"),
+        *(() if built else ("--path", "python")),
+    )
+    assert figures(out, "Python path")[-1] > 0
+    if built:
+        assert figures(out, "compiled path")[-1] > 0
+        assert 0 < figures(out, "ratio compiled / Python")[-1] < 5
