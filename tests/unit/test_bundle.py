@@ -284,7 +284,8 @@ def test_a_written_bundle_stays_decoded_for_its_next_events_within_a_bound(
 ) -> None:
     """A user's next event after a checkpoint finds the bundle without a read (nor the
     compiled path new objects to copy); unchanged ones beyond KEEP_READ go, first read
-    first, and a discard forgets them all (another worker may change them)."""
+    first, a discard forgets them all (another worker may change them), and one over
+    KEEP_BYTES is not kept once written."""
     monkeypatch.setattr(bundle_module, "KEEP_READ", 4)
     w = Worker({})
     s = Story()
@@ -301,6 +302,11 @@ def test_a_written_bundle_stays_decoded_for_its_next_events_within_a_bound(
     assert decode_bundle(w.table[b"u:h"]).offset == w.offset  # and written as before
     w.store.discard()
     assert not w.store._loaded
+    monkeypatch.setattr(bundle_module, "KEEP_BYTES", len(w.table[b"u:h"]) - 1)
+    again = Story()
+    again.tx(10, user="h", sid=f"{SID}7")
+    w.feed(again.lines())
+    assert b"u:h" not in w.store._loaded  # too big to keep once written
 
 
 def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() -> None:
