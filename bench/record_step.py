@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import sys
 import time
 import zlib
@@ -36,7 +35,7 @@ from detector.fastpath import bundle_path  # noqa: E402
 from detector.fingerprint import Fingerprinter  # noqa: E402
 from detector.metrics import LAG_BUCKETS, Metrics  # noqa: E402
 from detector.policy import Policy  # noqa: E402
-from detector.simulate import Simulation  # noqa: E402
+from detector.simulate import benchmark_day  # noqa: E402
 from detector.stream.bundle import BundleStore, MappingIO  # noqa: E402
 from detector.stream.records import record_applier  # noqa: E402
 from detector.stream.routing import routing_key  # noqa: E402
@@ -47,14 +46,12 @@ POLICY = ROOT / "examples" / "policy.toml"
 
 
 def records(events: int) -> list[tuple[SimpleNamespace, bytes]]:
-    """The simulated day's first ``events`` lines (a user per 62 events, as the streaming
-    benchmark's), each with its partition and offset."""
-    buf = io.BytesIO()
-    Simulation(users=max(10, events // 62), hours=24, seed=42).write(buf)
+    """The benchmarks' simulated day's first ``events`` lines (``benchmark_day``), each
+    with its partition and offset."""
     fp = Fingerprinter(KEY)
     offsets = [0] * PARTITIONS
     out = []
-    for line in buf.getvalue().splitlines()[:events]:
+    for line in benchmark_day(events):
         ev = decode(line)
         key = routing_key(ev, fp) if isinstance(ev, Event) else ""
         p = zlib.crc32(key.encode()) % PARTITIONS

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import sys
 import time
 from functools import partial
@@ -28,7 +27,7 @@ from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.policy import Policy
-from detector.simulate import Simulation
+from detector.simulate import benchmark_day
 from detector.store import ExpiryIndex, count_live
 from detector.stream.app import FULL_COLLECTION_EVERY
 from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
@@ -38,12 +37,10 @@ CHECKPOINT_EVENTS = 5000
 
 
 def filled(events: int) -> tuple[Engine, BundleStore, dict[bytes, bytes], list[Event]]:
-    """A worker's engine and state after ``events`` of the simulated day (a user per 62
-    events, as the streaming benchmark), on 8 partitions; and the day's last 1,000
+    """A worker's engine and state after ``events`` of the benchmarks' simulated day
+    (``benchmark_day``), on 8 partitions; and the day's last 1,000
     events again, to process after a rebalance."""
-    buf = io.BytesIO()
-    Simulation(users=max(10, events // 62), hours=24, seed=42).write(buf)
-    lines = buf.getvalue().splitlines()[:events]
+    lines = benchmark_day(events)
     fp = Fingerprinter(b"benchmark-key")
     engine = Engine(Policy(), fp)
     table: dict[bytes, bytes] = {}

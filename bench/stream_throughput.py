@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import io
 import math
 import multiprocessing
 import os
@@ -54,7 +53,7 @@ sys.path.insert(0, str(ROOT / "deploy" / "kafka"))
 
 from detector.events import Event, decode  # noqa: E402
 from detector.fingerprint import Fingerprinter  # noqa: E402
-from detector.simulate import Simulation  # noqa: E402
+from detector.simulate import benchmark_day  # noqa: E402
 from detector.stream.clients import ensure_topics  # noqa: E402
 from detector.stream.routing import routing_key  # noqa: E402
 from detector.stream.settings import StreamSettings  # noqa: E402
@@ -62,13 +61,6 @@ from tests.tools import Sample, samples, scrape  # noqa: E402
 from tests.tools import total as metric_total  # noqa: E402
 
 KEY = "benchmark-key"
-
-
-def simulated_lines(events: int) -> list[bytes]:
-    """The first ``events`` lines of a simulated day with a user per 62 events."""
-    buf = io.BytesIO()
-    Simulation(users=max(10, events // 62), hours=24, seed=42).write(buf)
-    return buf.getvalue().splitlines()[:events]
 
 
 def settings_for(bootstrap: str, tag: str, partitions: int) -> StreamSettings:
@@ -620,7 +612,7 @@ def main() -> None:
     worker = None
     try:
         s = settings_for(bootstrap, args.tag or uuid.uuid4().hex[:6], args.partitions)
-        lines = simulated_lines(args.events)
+        lines = benchmark_day(args.events)
         asyncio.run(fill(s, lines))
         plain_s = isolated(consume, s, len(lines), decode_only)
         engine_s, engine_alerts, _ = isolated(engine_consumer, s, len(lines), "memory")

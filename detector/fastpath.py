@@ -21,9 +21,10 @@ before a census); the store tells it what the Python side wrote
 (:meth:`MemoryStore.watch`), whose copies it then forgets.
 
 The streaming worker uses it record by record (:func:`bundle_path`): there the state is
-one routing key's bundle, which the worker's store loads for the record, so the
-extension writes its changes back within the same call, and applies plain logins too
-(their rules read only the user's sessions, which the bundle holds).
+one routing key's bundle, which the worker's store loads for the record. The extension
+writes a session's last activity back at once and the rest when the store asks for the
+bundle's (``BundleStore.write_back``), and applies plain logins too (their rules read
+only the user's sessions, which the bundle holds).
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
     routing key from the raw record, has the store load that bundle (sweeps, re-delivery
     check and all, as for any record), and applies a routine transaction to the bundle's
     own objects, or hands the record back; a plain login likewise (its rules read only
-    the user's sessions, which the bundle holds). Changes are in the objects when a
-    record returns; copies of what it read are used again only while the bundle holds the
+    the user's sessions, which the bundle holds). A session's last activity is in its
+    object when a record returns, the rest once the store asks (it is made the store's
+    ``write_back``); copies of what it read are used again only while the bundle holds the
     same objects and the store has recorded no write of them (``BundleStore.watch``).
     """
     from detector.stream.bundle import BundleStore  # the worker's: not needed by replay

@@ -24,6 +24,7 @@ grace), so the oracle stays right when the policy changes.
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Callable
@@ -776,3 +777,11 @@ ATTACKS: Final = (
     "unknown_session",
     "concurrent_sessions",
 )
+
+
+def benchmark_day(events: int) -> list[bytes]:
+    """The first ``events`` lines of the day the benchmarks replay: seeded, one user per
+    62 events (so that state grows with the run as a real user base would)."""
+    buf = io.BytesIO()
+    Simulation(users=max(10, events // 62), hours=24, seed=42).write(buf)
+    return buf.getvalue().splitlines()[:events]

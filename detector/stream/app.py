@@ -1141,6 +1141,9 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     app.timer(WATCH_EVERY_S)(in_order.watch)
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)
 
+    def holds_events() -> bool:
+        return any(tp.topic == settings.events_topic for tp in app.consumer.assignment())
+
     async def rescan_between_events() -> None:
         # Not while partitions move: a scan's reads are of the partitions this worker
         # holds, recovered. A generation with no event yet is started here (as its first
@@ -1152,9 +1155,6 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             store.begin_scan()
         if store.scanning and in_order.generation == app.consumer_generation_id:
             store.scan_some(SCAN_PER_TICK)
-
-    def holds_events() -> bool:
-        return any(tp.topic == settings.events_topic for tp in app.consumer.assignment())
 
     app.timer(RESCAN_EVERY_S, name="rescan")(rescan_between_events)
     faust_stop_consumer = app._stop_consumer

@@ -475,9 +475,8 @@ class BundleStore:
         if len(loaded) > len(pending) + KEEP_READ:
             # The unchanged ones, first read first, down to half the allowance.
             drop = len(loaded) - len(pending) - KEEP_READ // 2
-            for key in [key for key in islice(loaded, drop + len(pending)) if key not in pending][
-                :drop
-            ]:
+            unchanged = (key for key in loaded if key not in pending)
+            for key in list(islice(unchanged, drop)):
                 del loaded[key]
         return written
 

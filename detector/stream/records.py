@@ -89,8 +89,8 @@ def record_applier(
             metrics.count_invalid(ev.reason)
             return
         if not loaded:
-            store.load(routing_key(ev, fingerprint), msg.partition, token, ev.epoch)
-            store.write_back(store.current.sessions)  # the compiled path's, before the engine's
+            bundle = store.load(routing_key(ev, fingerprint), msg.partition, token, ev.epoch)
+            store.write_back(bundle.sessions)  # the compiled path's, before the engine's
         earlier = store.already_applied(msg.offset)
         if earlier is not None:
             # Re-delivered after a crash: not applied twice, its alerts sent again.

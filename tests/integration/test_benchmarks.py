@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
+from detector.simulate import benchmark_day
 from detector.stream.bundle import decode_bundle
 from detector.stream.routing import routing_key
 from tests.integration.streaming import ROOT
@@ -110,7 +111,7 @@ def test_stream_benchmark_ceilings_run_and_the_checkpoint_writes_each_changed_ke
     fp = Fingerprinter(stream.KEY.encode())
     expected = {
         routing_key(ev, fp).encode()
-        for ev in map(decode, stream.simulated_lines(events))
+        for ev in map(decode, benchmark_day(events))
         if type(ev) is Event
     }
     written = asyncio.run(
