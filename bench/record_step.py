@@ -22,6 +22,7 @@ import gc
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -60,10 +61,10 @@ def records(events: int) -> list[tuple[SimpleNamespace, bytes]]:
     return out
 
 
-def one_run(recs: list[tuple[SimpleNamespace, bytes]], native: bool, every: int) -> float:
-    """Seconds for all of ``recs`` through a fresh worker step (compiled path or not)."""
-    policy = Policy.load(POLICY)
-    engine = Engine(policy, Fingerprinter(KEY), sweep_every_s=60.0)
+def worker_step(native: bool) -> tuple[Callable[..., None], Callable[[], None], BundleStore]:
+    """A fresh worker step over a plain mapping, the deployed policy and model:
+    ``apply(raw, msg, token)``, the fold of the compiled path's counts, and the store."""
+    engine = Engine(Policy.load(POLICY), Fingerprinter(KEY), sweep_every_s=60.0)
     table: dict[bytes, bytes] = {}
     store = BundleStore(
         table,
@@ -82,10 +83,16 @@ def one_run(recs: list[tuple[SimpleNamespace, bytes]], native: bool, every: int)
         pass
 
     apply, fold = record_applier(engine, store, Metrics(), ignore, ignore, ignore, path)
+    return apply, fold, store
+
+
+def one_run(recs: list[tuple[SimpleNamespace, bytes]], native: bool, every: int) -> float:
+    """Seconds for all of ``recs`` through a fresh worker step (compiled path or not)."""
+    apply, fold, store = worker_step(native)
     gc.collect()
     start = time.perf_counter()
     for i, (msg, raw) in enumerate(recs, 1):
-        apply(raw, msg, msg)
+        apply(raw, msg, msg.partition)  # the worker's token: the partition
         if i % every == 0:
             store.flush()
     store.flush()

@@ -521,7 +521,7 @@ class Engine:
             if p.life_span_s and ts - st.start > p.life_span_s + p.clock_skew_s:
                 continue
             live.append(other)
-        u.sessions = live
+        u.sessions = tuple(live)
         return len(live)
 
     def _after_login(
@@ -538,7 +538,7 @@ class Engine:
             self._rotate_away(self.fingerprint(prev), ts, guest=True)
         if u is not None and user_name is not None:
             if fp not in u.sessions and s.ended is None:
-                u.sessions.append(fp)
+                u.sessions = (*u.sessions, fp)
             u.last = max(u.last, ts)
             self.store.put_user(user_name, u)
 
@@ -585,7 +585,7 @@ class Engine:
         if s.user is not None:
             u = self.store.get_user(s.user)
             if u is not None:
-                u.sessions = [new_fp if x == fp else x for x in u.sessions]
+                u.sessions = tuple(new_fp if x == fp else x for x in u.sessions)
                 self.store.put_user(s.user, u)
         return alerts
 
@@ -614,7 +614,7 @@ class Engine:
         if name is not None:
             u = self.store.get_user(name)
             if u is not None and fp in u.sessions:
-                u.sessions.remove(fp)
+                u.sessions = tuple(x for x in u.sessions if x != fp)
                 self.store.put_user(name, u)
 
     def _account(self, ev: Event) -> None:
@@ -625,12 +625,12 @@ class Engine:
         kind = ev.type
         if kind == "lockout":
             u.locked, u.locked_at = True, ts
-            u.sessions = []
+            u.sessions = ()
         elif kind == "unlock":
             u.locked = False
         elif kind == "deactivate":
             u.inactive, u.deactivated_at = True, ts
-            u.sessions = []
+            u.sessions = ()
         elif kind == "activate":
             u.inactive = False
         self.store.put_user(ev.user, u)

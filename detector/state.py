@@ -50,7 +50,10 @@ class UserState(msgspec.Struct, gc=False):
     locked_at: float | None = None
     inactive: bool = False
     deactivated_at: float | None = None
-    sessions: list[str] = msgspec.field(default_factory=list)  # fingerprints
+    #: Fingerprints. A tuple, as every container of the state: Python stops tracking
+    #: tuples of strings, so full garbage collections do not walk the state (lists: ~100
+    #: ms per 30,000 bundles decoded).
+    sessions: tuple[str, ...] = ()
     #: Where and when the user was last seen active: (latitude, longitude, event time).
     geo: tuple[float, float, float] | None = None
     #: The user's habits (only with a behaviour model on).

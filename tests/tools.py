@@ -7,8 +7,10 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +87,19 @@ def own_families(text: str) -> str:
         or line.startswith("# TYPE sessionwatch_")
     ]
     return "\n".join(lines) + "\n"
+
+
+def containers(obj: object) -> Iterator[object]:
+    """``obj`` and everything in it: the state's structs, dicts, tuples and lists (to
+    ask the garbage collector which of them it tracks)."""
+    yield obj
+    if isinstance(obj, msgspec.Struct):
+        for name in obj.__struct_fields__:
+            yield from containers(getattr(obj, name))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield key
+            yield from containers(value)
+    elif isinstance(obj, tuple | list):
+        for item in obj:
+            yield from containers(item)

@@ -52,7 +52,7 @@ new for a new user.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -102,6 +102,8 @@ def _near_weights(delta: int) -> tuple[int, int]:
 #: ``_near_weights`` for every hour offset of the week.
 _NEAR: Final = tuple(_near_weights(delta) for delta in range(168))
 
+_T = TypeVar("_T")
+
 
 class Baseline(msgspec.Struct, gc=False):
     """One user's habits, bounded in size (part of the per-user state)."""
@@ -112,8 +114,8 @@ class Baseline(msgspec.Struct, gc=False):
     log_bytes: float | None = None
     hours: dict[int, int] = msgspec.field(default_factory=dict)  # hour of week -> requests
     paths: dict[str, None] = msgspec.field(default_factory=dict)  # ordered: oldest first
-    networks: list[bytes] = msgspec.field(default_factory=list)
-    browsers: list[str] = msgspec.field(default_factory=list)
+    networks: tuple[bytes, ...] = ()  # tuples: see UserState.sessions
+    browsers: tuple[str, ...] = ()
 
 
 class Profile(msgspec.Struct, gc=False):
@@ -217,11 +219,11 @@ def is_checkpoint(n: int) -> bool:
     return n == 1 or n == 4 or n % 16 == 0
 
 
-def _remember(items: list[str] | list[bytes], item: str | bytes, limit: int) -> None:
+def _remember(items: tuple[_T, ...], item: _T, limit: int) -> tuple[_T, ...]:
     # FIFO: a baseline that forgets its oldest entries follows a user who changes job.
-    items.append(item)  # type: ignore[arg-type]
-    if len(items) > limit:
-        del items[0]
+    if len(items) >= limit:
+        items = items[len(items) - limit + 1 :]
+    return (*items, item)
 
 
 def open_profile(
@@ -241,9 +243,9 @@ def open_profile(
     )
     base.sessions += 1
     if network and profile.new_network:
-        _remember(base.networks, network, MAX_NETWORKS)
+        base.networks = _remember(base.networks, network, MAX_NETWORKS)
     if browser and profile.new_browser:
-        _remember(base.browsers, browser, MAX_BROWSERS)
+        base.browsers = _remember(base.browsers, browser, MAX_BROWSERS)
     return profile
 
 

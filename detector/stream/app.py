@@ -591,8 +591,9 @@ class InOrder:
     """One agent's events, applied in offset order per partition, holes read back.
 
     See :mod:`detector.stream.ordering`. ``apply(raw, at, token)`` applies one record
-    (``at`` has the record's topic, partition and offset; ``token`` is an event of the
-    same partition, handed to the state's writes);
+    (``at`` has the record's topic, partition and offset; ``token``, handed to the
+    state's writes, is the partition: a Kafka record there would be kept alive, and
+    walked by every full garbage collection, for each bundle not written yet);
     ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
     offset whose effects are not yet durable; records before it are then acked.
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
@@ -661,7 +662,7 @@ class InOrder:
     def take_fetched(self, chunk: list[tuple[TP, list[Any]]], generation: int) -> None:
         """The agent body for records straight from a fetch (:func:`direct_delivery`):
         as :meth:`take`, on runs of Kafka client records of one partition each, fetched
-        in ``generation``. Each record is its own location and token; it is wrapped as
+        in ``generation``. Each record is its own location; it is wrapped as
         an event only when it cannot apply in line (held behind a hole, re-delivered,
         first of a generation), for :meth:`_admit` and the gate to keep."""
         self.see_generation()
@@ -679,7 +680,7 @@ class InOrder:
                 for record in records:
                     offset = record.offset
                     if next_in_line(partition, offset):
-                        apply(record.value, record, record)
+                        apply(record.value, record, partition)
                         held.append(offset)
                         applied += 1
                     else:
@@ -793,7 +794,7 @@ class InOrder:
         committed = self.app.consumer._committed_offset.get(msg.tp)  # type: ignore[attr-defined]
         verdict = self.gate.admit(msg.partition, msg.offset, event, committed)
         if verdict is Verdict.APPLY:
-            self.apply(event.value, msg, event)
+            self.apply(event.value, msg, msg.partition)
             msg.acked = True
             self._hold_ack(msg.partition, msg.offset)
             return True
@@ -919,7 +920,6 @@ class InOrder:
         # From here to the end: no await.
         del self.fills[hole.partition]
         held = self.gate.filled(hole, len(records))
-        token = held[0]  # an event of this partition
         # Offsets with no record (transaction markers, compaction) are done too, or the
         # commit could never pass them (Faust's own gap tracking is switched off); all
         # in offset order, as Faust commits only a run of acked offsets.
@@ -927,7 +927,7 @@ class InOrder:
         for offset in range(start, hole.end):  # fetch_range keeps records in start..end
             at = _At(topic, hole.partition, offset)
             if offset in present:
-                self.apply(present[offset] or b"", at, token)
+                self.apply(present[offset] or b"", at, hole.partition)
             self._hold_ack(hole.partition, offset)
         self.metrics.records_read_back += len(records)
         # No record at all: commit markers of a transactional producer, or a generation

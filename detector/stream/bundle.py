@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from functools import partial
 from itertools import islice
 from typing import Any, Protocol
@@ -69,7 +69,7 @@ class Bundle(msgspec.Struct, gc=False):
     user: UserState | None = None
     sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
     offset: int = -1
-    outbox: list[tuple[int, list[bytes]]] = msgspec.field(default_factory=list)
+    outbox: tuple[tuple[int, tuple[bytes, ...]], ...] = ()  # tuples: see UserState.sessions
     partition: int = -1  # of the source topic; only that partition's events may touch it
 
 
@@ -80,14 +80,16 @@ _decode = msgspec.msgpack.Decoder(Bundle).decode
 decode_bundle = _decode
 
 
-class _Unwritten:
-    """A changed bundle waiting for its write: its key, since when (monotonic), the
-    event to write it under, and the source offset of its first change not yet written."""
+class _Unwritten(msgspec.Struct, gc=False):
+    """A changed bundle waiting for its write: its key, the bundle, the token of its last
+    event (to write it under), since when (monotonic), and the source offset of its first
+    change not yet written. Not tracked by the garbage collector, as the state."""
 
-    __slots__ = ("bundle", "first", "key", "since", "token")
-
-    def __init__(self, key: bytes, bundle: Bundle, token: Any, since: float, first: int) -> None:
-        self.key, self.bundle, self.token, self.since, self.first = key, bundle, token, since, first
+    key: bytes
+    bundle: Bundle
+    token: Any
+    since: float
+    first: int
 
 
 class StateIO(Protocol):
@@ -410,21 +412,20 @@ class BundleStore:
         """The bundle of the last :meth:`load`."""
         return self._bundle
 
-    def already_applied(self, offset: int) -> list[bytes] | None:
+    def already_applied(self, offset: int) -> Sequence[bytes] | None:
         """The alerts to re-send if the event at ``offset`` was applied before, else None."""
         if offset > self._bundle.offset:
             return None
         for at, alerts in self._bundle.outbox:
             if at == offset:
                 return alerts
-        return []
+        return ()
 
-    def applied(self, offset: int, alerts: list[bytes]) -> None:
+    def applied(self, offset: int, alerts: Sequence[bytes]) -> None:
         b = self._bundle
         b.offset = offset
         if alerts:
-            b.outbox.append((offset, alerts))
-            del b.outbox[:-OUTBOX_EVENTS]
+            b.outbox = (*b.outbox[1 - OUTBOX_EVENTS :], (offset, tuple(alerts)))
         self._dirty = True
 
     def save(self) -> None:
@@ -506,11 +507,11 @@ class BundleStore:
                 del b.sessions[fp]
             if b.user is not None:
                 gone = set(dropped)
-                b.user.sessions = [fp for fp in b.user.sessions if fp not in gone]
+                b.user.sessions = tuple(fp for fp in b.user.sessions if fp not in gone)
             self.shed += len(dropped)
             raw = _encode(b)
         if len(raw) > MAX_BUNDLE_BYTES:  # no sessions left: only the re-send memory
-            b.outbox.clear()
+            b.outbox = ()
             raw = _encode(b)
         log.warning(  # the routing key: a user name (not secret) or a fingerprint
             "state of %s reached %d bytes: sessions forgotten to fit (%d so far)",

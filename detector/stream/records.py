@@ -22,12 +22,13 @@ from detector.stream.routing import routing_key
 
 #: The alerts of an event that raised none (never changed: ``BundleStore.applied`` keeps
 #: only non-empty lists).
-NO_ALERTS: list[bytes] = []
+NO_ALERTS: tuple[bytes, ...] = ()
 
 
 class Applier(NamedTuple):
     """``apply(raw, msg, token)``: one record (``msg`` has its topic, partition and
-    offset; ``token`` is an event of its partition, handed back with its state's write).
+    offset; ``token`` is handed back with its state's write: the worker's is the
+    partition).
     ``fold()``: adds what the compiled path counted to the metrics (at checkpoints and
     scrapes)."""
 
@@ -104,7 +105,7 @@ def record_applier(
             return
         metrics.count_event(ev.type)
         metrics.lag.observe(time.time() - ev.epoch)
-        encoded = [encode_alert(a) for a in new] if new else NO_ALERTS  # most have none
+        encoded = tuple(encode_alert(a) for a in new) if new else NO_ALERTS  # most have none
         store.applied(msg.offset, encoded)
         store.save()
         if not new:

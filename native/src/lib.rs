@@ -35,7 +35,7 @@ use blake2b_simd::{Params, State};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -708,13 +708,13 @@ impl Checkpoints {
             }
         };
         base.setattr(intern!(py, "sessions"), first.sessions + 1)?;
+        // features._remember: the baseline's lists are tuples (untracked by the collector).
         let remember = |name: &Bound<'py, PyString>, item: &Bound<'py, PyAny>, limit: usize| {
-            let items = base.getattr(name)?.downcast_into::<PyList>()?;
-            items.append(item)?;
-            if items.len() > limit {
-                items.del_item(0)?;
-            }
-            PyResult::Ok(())
+            let items = base.getattr(name)?.downcast_into::<PyTuple>()?;
+            let skip = (items.len() + 1).saturating_sub(limit);
+            let mut kept: Vec<Bound<'py, PyAny>> = items.iter().skip(skip).collect();
+            kept.push(item.clone());
+            base.setattr(name, PyTuple::new(py, kept)?)
         };
         if first.new_network {
             remember(
@@ -1906,7 +1906,7 @@ impl FastPath {
             if let Some(u) = &user {
                 let own = fp.to_str()?;
                 let listed = u.getattr(intern!(py, "sessions"))?;
-                for other in listed.downcast::<PyList>()?.iter() {
+                for other in listed.downcast::<PyTuple>()?.iter() {
                     let text = other.downcast::<PyString>()?.to_str()?;
                     if text == own {
                         continue;
@@ -1986,7 +1986,7 @@ impl FastPath {
             }
         };
         if let Some(kept) = live {
-            u.setattr(intern!(py, "sessions"), PyList::new(py, kept)?)?;
+            u.setattr(intern!(py, "sessions"), PyTuple::new(py, kept)?)?;
         }
         if let (Some(first), Some(b)) = (first, &self.behaviour) {
             if let Some(cp) = &b.checkpoints {
@@ -2020,9 +2020,11 @@ impl FastPath {
         }
         let listed = u
             .getattr(intern!(py, "sessions"))?
-            .downcast_into::<PyList>()?;
+            .downcast_into::<PyTuple>()?;
         if !listed.contains(&fp)? {
-            listed.append(&fp)?;
+            let mut grown: Vec<Bound<'_, PyAny>> = listed.iter().collect();
+            grown.push(fp.clone().into_any());
+            u.setattr(intern!(py, "sessions"), PyTuple::new(py, grown)?)?;
         }
         if ts > u.getattr(intern!(py, "last"))?.extract::<f64>()? {
             u.setattr(intern!(py, "last"), ts)?;
@@ -2646,6 +2648,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 13)?;
+    m.add("ABI", 14)?;
     Ok(())
 }

@@ -201,3 +201,11 @@ def test_record_step_benchmark_prints_every_figure() -> None:
     if built:
         assert figures(out, "compiled path")[-1] > 0
         assert 0 < figures(out, "ratio compiled / Python")[-1] < 5
+
+
+def test_collector_pause_benchmark_finds_no_tracked_object_in_the_state() -> None:
+    out = run("bench/collector_pause.py", "--events", "20000", "--rounds", "2")
+    assert figures(out, "bundles decoded")[0] > 500
+    assert figures(out, "tracked by the collector") == [0, 0]  # count and per bundle
+    assert figures(out, "full collection, state held")[-1] > 0
+    assert figures(out, "full collection, state let go")[-1] > 0

@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from aiokafka.consumer.subscription_state import SubscriptionState
@@ -159,11 +159,18 @@ def _in_order(
     """The agent's gate over ``app``, recording the offsets it applies (if asked) and
     writing state with ``write``."""
     record = (lambda offset: None) if applied is None else applied.append
+
+    def apply(raw: bytes, msg: Any, token: Any) -> None:
+        # The token stays with the state until its write: the partition, not a record
+        # (thousands of those kept alive would lengthen every full garbage collection).
+        assert type(token) is int and token == msg.partition
+        record(msg.offset)
+
     return InOrder(
         app,  # type: ignore[arg-type]
         StreamSettings(),
         Metrics(),
-        lambda raw, msg, token: record(msg.offset),
+        apply,
         write,
         topic="events",
     )
