@@ -268,15 +268,23 @@ def main(argv: list[str]) -> int:
     if argv[:1] != ["start"]:
         print("usage: broker.py start  (Ctrl-C stops it)", file=sys.stderr)
         return 2
-    broker = Broker(port=int(os.environ.get("KAFKA_PORT", "9092"))).start()
-    print(broker.bootstrap, flush=True)
+    # A supervisor (systemd, a CI runner, kill) stops with SIGTERM: without this the
+    # interpreter would die at once, leaving the broker running and its storage behind.
+    signal.signal(signal.SIGTERM, _interrupt)
+    broker = Broker(port=int(os.environ.get("KAFKA_PORT", "9092")))
     try:
+        broker.start()
+        print(broker.bootstrap, flush=True)
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         broker.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
