@@ -951,6 +951,24 @@ class InOrder:
         self.after_batch()
 
 
+def between_events(app: Any, in_order: InOrder, store: BundleStore, events_topic: str) -> None:
+    """The worker's timer, between events: starts a generation that has brought no event
+    yet, as its first batch would, and goes on with the re-index.
+
+    Not while partitions move: a scan reads the partitions this worker holds, recovered.
+    A quiet stream's recovered state is counted and swept this way; and a worker left
+    without any ``events_topic`` partition (more workers than partitions) forgets its
+    state and census, which other workers now report, instead of reporting them too."""
+    if app.rebalancing:
+        return
+    if in_order.generation != app.consumer_generation_id:
+        in_order.see_generation()
+        if any(tp.topic == events_topic for tp in app.consumer.assignment()):
+            store.begin_scan()
+    if store.scanning and in_order.generation == app.consumer_generation_id:
+        store.scan_some(SCAN_PER_TICK)
+
+
 def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     """Builds the app; nothing connects until a worker starts it."""
     app = faust.App(
@@ -1141,22 +1159,10 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     app.timer(WATCH_EVERY_S)(in_order.watch)
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)
 
-    def holds_events() -> bool:
-        return any(tp.topic == settings.events_topic for tp in app.consumer.assignment())
+    async def rescan() -> None:
+        between_events(app, in_order, store, settings.events_topic)
 
-    async def rescan_between_events() -> None:
-        # Not while partitions move: a scan's reads are of the partitions this worker
-        # holds, recovered. A generation with no event yet is started here (as its first
-        # batch would), so that a quiet stream's recovered state is counted and swept.
-        if app.rebalancing:
-            return
-        if in_order.generation != app.consumer_generation_id and holds_events():
-            in_order.see_generation()
-            store.begin_scan()
-        if store.scanning and in_order.generation == app.consumer_generation_id:
-            store.scan_some(SCAN_PER_TICK)
-
-    app.timer(RESCAN_EVERY_S, name="rescan")(rescan_between_events)
+    app.timer(RESCAN_EVERY_S, name="rescan")(rescan)
     faust_stop_consumer = app._stop_consumer
 
     async def stop_consumer() -> None:

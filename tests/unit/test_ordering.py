@@ -574,3 +574,53 @@ def test_the_watch_survives_an_unreachable_broker() -> None:
     in_order.read_back = _Kafka({0: set(range(9))})  # back
     asyncio.run(in_order.watch())
     assert consumer.sought == [(tp, 2)]
+
+
+def test_between_events_a_worker_left_without_events_partitions_forgets_its_census() -> None:
+    """With more workers than partitions a rebalance can leave a worker none of
+    ``session-events``: no batch then starts its new generation, so its timer does, and
+    the sessions it counted (now counted by their new owner) leave its census. A worker
+    given partitions again re-indexes what it holds, from the timer too."""
+    from tests.helpers import SID, Story
+    from tests.unit.test_bundle import Worker
+
+    w = Worker({})
+
+    def new_generation() -> None:  # the worker's: detector.stream.app.create_app
+        w.store.discard()
+        w.store.reset()
+
+    app = _App()
+    app.rebalancing = False  # type: ignore[attr-defined]
+    assignment: set[TP] = {TP("events", 0)}
+    app.consumer.assignment = lambda: assignment  # type: ignore[attr-defined]
+    in_order = InOrder(
+        app,  # type: ignore[arg-type]
+        StreamSettings(),
+        Metrics(),
+        lambda raw, msg, token: None,
+        lambda full: {},
+        new_generation,
+        topic="events",
+    )
+    in_order.see_generation()  # generation 1 is under way: its events
+    s = Story()
+    for i in range(12):
+        s.login(i, sid=f"{i:04d}" + SID[4:], user=f"u{i % 5}")
+    w.feed(s.lines())
+    counted = w.engine.census()
+    assert counted.user_sessions == 12
+    app_module.between_events(app, in_order, w.store, "events")
+    assert w.engine.census() == counted  # nothing moved: nothing forgotten
+
+    app.consumer_generation_id, assignment = 2, {TP("other-topic", 0)}
+    app_module.between_events(app, in_order, w.store, "events")
+    assert w.engine.census().user_sessions == 0
+    assert in_order.generation == 2 and not w.store.scanning
+
+    app.consumer_generation_id, assignment = 3, {TP("events", 0)}
+    while True:
+        app_module.between_events(app, in_order, w.store, "events")
+        if not w.store.scanning:
+            break
+    assert w.engine.census() == counted
