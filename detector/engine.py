@@ -537,7 +537,11 @@ class Engine:
         if prev is not None and prev != ev.session_id:
             self._rotate_away(self.fingerprint(prev), ts, guest=True)
         if u is not None and user_name is not None:
-            if fp not in u.sessions and s.ended is None:
+            # The list is the concurrency rule's alone (each login there drops the dead
+            # ones): with the rule off nothing would ever shorten it, one entry per login.
+            if not self._concurrency_on:
+                u.sessions = ()
+            elif fp not in u.sessions and s.ended is None:
                 u.sessions = (*u.sessions, fp)
             u.last = max(u.last, ts)
             self.store.put_user(user_name, u)

@@ -1994,6 +1994,7 @@ impl FastPath {
                 state.setattr(intern!(py, "profile"), profile)?;
             }
         }
+        let counting = rules.concurrency.is_some();
         let session_cls = rules.session_cls.clone_ref(py);
         let put_session = rules.put_session.clone_ref(py);
         let put_user = rules.put_user.clone_ref(py);
@@ -2018,10 +2019,15 @@ impl FastPath {
             }
             put_session.call1(py, (&prev_fp, &old))?;
         }
+        // Engine._after_login: the list is the concurrency rule's alone.
         let listed = u
             .getattr(intern!(py, "sessions"))?
             .downcast_into::<PyTuple>()?;
-        if !listed.contains(&fp)? {
+        if !counting {
+            if !listed.is_empty() {
+                u.setattr(intern!(py, "sessions"), PyTuple::empty(py))?;
+            }
+        } else if !listed.contains(&fp)? {
             let mut grown: Vec<Bound<'_, PyAny>> = listed.iter().collect();
             grown.push(fp.clone().into_any());
             u.setattr(intern!(py, "sessions"), PyTuple::new(py, grown)?)?;

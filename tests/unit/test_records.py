@@ -22,7 +22,7 @@ from detector.fastpath import BundlePath, bundle_path
 from detector.fingerprint import Fingerprinter
 from detector.metrics import LAG_BUCKETS, Metrics
 from detector.simulate import SIM_CONFIG, Simulation
-from detector.stream.bundle import BundleStore, MappingIO
+from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
 from detector.stream.records import record_applier
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, SID2, SID3, Story, policy
@@ -338,3 +338,19 @@ def test_the_state_held_decoded_is_not_walked_by_full_garbage_collections(native
     assert not any(gc.is_tracked(entry) for entry in run.store._pending.values())
     if native:
         assert run.native is not None and run.native.applied > 1000
+
+
+def test_with_the_concurrency_rule_off_users_keep_no_session_list() -> None:
+    """A user's list of sessions is the concurrency rule's: each login there drops the
+    dead ones. With the rule off (the default) nothing shortened it, so a user who never
+    logged out carried one entry per login for good, in every write of their state."""
+    off = {**SIM_CONFIG, "detector": {**SIM_CONFIG["detector"], "max_concurrent_sessions": 0}}
+    fast, slow = both(partitioned(day(40, 24, seed=59)), off)
+    assert_same(fast, slow)
+    users = [decode_bundle(v).user for k, v in fast.table.items() if k.startswith(b"u:")]
+    assert len(users) > 30
+    assert all(u is not None and u.sessions == () for u in users)
+    # with the rule on the lists are kept (each login prunes its user's)
+    fast, _ = both(partitioned(day(40, 24, seed=59)), SIM_CONFIG)
+    on = [decode_bundle(v) for k, v in fast.table.items() if k.startswith(b"u:")]
+    assert any(b.user is not None and b.user.sessions for b in on)
