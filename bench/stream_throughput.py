@@ -1,7 +1,8 @@
 """Streaming throughput of the worker against a plain aiokafka consumer, and alert latency.
 
-Starts its own broker on 127.0.0.1 (or uses ``KAFKA_BOOTSTRAP_SERVERS``), fills a
-topic with simulated events, then measures on the same topic and partitions:
+Starts its own broker on 127.0.0.1 (or uses ``KAFKA_BOOTSTRAP_SERVERS``, and deletes the
+run's topics there at the end unless ``--keep-topics``), fills a topic with simulated
+events, then measures on the same topic and partitions:
 
 1. a plain aiokafka consumer that only decodes each JSON value (the baseline), and the
    same consumer feeding the engine as ``replay`` does: with state in memory, with one
@@ -71,6 +72,32 @@ def settings_for(bootstrap: str, tag: str, partitions: int) -> StreamSettings:
     s.events_topic, s.alerts_topic = f"events-{tag}", f"alerts-{tag}"
     s.actions_topic, s.dlq_topic = f"actions-{tag}", f"dlq-{tag}"
     return s
+
+
+def run_topic(name: str, s: StreamSettings) -> bool:
+    """Whether ``name`` is one of the run's topics: its four, the ceilings' changelogs
+    (named after the events topic), and those of its worker and Faust floors (after their
+    app ids)."""
+    own = (s.events_topic, s.alerts_topic, s.actions_topic, s.dlq_topic)
+    return (
+        name in own
+        or name.startswith(f"{s.app_id}-")
+        or (name.startswith("changelog-") and name.endswith(f"-{s.events_topic}"))
+    )
+
+
+async def drop_run_topics(s: StreamSettings) -> int:
+    """Deletes the run's topics from a broker that outlives it: a 1,000,000-event run
+    leaves a few GB of them behind otherwise."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if run_topic(name, s)]
+        if names:
+            await admin.delete_topics(names)
+        return len(names)
+    finally:
+        await admin.close()
 
 
 async def fill(s: StreamSettings, lines: list[bytes]) -> None:
@@ -589,6 +616,11 @@ def main() -> None:
     )
     ap.add_argument("--tag", help="suffix of the run's topic names (default: random; must be new)")
     ap.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="leave the run's topics on a broker given by KAFKA_BOOTSTRAP_SERVERS",
+    )
+    ap.add_argument(
         "--ceilings-only",
         action="store_true",
         help="stop after the plain consumer and the engine behind it (no Faust, no worker)",
@@ -610,8 +642,8 @@ def main() -> None:
         bootstrap = broker.bootstrap
     tmp = Path(tempfile.mkdtemp(prefix="sw-bench-"))
     worker = None
+    s = settings_for(bootstrap, args.tag or uuid.uuid4().hex[:6], args.partitions)
     try:
-        s = settings_for(bootstrap, args.tag or uuid.uuid4().hex[:6], args.partitions)
         lines = benchmark_day(args.events)
         asyncio.run(fill(s, lines))
         plain_s = isolated(consume, s, len(lines), decode_only)
@@ -776,7 +808,9 @@ def main() -> None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(30)
         if broker is not None:
-            broker.stop()
+            broker.stop()  # its storage goes with it
+        elif not args.keep_topics:
+            asyncio.run(drop_run_topics(s))
 
 
 if __name__ == "__main__":

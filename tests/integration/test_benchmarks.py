@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
@@ -35,6 +36,15 @@ def bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def topic_names(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> str:
@@ -139,13 +149,16 @@ def test_stream_benchmark_ceilings_run_and_the_checkpoint_writes_each_changed_ke
 def test_stream_benchmark_times_a_real_worker_and_its_alerts(kafka_bootstrap: str) -> None:
     """The whole benchmark at a size of seconds: floors and the live-rate search left out,
     the worker's catch-up timed by its own count, then paced traffic whose probes must
-    come back as alerts."""
+    come back as alerts. On a broker that outlives it, it deletes its topics at the end."""
+    tag = uuid.uuid4().hex[:8]
     out = run(
         *("bench/stream_throughput.py", "--events", "20000", "--partitions", "2"),
         *("--no-floors", "--sustain-steps", "0", "--latency-rates", "100"),
-        *("--latency-seconds", "4"),
+        *("--latency-seconds", "4", "--tag", tag),
         env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
     )
+    left = asyncio.run(topic_names(kafka_bootstrap))
+    assert not [name for name in left if tag in name]
     worker = next(line for line in out.splitlines() if line.startswith("sessionwatch worker"))
     # 20,000 events can be taken between two samples of the count: then no rate (nan)
     assert "nan" in worker or figures(out, "sessionwatch worker")[0] > 0
