@@ -101,6 +101,7 @@ def test_stream_benchmark_ceilings_run_and_the_checkpoint_writes_each_changed_ke
         *("bench/stream_throughput.py", "--events", str(events)),
         *("--partitions", str(partitions)),
         *("--ceilings-only", "--checkpoint-seconds", "3600", "--tag", tag),
+        "--keep-topics",  # its changelog is read below
         env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
     )
     assert figures(out, "events in topic")[-1] == events
