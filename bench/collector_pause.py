@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from record_step import records, worker_step  # noqa: E402
 
-from detector.native import native_module  # noqa: E402
+from detector.fastpath import native_wanted  # noqa: E402
 from tests.tools import containers  # noqa: E402
 
 
@@ -46,16 +46,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     recs = records(args.events)
-    native = native_module() is not None
+    native = native_wanted() is not None  # the worker's choice
     apply, _, store = worker_step(native)
     for msg, raw in recs:
         apply(raw, msg, msg.partition)  # the worker's token: the partition
     del recs
     for _ in range(3):  # tuples are untracked by the collections that find them so
         gc.collect()
-    held = store.unwritten
-    objects = sum(1 for b in store._loaded.values() for _ in containers(b))
-    tracked = sum(1 for b in store._loaded.values() for o in containers(b) if gc.is_tracked(o))
+    held = len(store._loaded)
+    walked = [gc.is_tracked(o) for b in store._loaded.values() for o in containers(b)]
+    objects, tracked = len(walked), sum(walked)
     with_state = full_collection_ms(args.rounds)
     store.discard()  # what a rebalance does with bundles not written
     gc.collect()

@@ -86,7 +86,7 @@ def run_topic(name: str, s: StreamSettings) -> bool:
     )
 
 
-async def drop_run_topics(s: StreamSettings) -> int:
+async def drop_run_topics(s: StreamSettings) -> None:
     """Deletes the run's topics from a broker that outlives it: a 1,000,000-event run
     leaves a few GB of them behind otherwise."""
     admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
@@ -95,7 +95,6 @@ async def drop_run_topics(s: StreamSettings) -> int:
         names = [name for name in await admin.list_topics() if run_topic(name, s)]
         if names:
             await admin.delete_topics(names)
-        return len(names)
     finally:
         await admin.close()
 
