@@ -45,12 +45,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    recs = records(args.events)
+    runs = records(args.events)
     native = native_wanted() is not None  # the worker's choice
-    apply, _, store = worker_step(native)
-    for msg, raw in recs:
-        apply(raw, msg, msg.partition)  # the worker's token: the partition
-    del recs
+    (_, _, apply_run), store = worker_step(native)
+    for run in runs:
+        apply_run(run, run[0].partition)  # the worker's token: the partition
+    del runs
     for _ in range(3):  # tuples are untracked by the collections that find them so
         gc.collect()
     held = len(store._loaded)

@@ -3,10 +3,12 @@
 Runs ``detector.stream.records`` (what the worker does with each record of
 ``session-events``, apart from Kafka) over a plain mapping with the deployed policy and
 behaviour model, on the first ``--events`` records of the simulated day, spread over 8
-partitions by routing key, with the worker's rolling checkpoints (a write of everything
-every ``--checkpoint-every`` records). Prints microseconds per record for each path, best
-of ``--rounds``, and their ratio measured in the same run (the machine is shared and
-noisy: only the ratio means anything). Usage::
+partitions by routing key and ordered as a worker's fetches hand them over (runs of up
+to 100 records of one partition), with the worker's rolling checkpoints (a write of
+everything every ``--checkpoint-every`` records). The compiled path runs twice: record
+by record (``apply``) and a run per call (``apply_run``, as the worker does). Prints
+microseconds per record for each, best of ``--rounds``, and the ratios measured in the
+same run (the machine is shared and noisy: only the ratios mean anything). Usage::
 
     .venv/bin/python bench/record_step.py [--events 300000] [--rounds 3]
 
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import sys
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +40,7 @@ from detector.metrics import LAG_BUCKETS, Metrics  # noqa: E402
 from detector.policy import Policy  # noqa: E402
 from detector.simulate import benchmark_day  # noqa: E402
 from detector.stream.bundle import BundleStore, MappingIO  # noqa: E402
-from detector.stream.records import record_applier  # noqa: E402
+from detector.stream.records import Applier, record_applier  # noqa: E402
 from detector.stream.routing import routing_key  # noqa: E402
 
 KEY = b"bench-record-step-key-0123456789"
@@ -46,24 +48,36 @@ PARTITIONS = 8
 POLICY = ROOT / "examples" / "policy.toml"
 
 
-def records(events: int) -> list[tuple[SimpleNamespace, bytes]]:
-    """The benchmarks' simulated day's first ``events`` lines (``benchmark_day``), each
-    with its partition and offset."""
+#: Records of one partition handed over at a time (``detector.stream.app.DIRECT_CHUNK``).
+RUN = 100
+
+
+def records(events: int) -> list[list[SimpleNamespace]]:
+    """The benchmarks' simulated day's first ``events`` lines (``benchmark_day``) as Kafka
+    client records (partition, offset, value), in runs of one partition as fetched:
+    ``RUN * PARTITIONS`` records at a time, partition by partition."""
     fp = Fingerprinter(KEY)
     offsets = [0] * PARTITIONS
-    out = []
+    arrived = []
     for line in benchmark_day(events):
         ev = decode(line)
         key = routing_key(ev, fp) if isinstance(ev, Event) else ""
         p = zlib.crc32(key.encode()) % PARTITIONS
-        out.append((SimpleNamespace(topic="session-events", partition=p, offset=offsets[p]), line))
+        arrived.append(
+            SimpleNamespace(topic="session-events", partition=p, offset=offsets[p], value=line)
+        )
         offsets[p] += 1
-    return out
+    runs = []
+    for start in range(0, len(arrived), RUN * PARTITIONS):
+        fetch = sorted(arrived[start : start + RUN * PARTITIONS], key=lambda r: r.partition)
+        for _, run in itertools.groupby(fetch, key=lambda r: r.partition):
+            runs.append(list(run))
+    return runs
 
 
-def worker_step(native: bool) -> tuple[Callable[..., None], Callable[[], None], BundleStore]:
-    """A fresh worker step over a plain mapping, the deployed policy and model:
-    ``apply(raw, msg, token)``, the fold of the compiled path's counts, and the store."""
+def worker_step(native: bool) -> tuple[Applier, BundleStore]:
+    """A fresh worker step over a plain mapping, the deployed policy and model: its
+    ``apply``, ``fold`` and ``apply_run``, and the store."""
     engine = Engine(Policy.load(POLICY), Fingerprinter(KEY), sweep_every_s=60.0)
     table: dict[bytes, bytes] = {}
     store = BundleStore(
@@ -82,19 +96,27 @@ def worker_step(native: bool) -> tuple[Callable[..., None], Callable[[], None], 
     def ignore(*args: Any) -> None:
         pass
 
-    apply, fold = record_applier(engine, store, Metrics(), ignore, ignore, ignore, path)
-    return apply, fold, store
+    return record_applier(engine, store, Metrics(), ignore, ignore, ignore, path), store
 
 
-def one_run(recs: list[tuple[SimpleNamespace, bytes]], native: bool, every: int) -> float:
-    """Seconds for all of ``recs`` through a fresh worker step (compiled path or not)."""
-    apply, fold, store = worker_step(native)
+def one_run(runs: list[list[SimpleNamespace]], way: str, every: int) -> float:
+    """Seconds for all of ``runs`` through a fresh worker step: ``way`` is "python",
+    "compiled" (record by record) or "runs" (compiled, a run per call)."""
+    (apply, fold, apply_run), store = worker_step(way != "python")
     gc.collect()
     start = time.perf_counter()
-    for i, (msg, raw) in enumerate(recs, 1):
-        apply(raw, msg, msg.partition)  # the worker's token: the partition
-        if i % every == 0:
+    since = 0
+    for run in runs:
+        partition = run[0].partition  # the worker's token: the partition
+        if way == "runs":
+            apply_run(run, partition)
+        else:
+            for record in run:
+                apply(record.value, record, partition)
+        since += len(run)
+        if since >= every:
             store.flush()
+            since = 0
     store.flush()
     fold()
     return time.perf_counter() - start
@@ -105,26 +127,27 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--checkpoint-every", type=int, default=10_000)
-    ap.add_argument("--path", choices=["both", "compiled", "python"], default="both")
+    ap.add_argument("--path", choices=["all", "runs", "compiled", "python"], default="all")
     ap.add_argument("--setup-only", action="store_true", help="read the records, run none")
     args = ap.parse_args()
-    recs = records(args.events)
-    paths = {"both": [False, True], "compiled": [True], "python": [False]}[args.path]
+    runs = records(args.events)
+    ways = ["python", "compiled", "runs"] if args.path == "all" else [args.path]
     if args.setup_only:  # everything but the records: a worker step built, none run
-        for native in paths:
+        for way in ways:
             for _ in range(args.rounds):
-                one_run([], native, args.checkpoint_every)
+                one_run([], way, args.checkpoint_every)
         return
-    best = {native: float("inf") for native in paths}
+    best = {way: float("inf") for way in ways}
     for _ in range(args.rounds):
-        for native in paths:  # alternating, so both see the same hours of the machine
-            best[native] = min(best[native], one_run(recs, native, args.checkpoint_every))
-    n = len(recs)
-    for native in paths:
-        label = "compiled path" if native else "Python path"
-        print(f"{label:<14} {best[native] / n * 1e6:7.2f} us per record (best of {args.rounds})")
-    if len(paths) == 2:
-        print(f"ratio compiled / Python        {best[True] / best[False]:.2f}")
+        for way in ways:  # alternating, so all see the same hours of the machine
+            best[way] = min(best[way], one_run(runs, way, args.checkpoint_every))
+    n = sum(map(len, runs))
+    labels = {"python": "Python path", "compiled": "compiled path", "runs": "compiled, runs"}
+    for way in ways:
+        print(f"{labels[way]:<15} {best[way] / n * 1e6:7.2f} us per record (best of {args.rounds})")
+    if len(ways) == 3:
+        print(f"ratio compiled / Python         {best['compiled'] / best['python']:.2f}")
+        print(f"ratio runs / compiled           {best['runs'] / best['compiled']:.2f}")
 
 
 if __name__ == "__main__":

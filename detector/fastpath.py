@@ -70,6 +70,14 @@ class BundlePath(Protocol):
         token: Any,
         now: float,
     ) -> int: ...
+    def bundle_run(
+        self,
+        records: list[Any],
+        start: int,
+        load: Callable[[str, float, Any, Any], Any],
+        token: Any,
+        now: float,
+    ) -> tuple[int, int]: ...
     def flush_bundle(self, sessions: dict[str, SessionState]) -> bool: ...
     def take_counts(self) -> tuple[list[int], float, int]: ...
 

@@ -613,9 +613,11 @@ class InOrder:
         new_generation: Callable[[], None] = lambda: None,
         *,
         topic: str,
+        apply_run: Callable[[list[Any], Any], None] | None = None,
     ) -> None:
         self.app = app
         self.topic = topic
+        self.apply_run = apply_run if apply_run is not None else self._apply_each
         self.read_back = fetch_range
         # Per partition: (generation, expected offset, end offset) when last seen behind.
         self._behind: dict[int, tuple[int, int | None, int]] = {}
@@ -670,6 +672,7 @@ class InOrder:
             self.after_batch()  # taken before a rebalance: see take()
             return
         next_in_line, apply, unacked = self.gate.next_in_line, self.apply, self.unacked
+        next_run, apply_run = self.gate.next_run, self.apply_run
         applied = 0
         try:
             for tp, records in chunk:
@@ -677,6 +680,12 @@ class InOrder:
                 held = unacked.get(partition)
                 if held is None:
                     held = unacked[partition] = []
+                offsets = [record.offset for record in records]
+                if next_run(partition, offsets[0], offsets[-1], len(offsets)):
+                    apply_run(records, partition)
+                    held.extend(offsets)
+                    applied += len(offsets)
+                    continue
                 for record in records:
                     offset = record.offset
                     if next_in_line(partition, offset):
@@ -689,6 +698,12 @@ class InOrder:
             self.n_unacked += applied
             self.since_full += applied
         self.after_batch()
+
+    def _apply_each(self, records: list[Any], token: Any) -> None:
+        """``apply_run`` when none is given: ``apply`` on each record."""
+        apply = self.apply
+        for record in records:
+            apply(record.value, record, token)
 
     def see_generation(self) -> None:
         """Starts over when the consumer's generation moved (a rebalance completed)."""
@@ -1121,7 +1136,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             "dead-lettered %s at %s:%s", letter.reason.split(":")[0], letter.source, letter.offset
         )
 
-    apply_one, fold_native_counts = record_applier(
+    apply_one, fold_native_counts, apply_run = record_applier(
         engine, store, metrics, publish, refuse, processing_failed, native
     )
 
@@ -1146,6 +1161,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         write_state,
         new_generation,
         topic=settings.events_topic,
+        apply_run=apply_run,
     )
     # Records of the events topic go from the fetch to the agent body directly (see
     # _getmany_taking_direct); the agent's stream, subscribed all the same, then idles.

@@ -431,19 +431,25 @@ class BundleStore:
     def save(self) -> None:
         """Marks the current bundle for writing at the next checkpoint."""
         if self._dirty:
-            entry = self._pending.get(self._key)
-            if entry is None:
-                b = self._bundle
-                entry = _Unwritten(self._key, b, self._token, time.monotonic(), b.offset)
-                self._pending[self._key] = entry
-                self._order.append(entry)
-                in_partition = self._order_in.get(b.partition)
-                if in_partition is None:
-                    in_partition = self._order_in[b.partition] = deque()
-                in_partition.append(entry)
-            else:
-                entry.token = self._token
+            self.changing(self._bundle.offset)
             self._dirty = False
+
+    def changing(self, offset: int) -> None:
+        """Marks the current bundle for writing at the next checkpoint before the record
+        at ``offset`` changes it (the compiled path's runs apply many records without a
+        :meth:`save` each). If it then changes nothing, it is written unchanged."""
+        entry = self._pending.get(self._key)
+        if entry is None:
+            b = self._bundle
+            entry = _Unwritten(self._key, b, self._token, time.monotonic(), offset)
+            self._pending[self._key] = entry
+            self._order.append(entry)
+            in_partition = self._order_in.get(b.partition)
+            if in_partition is None:
+                in_partition = self._order_in[b.partition] = deque()
+            in_partition.append(entry)
+        else:
+            entry.token = self._token
 
     def flush(self, older_than: float | None = None) -> int:
         """Writes changed bundles, each once, oldest first change first: all of them, or

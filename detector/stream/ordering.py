@@ -98,6 +98,19 @@ class OffsetGate:
             return True
         return False
 
+    def next_run(self, partition: int, first: int, last: int, count: int) -> bool:
+        """:meth:`next_in_line` for a whole run of ``count`` records, offsets ``first`` to
+        ``last`` in order: True, and the partition moves past it, when it starts at the
+        offset expected and has no gap (a fetch's run of a partition, as a rule)."""
+        if (
+            self._next.get(partition) == first
+            and last - first == count - 1
+            and partition not in self._held
+        ):
+            self._next[partition] = last + 1
+            return True
+        return False
+
     def _open(self, partition: int, start: int | None, end: int, item: Any) -> Verdict:
         self._held[partition] = [item]
         self._holes[partition] = Hole(partition, start, end)

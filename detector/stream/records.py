@@ -23,6 +23,8 @@ from detector.stream.routing import routing_key
 #: The alerts of an event that raised none (never changed: ``BundleStore.applied`` keeps
 #: only non-empty lists).
 NO_ALERTS: tuple[bytes, ...] = ()
+#: What a record without a value (a Kafka tombstone) is: refused, as not JSON.
+NO_VALUE = InvalidEvent("not_json", "the record has no value (null)")
 
 
 class Applier(NamedTuple):
@@ -30,10 +32,14 @@ class Applier(NamedTuple):
     offset; ``token`` is handed back with its state's write: the worker's is the
     partition).
     ``fold()``: adds what the compiled path counted to the metrics (at checkpoints and
-    scrapes)."""
+    scrapes).
+    ``apply_run(records, token)``: ``apply(record.value, record, token)`` on each of a run
+    of Kafka client records of one partition, in offset order (the compiled path takes
+    them in one call, and hands back only those that are the Python path's)."""
 
-    apply: Callable[[bytes, Any, Any], None]
+    apply: Callable[[bytes | None, Any, Any], None]
     fold: Callable[[], None]
+    apply_run: Callable[[list[Any], Any], None]
 
 
 def record_applier(
@@ -51,11 +57,12 @@ def record_applier(
     for routine transactions and plain logins, or None."""
     fingerprint = engine.fingerprint
     native_line = native.bundle_line if native is not None else None
+    native_run = native.bundle_run if native is not None else None
     if native is not None:
         # Its changes to a bundle's sessions wait in its copies until the store asks.
         store.write_back = native.flush_bundle
     load_failed: list[Exception] = []
-    load = store.load
+    load, changing = store.load, store.changing
 
     def load_for_native(key: str, ts: float, msg: Any, token: Any) -> Any:
         """The compiled path's loader: the record's bundle, None if applied before (its
@@ -65,11 +72,15 @@ def record_applier(
         except Exception as exc:
             load_failed.append(exc)
             raise
-        return None if msg.offset <= bundle.offset else bundle
+        offset = msg.offset
+        if offset <= bundle.offset:
+            return None
+        changing(offset)  # a run applies it without a save
+        return bundle
 
-    def apply(raw: bytes, msg: Any, token: Any) -> None:
+    def apply(raw: bytes | None, msg: Any, token: Any) -> None:
         loaded = False
-        if native_line is not None:
+        if native_line is not None and raw is not None:
             try:
                 took = native_line(raw, load_for_native, msg, token, time.time())
             except Exception as exc:  # a bug must not stop the worker or lose the event
@@ -83,6 +94,40 @@ def record_applier(
                 store.save()
                 return
             loaded = took == LOADED
+        python_path(raw, msg, token, loaded)
+
+    def apply_run(records: list[Any], token: Any) -> None:
+        if native_run is None:
+            for record in records:
+                apply(record.value, record, token)
+            return
+        i, n = 0, len(records)
+        while i < n:
+            begun = i
+            try:
+                i, took = native_run(records, i, load_for_native, token, time.time())
+            except Exception:
+                if load_failed:  # the state's, not a record's: as on the Python path
+                    load_failed.clear()
+                    raise
+                # A bug at one record: the run again one record at a time from where
+                # this call began (records it applied have their bundle's offset: each
+                # is found applied before, and is not applied twice).
+                for record in records[begun:]:
+                    apply(record.value, record, token)
+                return
+            if i < n:
+                record = records[i]
+                python_path(record.value, record, token, took == LOADED)
+                i += 1
+
+    def python_path(raw: bytes | None, msg: Any, token: Any, loaded: bool) -> None:
+        """The rest of :func:`apply` on the Python path, after the compiled path handed
+        the record back (``loaded``: after it had the store load the bundle)."""
+        if raw is None:
+            refuse(NO_VALUE, b"", msg)
+            metrics.count_invalid(NO_VALUE.reason)
+            return
         ev = decode(raw)
         if type(ev) is not Event:
             assert isinstance(ev, InvalidEvent)
@@ -118,4 +163,4 @@ def record_applier(
         if native is not None:
             add_counts(native, metrics)
 
-    return Applier(apply, fold)
+    return Applier(apply, fold, apply_run)

@@ -1369,9 +1369,53 @@ struct FastPath {
     bundle_user: Option<PyObject>,
     /// `bundle_line` asked the worker's store to load the line's bundle.
     loaded: bool,
+    /// The bundle the store loaded for the current line (`bundle_run` moves its offset
+    /// on once the line is applied).
+    bundle: Option<PyObject>,
 }
 
 impl FastPath {
+    /// One record of `bundle_line` or `bundle_run`, the engine's event clock read by
+    /// the caller.
+    fn bundle_step(
+        &mut self,
+        py: Python<'_>,
+        line: &[u8],
+        load: Load<'_, '_>,
+        watermark: &mut f64,
+        next_sweep: &mut f64,
+        now: f64,
+    ) -> PyResult<Outcome> {
+        self.forget_written(py)?;
+        if self.shadows.len() >= MAX_BUNDLE_COPIES {
+            self.flush(py)?; // pending changes first: they are the bundles' only record
+            self.shadows.clear();
+        }
+        if self.accounts.len() >= MAX_BUNDLE_COPIES {
+            self.accounts.clear();
+        }
+        self.in_bundle = true;
+        self.loaded = false;
+        let outcome = self.line(py, line, watermark, next_sweep, now, Some(load));
+        // A record handed back after the load is the engine's, which reads the bundle's
+        // sessions: their pending changes go in first. Otherwise they wait in the copies
+        // (a session's next records add to them) until the store asks for a bundle's,
+        // before it encodes it at a checkpoint or shows it (`flush_bundle`).
+        let flushed = match &outcome {
+            Ok(HandBack) if self.loaded => {
+                let sessions = self.sessions.clone_ref(py).into_bound(py);
+                self.flush_dict(py, &sessions)
+            }
+            _ if self.dirty.len() > MAX_DIRTY => self.flush(py),
+            _ => Ok(()),
+        };
+        self.bundle_user = None;
+        self.in_bundle = false;
+        let outcome = outcome?;
+        flushed?;
+        Ok(outcome)
+    }
+
     fn digest(&self, sid: &str) -> Digest {
         let mut state = self.mac.clone();
         state.update(sid.as_bytes());
@@ -1606,6 +1650,7 @@ impl FastPath {
                 .unbind();
             let user = bundle.getattr(intern!(py, "user"))?;
             self.bundle_user = if user.is_none() { None } else { Some(user.unbind()) };
+            self.bundle = Some(bundle.unbind());
         }
         if login {
             return self.login(py, &ev, ts, sid, (ip, &here), now);
@@ -2194,6 +2239,7 @@ impl FastPath {
             in_bundle: false,
             bundle_user: None,
             loaded: false,
+            bundle: None,
         })
     }
 
@@ -2266,47 +2312,78 @@ impl FastPath {
             return Ok(0);
         };
         let mut watermark = before;
-        self.forget_written(py)?;
-        if self.shadows.len() >= MAX_BUNDLE_COPIES {
-            self.flush(py)?; // pending changes first: they are the bundles' only record
-            self.shadows.clear();
-        }
-        if self.accounts.len() >= MAX_BUNDLE_COPIES {
-            self.accounts.clear();
-        }
-        self.in_bundle = true;
-        self.loaded = false;
-        let outcome = self.line(
-            py,
-            line,
-            &mut watermark,
-            &mut next_sweep,
-            now,
-            Some((load, msg, token)),
-        );
-        // A record handed back after the load is the engine's, which reads the bundle's
-        // sessions: their pending changes go in first. Otherwise they wait in the copies
-        // (a session's next records add to them) until the store asks for a bundle's,
-        // before it encodes it at a checkpoint or shows it (`flush_bundle`).
-        let flushed = match &outcome {
-            Ok(HandBack) if self.loaded => {
-                let sessions = self.sessions.clone_ref(py).into_bound(py);
-                self.flush_dict(py, &sessions)
-            }
-            _ if self.dirty.len() > MAX_DIRTY => self.flush(py),
-            _ => Ok(()),
-        };
-        self.bundle_user = None;
-        self.in_bundle = false;
+        let outcome =
+            self.bundle_step(py, line, (load, msg, token), &mut watermark, &mut next_sweep, now);
+        self.bundle = None;
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
         }
-        let outcome = outcome?;
-        flushed?;
-        Ok(match outcome {
+        Ok(match outcome? {
             Applied => 2,
             HandBack => u8::from(self.loaded),
         })
+    }
+
+    /// The worker's routine path over a run of records of one partition, in offset
+    /// order (Kafka client records: `value`, `offset`): `bundle_line` on each of
+    /// `records[start:]` until the first that is the Python path's, one call instead of
+    /// one per record. Each applied record's offset becomes its bundle's (`Bundle.offset`,
+    /// which `BundleStore.applied` would set); the loader marks the bundle changed.
+    /// Returns the index of the first record not applied (`len(records)` when all were)
+    /// and, for it, what `bundle_line` would have returned (0 or 1; 2 at the end).
+    fn bundle_run(
+        &mut self,
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        start: usize,
+        load: &Bound<'_, PyAny>,
+        token: &Bound<'_, PyAny>,
+        now: f64,
+    ) -> PyResult<(usize, u8)> {
+        let engine = self.engine.clone_ref(py).into_bound(py);
+        let Some((before, mut next_sweep)) = event_clock(&engine)? else {
+            return Ok((start, 0));
+        };
+        let mut watermark = before;
+        let n = records.len();
+        let mut i = start;
+        let result = loop {
+            if i >= n {
+                break Ok((i, 2));
+            }
+            let record = records.get_item(i)?;
+            let value = record.getattr(intern!(py, "value"))?;
+            let Ok(bytes) = value.downcast::<PyBytes>() else {
+                break Ok((i, 0));
+            };
+            let outcome = self.bundle_step(
+                py,
+                bytes.as_bytes(),
+                (load, &record, token),
+                &mut watermark,
+                &mut next_sweep,
+                now,
+            );
+            let bundle = self.bundle.take();
+            match outcome {
+                Ok(Applied) => {
+                    let Some(bundle) = bundle else {
+                        break Err(pyo3::exceptions::PyRuntimeError::new_err(
+                            "a record applied without its bundle",
+                        ));
+                    };
+                    let offset = record.getattr(intern!(py, "offset"))?;
+                    bundle.bind(py).setattr(intern!(py, "offset"), offset)?;
+                    i += 1;
+                }
+                Ok(HandBack) => break Ok((i, u8::from(self.loaded))),
+                Err(err) => break Err(err),
+            }
+        };
+        if watermark != before {
+            engine.setattr(intern!(py, "watermark"), watermark)?;
+        }
+        result
     }
 
     /// Writes one session's pending changes to its object (`MemoryStore.get_session`
@@ -2654,6 +2731,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 14)?;
+    m.add("ABI", 15)?;
     Ok(())
 }

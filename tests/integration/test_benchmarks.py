@@ -202,7 +202,8 @@ def test_state_scans_benchmark_prints_every_figure() -> None:
 
 
 def test_record_step_benchmark_prints_every_figure() -> None:
-    """Both paths when the extension is built (CI builds it), else the Python path alone."""
+    """Both paths (the compiled one record by record and in runs) when the extension is
+    built (CI builds it), else the Python path alone."""
     from detector.native import native_module
 
     built = native_module() is not None
@@ -214,7 +215,9 @@ def test_record_step_benchmark_prints_every_figure() -> None:
     assert figures(out, "Python path")[-1] > 0
     if built:
         assert figures(out, "compiled path")[-1] > 0
+        assert figures(out, "compiled, runs")[-1] > 0
         assert 0 < figures(out, "ratio compiled / Python")[-1] < 5
+        assert 0 < figures(out, "ratio runs / compiled")[-1] < 5
 
 
 def test_collector_pause_benchmark_finds_no_tracked_object_in_the_state() -> None:

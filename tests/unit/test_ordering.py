@@ -52,6 +52,39 @@ def test_next_in_line_is_admits_apply_verdict_for_the_expected_offset() -> None:
         assert plain._next == quick._next and plain._held == quick._held
 
 
+def test_a_run_in_line_moves_the_gate_as_its_records_would_one_by_one() -> None:
+    """The agent asks ``next_run`` for a fetch's run of a partition and, if it says no,
+    goes record by record: over random runs (in line, repeated, with gaps, behind a
+    hole) that decides as records alone would, and a run said no to changes nothing."""
+    rng = random.Random(11)
+    plain, quick = OffsetGate(), OffsetGate()
+    for _ in range(3000):
+        partition = rng.randrange(3)
+        start = (plain.expected(partition) or 0) + rng.choice((0, 0, 0, -2, 1))
+        offsets = list(range(start, start + rng.randrange(1, 6)))
+        if rng.random() < 0.2 and len(offsets) > 2:
+            del offsets[1]  # a gap inside the run
+        committed = rng.choice((None, plain.expected(partition) or 0))
+        before = (dict(quick._next), {p: list(h) for p, h in quick._held.items()})
+        whole = quick.next_run(partition, offsets[0], offsets[-1], len(offsets))
+        if not whole:
+            assert (quick._next, quick._held) == before
+        for offset in offsets:
+            in_line = plain.next_in_line(partition, offset)
+            if not in_line:
+                verdict = plain.admit(partition, offset, offset, committed)
+                if not whole:
+                    assert quick.admit(partition, offset, offset, committed) is verdict
+            elif not whole:
+                assert quick.next_in_line(partition, offset)
+            if whole:
+                assert in_line  # every record of a run said yes to is in line
+        hole = plain.hole(partition)
+        if hole is not None and rng.random() < 0.3:
+            assert plain.filled(hole, 1) == quick.filled(hole, 1)
+        assert plain._next == quick._next and plain._held == quick._held
+
+
 def test_a_missing_offset_holds_the_partition_until_filled() -> None:
     gate = OffsetGate()
     assert gate.admit(2, 47, "e47", 47) is Verdict.APPLY
@@ -155,9 +188,11 @@ def _in_order(
     app: _App,
     applied: list[int] | None = None,
     write: Callable[[bool], dict[int, int]] = lambda full: {},
+    runs: list[list[int]] | None = None,
 ) -> InOrder:
     """The agent's gate over ``app``, recording the offsets it applies (if asked) and
-    writing state with ``write``."""
+    writing state with ``write``; with ``runs``, an ``apply_run`` that also records each
+    run it is given."""
     record = (lambda offset: None) if applied is None else applied.append
 
     def apply(raw: bytes, msg: Any, token: Any) -> None:
@@ -166,6 +201,12 @@ def _in_order(
         assert type(token) is int and token == msg.partition
         record(msg.offset)
 
+    def apply_run(records: list[Any], token: Any) -> None:
+        assert runs is not None
+        runs.append([r.offset for r in records])
+        for r in records:
+            apply(r.value, r, token)
+
     return InOrder(
         app,  # type: ignore[arg-type]
         StreamSettings(),
@@ -173,6 +214,7 @@ def _in_order(
         apply,
         write,
         topic="events",
+        apply_run=None if runs is None else apply_run,
     )
 
 
@@ -209,15 +251,17 @@ def test_records_straight_from_a_fetch_are_taken_as_the_same_events_would_be() -
     script: list[tuple[str, int, range, int]] = [
         ("", 0, range(5, 10), 1),
         ("", 1, range(0, 4), 1),
+        ("", 1, range(4, 7), 1),  # in line: a run
         ("", 0, range(7, 12), 1),  # 7..9 again (a re-read), then 10 and 11 in line
         ("revoke", 0, range(12, 14), 1),  # its partition may be someone else's now
         ("assign", 0, range(12, 15), 2),  # from the commit (12), through _admit
         ("", 1, range(4, 6), 2),
     ]
     outcomes = []
-    for direct in (False, True):
+    runs: list[list[int]] = []
+    for direct, in_runs in ((False, False), (True, False), (True, True)):
         app, applied = _App(), list[int]()
-        in_order = _in_order(app, applied)
+        in_order = _in_order(app, applied, runs=runs if in_runs else None)
         app.consumer._committed_offset.update({("events", 0): 5, ("events", 1): 0})
         for before, partition, offsets, generation in script:
             if before == "revoke":
@@ -235,11 +279,14 @@ def test_records_straight_from_a_fetch_are_taken_as_the_same_events_would_be() -
                 in_order.take([_Event(_Msg(partition, o, generation)) for o in offsets])
         in_order.checkpoint()
         outcomes.append((applied, app.consumer.acks, in_order.n_unacked))
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    # Runs in line went to apply_run whole; a re-read or a generation's first record
+    # went record by record.
+    assert runs == [[4, 5, 6]]
     applied, acks, _ = outcomes[1]
-    assert applied == [5, 6, 7, 8, 9, 0, 1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14, 4, 5]
+    assert applied == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 4, 5]
     # Acked as applied (state written at once here); generation 1's 12 and 13 never.
-    assert acks == [(0, o) for o in (5, 6, 7, 8, 9)] + [(1, o) for o in range(4)] + [
+    assert acks == [(0, o) for o in (5, 6, 7, 8, 9)] + [(1, o) for o in range(7)] + [
         (0, o) for o in (7, 8, 9, 10, 11, 12, 13, 14)
     ] + [(1, 4), (1, 5)]
 

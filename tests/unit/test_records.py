@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import random
 import zlib
 from types import SimpleNamespace
@@ -39,7 +40,10 @@ TOPIC = "session-events"
 class Run:
     """One worker over a plain mapping: records in, alerts, dead letters and the table out."""
 
-    def __init__(self, cfg: dict[str, Any], native: bool, table: dict[bytes, bytes]) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], native: bool, table: dict[bytes, bytes], runs: bool = False
+    ) -> None:
+        self.runs = runs  # feed records as the worker does: runs of one partition
         self.fp = Fingerprinter(KEY)
         self.engine = Engine(policy(cfg), self.fp, behaviour=_offline(cfg), sweep_every_s=60.0)
         self.table = table
@@ -58,7 +62,7 @@ class Run:
         self.failed: list[Exception] = []
         self.native: BundlePath | None = bundle_path(self.engine, LAG_BUCKETS) if native else None
         assert (self.native is not None) == native
-        self.apply, self.fold = record_applier(
+        self.apply, self.fold, self.apply_run = record_applier(
             self.engine,
             self.store,
             self.metrics,
@@ -77,13 +81,37 @@ class Run:
     def feed(self, records: list[tuple[int, int, bytes]], checkpoint_every: int = 40) -> None:
         """``records``: (partition, offset, value); a checkpoint writes every bundle
         changed after each ``checkpoint_every`` of them, as the worker's full one does."""
-        for i, (partition, offset, raw) in enumerate(records, 1):
-            msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
-            self.apply(raw, msg, msg)
-            if i % checkpoint_every == 0:
-                self.store.flush()
+        if self.runs:
+            for start in range(0, len(records), checkpoint_every):
+                block = records[start : start + checkpoint_every]
+                for partition, run in itertools.groupby(block, key=lambda r: r[0]):
+                    self.apply_run(
+                        [record(partition, offset, raw) for _, offset, raw in run], partition
+                    )
+                if start + checkpoint_every <= len(records):
+                    self.store.flush()
+        else:
+            for i, (partition, offset, raw) in enumerate(records, 1):
+                msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
+                self.apply(raw, msg, msg)
+                if i % checkpoint_every == 0:
+                    self.store.flush()
         self.store.flush()
         self.fold()
+
+
+def record(partition: int, offset: int, value: bytes) -> SimpleNamespace:
+    """A Kafka client record, as the worker's fetch hands it over."""
+    return SimpleNamespace(topic=TOPIC, partition=partition, offset=offset, value=value)
+
+
+def fetched(records: list[tuple[int, int, bytes]], size: int = 60) -> list[tuple[int, int, bytes]]:
+    """``records`` in the order a worker's fetches give them: ``size`` at a time, each
+    fetch's partition by partition (the order within a partition kept)."""
+    out: list[tuple[int, int, bytes]] = []
+    for start in range(0, len(records), size):
+        out.extend(sorted(records[start : start + size], key=lambda r: r[0]))
+    return out
 
 
 def partitioned(lines: list[bytes]) -> list[tuple[int, int, bytes]]:
@@ -123,28 +151,31 @@ def both(
     cfg: dict[str, Any],
     crash_at: int | None = None,
     checkpoint_every: int = 40,
+    runs: bool = False,
 ) -> tuple[Run, Run]:
-    """The same records through the compiled and the Python path. ``crash_at``: the
-    worker dies after that many records, its last checkpoint 25 records before, and a
-    new one reads again from 150 records before the crash (a commit behind the state)."""
-    runs = []
+    """The same records through the compiled and the Python path (``runs``: the compiled
+    path takes them in runs of one partition, as the worker hands them over). ``crash_at``:
+    the worker dies after that many records, its last checkpoint 25 records before, and
+    a new one reads again from 150 records before the crash (a commit behind the state)."""
+    out = []
     for native in (True, False):
         table: dict[bytes, bytes] = {}
-        run = Run(cfg, native, table)
+        in_runs = runs and native
+        run = Run(cfg, native, table, in_runs)
         if crash_at is None:
             run.feed(records, checkpoint_every)
         else:
             run.feed(records[: crash_at - 25])
-            lost = Run(cfg, native, dict(table))  # the unwritten state dies with it
+            lost = Run(cfg, native, dict(table), in_runs)  # the unwritten state dies with it
             lost.alerts = run.alerts
             lost.feed(records[crash_at - 25 : crash_at], checkpoint_every=10**9)
-            restarted = Run(cfg, native, table)
+            restarted = Run(cfg, native, table, in_runs)
             restarted.alerts = run.alerts
             restarted.dead = run.dead
             restarted.feed(records[crash_at - 150 :])
             run = restarted
-        runs.append(run)
-    return runs[0], runs[1]
+        out.append(run)
+    return out[0], out[1]
 
 
 def assert_same(fast: Run, slow: Run) -> None:
@@ -157,15 +188,20 @@ def assert_same(fast: Run, slow: Run) -> None:
     assert not fast.failed and not slow.failed
 
 
+RUNS = pytest.mark.parametrize("runs", [False, True], ids=["record by record", "in runs"])
+
+
 @pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])
 @pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
+@RUNS
 def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(
-    cfg: dict[str, Any], checkpoint_every: int
+    cfg: dict[str, Any], checkpoint_every: int, runs: bool
 ) -> None:
     """Rare checkpoints keep bundles loaded, so the compiled path's copies of sessions
-    are used again across records, across Python writes between them."""
-    records = partitioned(day(300, 8, seed=41, junk=30))
-    fast, slow = both(records, cfg, checkpoint_every=checkpoint_every)
+    are used again across records, across Python writes between them. In runs, records
+    handed back to the Python path fall between records applied in one call."""
+    records = fetched(partitioned(day(300, 8, seed=41, junk=30)))
+    fast, slow = both(records, cfg, checkpoint_every=checkpoint_every, runs=runs)
     assert_same(fast, slow)
     assert len(fast.alerts) > 20 and len(fast.dead) > 20  # real alerts and refusals
     # Most records went the compiled way (else this compares the Python path with itself).
@@ -173,19 +209,23 @@ def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(
 
 
 @pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
+@RUNS
 def test_with_the_offline_model_windows_are_closed_and_scored_the_same(
-    checkpoint_every: int,
+    checkpoint_every: int, runs: bool
 ) -> None:
-    records = partitioned(day(40, 120, seed=5, attacks=1))
-    fast, slow = both(records, OFFLINE, checkpoint_every=checkpoint_every)
+    records = fetched(partitioned(day(40, 120, seed=5, attacks=1)))
+    fast, slow = both(records, OFFLINE, checkpoint_every=checkpoint_every, runs=runs)
     assert_same(fast, slow)
     assert fast.native is not None and fast.native.closed > 500
     assert fast.native.applied > len(records) // 2
 
 
-def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path() -> None:
-    records = partitioned(day(40, 48, seed=43))
-    fast, slow = both(records, OFFLINE, crash_at=len(records) // 2)
+@RUNS
+def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path(
+    runs: bool,
+) -> None:
+    records = fetched(partitioned(day(40, 48, seed=43)))
+    fast, slow = both(records, OFFLINE, crash_at=len(records) // 2, runs=runs)
     assert_same(fast, slow)
     assert len(set(fast.alerts)) < len(fast.alerts)  # re-sent alerts, with the same ids
     # A record applied before the crash is refused by the bundle's offset: had the
@@ -354,3 +394,56 @@ def test_with_the_concurrency_rule_off_users_keep_no_session_list() -> None:
     fast, _ = both(partitioned(day(40, 24, seed=59)), SIM_CONFIG)
     on = [decode_bundle(v) for k, v in fast.table.items() if k.startswith(b"u:")]
     assert any(b.user is not None and b.user.sessions for b in on)
+
+
+@RUNS
+def test_a_record_without_a_value_is_refused_and_the_rest_applied(runs: bool) -> None:
+    """A tombstone (or ``kcat -Z`` with an empty message) on the events topic has no
+    value at all: dead-lettered as not JSON on every path, the worker going on."""
+    s = Story()
+    s.login(0)
+    s.tx(0.1)
+    s.tx(0.2)
+    values: list[Any] = s.lines()
+    values.insert(2, None)
+    records = [(0, offset, value) for offset, value in enumerate(values)]
+    fast, slow = both(records, SIM_CONFIG, runs=runs)
+    assert_same(fast, slow)
+    assert fast.dead == [("not_json", 2)]
+    assert fast.native is not None and fast.native.applied == 2
+
+
+class _FlakyRecord:
+    """A record whose offset cannot be read the first time: an error inside a run that
+    is not the record's nor the state's."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self._offset, self.value = TOPIC, 0, offset, value
+        self.failures = 1
+
+    @property
+    def offset(self) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("not this time")
+        return self._offset
+
+
+def test_an_error_inside_a_run_goes_on_record_by_record_applying_none_twice() -> None:
+    s = Story()
+    s.login(0)  # the engine's first event: the Python path's
+    for minute in (0.1, 0.2, 0.3, 0.4):
+        s.tx(minute)
+    lines = s.lines()
+    slow = Run(SIM_CONFIG, False, {})
+    slow.feed([(0, offset, raw) for offset, raw in enumerate(lines)])
+    fast = Run(SIM_CONFIG, True, {}, runs=True)
+    records: list[Any] = [record(0, offset, raw) for offset, raw in enumerate(lines)]
+    records[3] = _FlakyRecord(3, lines[3])  # after two records applied in the run
+    fast.apply_run(records, 0)
+    fast.store.flush()
+    fast.fold()
+    assert_same(fast, slow)
+    assert records[3].failures == 0  # the error happened
+    # 1 and 2 in the run, 3 and 4 one by one after it; 1 and 2 found applied before
+    assert fast.native is not None and fast.native.applied == 4
