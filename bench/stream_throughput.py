@@ -9,8 +9,9 @@ events, then measures on the same topic and partitions:
    changelog send per event, and with the changed state written every
    ``--checkpoint-seconds`` (the ceilings of any design, without durable state, with
    per-key state as Faust tables keep it, and with checkpointed state), each in a
-   process of its own; then two Faust floors (bench/faust_floor.py): a no-op agent,
-   and one that writes one table entry per event, to tell Faust's own cost from ours;
+   process of its own; then three Faust floors (bench/faust_floor.py): a no-op agent,
+   one that writes one table entry per event, and the worker's own Faust transport
+   with nothing behind it, to tell Faust's own cost from ours;
 2. ``sessionwatch worker`` from an empty consumer group until its committed offsets
    reach the end of the topic;
 3. the sustainable *live* rate: paced runs of the same simulated traffic, stepping down
@@ -33,6 +34,7 @@ import copy
 import math
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -437,6 +439,17 @@ async def wait_committed(s: StreamSettings, total: int, timeout: float) -> float
     raise SystemExit(f"worker did not finish within {timeout:.0f}s")
 
 
+def floor_report(floor: subprocess.Popen[bytes], timeout: float) -> float:
+    """Events/s of ``bench/faust_floor.py --direct``: the records it took over the seconds
+    from its first to its last, as it prints them once all have come."""
+    assert floor.stdout is not None
+    ready, _, _ = select.select([floor.stdout], [], [], timeout)
+    line = floor.stdout.readline().split() if ready else []
+    if len(line) != 2:
+        raise SystemExit(f"the direct floor reported nothing within {timeout:.0f}s")
+    return int(line[0]) / float(line[1])
+
+
 def _collect_alerts(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
     """Child process: the arrival time (CLOCK_MONOTONIC, system-wide) of every alert.
 
@@ -689,7 +702,8 @@ def main() -> None:
         floors = [
             ("Faust no-op agent (take_events)", []),
             ("Faust no-op agent + a table write per event", ["--table"]),
-        ][: 0 if args.no_floors else 2]
+            ("the worker's Faust transport, nothing behind", ["--direct", str(len(lines))]),
+        ][: 0 if args.no_floors else 3]
         floor_rates: list[float] = []
         for n, (_, extra) in enumerate(floors):
             fs = copy.copy(s)
@@ -701,12 +715,15 @@ def main() -> None:
                     *(str(tmp / fs.app_id), *extra),
                 ],
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
             try:
-                floor_rates.append(asyncio.run(wait_committed(fs, len(lines), 3600)))
+                if "--direct" in extra:  # timed by itself: it runs faster than commits sample
+                    floor_rates.append(floor_report(floor, 3600))
+                else:
+                    floor_rates.append(asyncio.run(wait_committed(fs, len(lines), 3600)))
             finally:
                 os.killpg(floor.pid, signal.SIGTERM)
                 floor.wait(30)
@@ -735,6 +752,7 @@ def main() -> None:
         )
         if floor_rates:
             print(f"ratio worker / Faust no-op + table     {worker_rate / floor_rates[1]:>12.2f}")
+            print(f"ratio transport floor / plain consumer {floor_rates[2] / plain_rate:>12.2f}")
         writes = table_writes(worker_port) / len(lines)
         print(f"table writes per event, catching up    {writes:>12.2f}")
         # Attack traffic continues the day's event time: a jump to the wall clock would
