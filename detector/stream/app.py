@@ -49,7 +49,7 @@ from detector.stream.bundle import BundleStore
 from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.ordering import Hole, OffsetGate, Verdict
-from detector.stream.records import record_applier
+from detector.stream.records import NO_VALUE, record_applier
 from detector.stream.routing import routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
 from detector.stream.sensor import install as install_quick_sensor
@@ -1232,7 +1232,10 @@ def install_normalizer(
     def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
         _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
 
-    def normalize_one(raw: bytes, at: Any, token: Any) -> None:
+    def normalize_one(raw: bytes | None, at: Any, token: Any) -> None:
+        if raw is None:  # a tombstone
+            refuse(NO_VALUE, b"", at)
+            return
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:

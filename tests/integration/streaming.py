@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from detector.simulate import Simulation
 
@@ -163,6 +163,16 @@ async def _collect(
         await consumer.stop()
 
 
+async def send_tombstone(bootstrap: str, topic: str, key: bytes) -> None:
+    """A record with no value at all (Kafka's delete marker for ``key``) on ``topic``."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=None, key=key)
+    finally:
+        await producer.stop()
+
+
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -185,8 +195,6 @@ async def produce_in_transactions(
     """Creates ``topic`` and writes ``lines`` through a transactional producer. Every
     committed transaction leaves a commit marker in each partition it wrote: an offset
     with no record, which a consumer sees as a hole."""
-    from aiokafka import AIOKafkaProducer
-
     await create_topic(bootstrap, topic, partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{topic}")
     await producer.start()

@@ -39,6 +39,7 @@ from tests.integration.streaming import (
     create_topic,
     free_port,
     produce_in_transactions,
+    send_tombstone,
     simulated_day,
 )
 from tests.tools import samples, scrape, total
@@ -170,10 +171,12 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
     ]
     src.write_bytes(b"\n".join([good_login, *bad, logout, good_reuse]) + b"\n")
     d.produce(src)
+    asyncio.run(send_tombstone(d.bootstrap, d.topics["events"], b"u:alice"))
     worker = d.start_worker()
-    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= len(bad))
+    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= len(bad) + 1)
     reasons = sorted(orjson.loads(v)["reason"].split(":")[0] for v in dlq)
-    assert reasons == ["bad_ip", "bad_time", "not_json", "not_object", "unknown_type"]
+    assert reasons == ["bad_ip", "bad_time", "not_json", "not_json", "not_object", "unknown_type"]
+    assert sum("has no value" in orjson.loads(v)["reason"] for v in dlq) == 1
     assert all(orjson.loads(v)["source"].startswith(d.topics["events"] + "/") for v in dlq)
     assert b"S3CR3T-SESSION-ID" not in b"".join(dlq)
     alerts = d.collect(d.topics["alerts"], lambda v: len(v) >= 1)

@@ -30,6 +30,7 @@ from tests.integration.streaming import (
     create_topic,
     free_port,
     produce_in_transactions,
+    send_tombstone,
 )
 from tests.tools import samples, scrape, tool, total
 from tests.vendors import okta_expressible, to_okta
@@ -76,13 +77,15 @@ def test_okta_topic_is_normalised_and_detected(
             check=True,
             timeout=60,
         )
+    asyncio.run(send_tombstone(d.bootstrap, topic, b"okta"))  # a record with no value
     got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
     assert alert_ids(got) == expected, d.logs()
-    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= 1, timeout=30)
+    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= 2, timeout=30)
     letters: list[dict[str, Any]] = [json.loads(v) for v in dlq]
     assert [(x["reason"].split(":")[0], x["source"]) for x in letters] == [
         ("not_json", f"{topic}/0")
-    ]
+    ] * 2
+    assert "has no value" in letters[1]["reason"]
     metrics = samples(scrape(f"http://127.0.0.1:{web}/metrics"))
     assert metrics[("sessionwatch_unmapped_records_total", (("format", "okta"),))] == 1
     if producer == "transactions":
