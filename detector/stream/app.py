@@ -686,8 +686,7 @@ class InOrder:
                     held.extend(offsets)
                     applied += len(offsets)
                     continue
-                for record in records:
-                    offset = record.offset
+                for record, offset in zip(records, offsets, strict=True):
                     if next_in_line(partition, offset):
                         apply(record.value, record, partition)
                         held.append(offset)
