@@ -2291,8 +2291,9 @@ impl FastPath {
 
     /// The worker's routine path: one record of `session-events`, over the bundle that
     /// `load(routing_key, ts, msg, token)` makes the store's current one (`BundleStore.load`,
-    /// then None if the record was applied before). Returns 2 when applied here (its
-    /// changes are in the bundle's objects: the caller marks the bundle changed), 1 when
+    /// then None if the record was applied before; else it marks the bundle changed).
+    /// Returns 2 when applied here (its changes are in the bundle's objects: the caller
+    /// moves the bundle's offset past the record), 1 when
     /// handed back after the bundle was loaded (the caller goes on from the load), 0 when
     /// handed back before (the Python path does it all). Changes are written to the
     /// objects before it returns; the copies it read stay for the session's next record,
