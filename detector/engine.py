@@ -173,6 +173,14 @@ class Engine:
         idle = p.guest_idle_timeout_s if s.guest else p.idle_timeout_s
         return s.last + idle + p.state_retention_s
 
+    def expiry_terms(self) -> tuple[float, float, float, float]:
+        """:meth:`session_expiry` as four numbers (retention, a Remember-me session's keep,
+        idle timeout, guest idle timeout), for the compiled path, which reckons it the
+        same way (same sums, same order: the same floats)."""
+        p = self.policy
+        keep = max(p.state_retention_s, p.remember_me_retention_s)
+        return (p.state_retention_s, keep, p.idle_timeout_s, p.guest_idle_timeout_s)
+
     def is_active(self, s: SessionState, now: float) -> bool:
         """Live as the platform would see it at ``now``: not ended, within its timeouts."""
         return now <= self.active_until(s)

@@ -434,6 +434,26 @@ class BundleStore:
             self.changing(self._bundle.offset)
             self._dirty = False
 
+    def run_view(self) -> tuple[Any, ...]:
+        """What the compiled path's runs read and write here directly
+        (``FastPath.bundle_run``), as of now: the store, the event time per partition,
+        when each partition's sweep is next due, the decoded bundles, the changed ones,
+        and whether the re-index is going. A record not applied before, whose bundle is
+        decoded, in a partition with no sweep due and no re-index going, and which holds
+        no session past its expiry, needs nothing else of :meth:`load` (nor of
+        :meth:`changing`, but for the bundle's first change since its write, for which
+        the extension calls it). The extension loads it so, moving the partition's event
+        time, the changed entry's token and, at the end of its call, the current bundle,
+        and calls :meth:`load` for every other record."""
+        return (
+            self,
+            self._marks,
+            self._next_sweep,
+            self._loaded,
+            self._pending,
+            self._scanning is not None,
+        )
+
     def changing(self, offset: int) -> None:
         """Marks the current bundle for writing at the next checkpoint before the record
         at ``offset`` changes it (the compiled path's runs apply many records without a

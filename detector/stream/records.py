@@ -63,6 +63,7 @@ def record_applier(
         store.write_back = native.flush_bundle
     load_failed: list[Exception] = []
     load, changing = store.load, store.changing
+    run_view, terms = store.run_view, engine.expiry_terms()
 
     def load_for_native(key: str, ts: float, msg: Any, token: Any) -> Any:
         """The compiled path's loader: the record's bundle, None if applied before (its
@@ -104,7 +105,8 @@ def record_applier(
         while i < n:
             begun = i
             try:
-                i, took = native_run(records, i, load_for_native, token, time.time())
+                view = (run_view(), terms)  # most records' bundles: loaded without a call
+                i, took = native_run(records, i, load_for_native, token, time.time(), view)
             except Exception:
                 if load_failed:  # the state's, not a record's: as on the Python path
                     load_failed.clear()

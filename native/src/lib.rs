@@ -835,8 +835,137 @@ fn hour_of_week(ts: f64, thursday: i64) -> i64 {
     (floor as i64 + thursday).rem_euclid(168)
 }
 
-/// The worker's loader of a line's bundle (`bundle_line`) and the two values it passes on.
-type Load<'a, 'py> = (&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>);
+/// The worker's loader of a line's bundle (`bundle_line`), the two values it passes on,
+/// and in a run the store's view, which loads most records' bundles without it.
+type Load<'a, 'py> = (
+    &'a Bound<'py, PyAny>,
+    &'a Bound<'py, PyAny>,
+    &'a Bound<'py, PyAny>,
+    Option<&'a StoreView<'py>>,
+);
+
+/// The worker's store as a run reads and writes it directly (`BundleStore.run_view`,
+/// whose doc says when its `load` has nothing else to do) and the engine's
+/// `expiry_terms`. Everything it does is what the store's `load` and `changing` would
+/// do; any other record goes to them.
+struct StoreView<'py> {
+    store: Bound<'py, PyAny>,
+    marks: Bound<'py, PyDict>,
+    next_sweep: Bound<'py, PyDict>,
+    loaded: Bound<'py, PyDict>,
+    pending: Bound<'py, PyDict>,
+    scanning: bool,
+    retention: f64,
+    keep_remembered: f64,
+    idle: f64,
+    guest_idle: f64,
+}
+
+impl<'py> StoreView<'py> {
+    fn new(view: &Bound<'py, PyAny>, terms: (f64, f64, f64, f64)) -> PyResult<Self> {
+        let (store, marks, next_sweep, loaded, pending, scanning): (
+            Bound<'py, PyAny>,
+            Bound<'py, PyDict>,
+            Bound<'py, PyDict>,
+            Bound<'py, PyDict>,
+            Bound<'py, PyDict>,
+            bool,
+        ) = view.extract()?;
+        let (retention, keep_remembered, idle, guest_idle) = terms;
+        Ok(Self {
+            store,
+            marks,
+            next_sweep,
+            loaded,
+            pending,
+            scanning,
+            retention,
+            keep_remembered,
+            idle,
+            guest_idle,
+        })
+    }
+
+    /// `Engine.session_expiry(s) <= now`, the same sums in the same order.
+    fn expired(&self, py: Python<'py>, s: &Bound<'py, PyAny>, now: f64) -> PyResult<bool> {
+        let until = if !s.getattr(intern!(py, "ended"))?.is_none() {
+            s.getattr(intern!(py, "ended_at"))?.extract::<f64>()? + self.retention
+        } else {
+            let last = s.getattr(intern!(py, "last"))?.extract::<f64>()?;
+            if s.getattr(intern!(py, "remember_me"))?.is_truthy()? {
+                last + self.keep_remembered
+            } else if s.getattr(intern!(py, "guest"))?.is_truthy()? {
+                last + self.guest_idle + self.retention
+            } else {
+                last + self.idle + self.retention
+            }
+        };
+        Ok(until <= now)
+    }
+
+    /// The record's bundle as `load_for_native` would return it, or None when the store's
+    /// own `load` must (it also returns None for a record applied before).
+    fn load(
+        &self,
+        py: Python<'py>,
+        routing: &str,
+        ts: f64,
+        msg: &Bound<'py, PyAny>,
+        token: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.scanning {
+            return Ok(None);
+        }
+        let partition = msg.getattr(intern!(py, "partition"))?;
+        let Some(mark) = self.marks.get_item(&partition)? else {
+            return Ok(None); // the partition's first event since a rebalance
+        };
+        let mut now: f64 = mark.extract()?;
+        if ts > now {
+            self.marks.set_item(&partition, ts)?;
+            now = ts;
+        }
+        match self.next_sweep.get_item(&partition)? {
+            Some(due) if now < due.extract::<f64>()? => {}
+            _ => return Ok(None),
+        }
+        let key = PyBytes::new(py, routing.as_bytes());
+        let Some(bundle) = self.loaded.get_item(&key)? else {
+            return Ok(None);
+        };
+        let offset = msg.getattr(intern!(py, "offset"))?;
+        if offset.extract::<i64>()? <= bundle.getattr(intern!(py, "offset"))?.extract::<i64>()? {
+            return Ok(None); // applied before
+        }
+        let sessions = bundle.getattr(intern!(py, "sessions"))?.downcast_into::<PyDict>()?;
+        for (_, s) in sessions.iter() {
+            if self.expired(py, &s, now)? {
+                return Ok(None);
+            }
+        }
+        // The store's current bundle, as its load makes it: the engine's calls back
+        // (a login's) read the bundle through the store.
+        let store = &self.store;
+        let pending = self.pending.get_item(&key)?;
+        store.setattr(intern!(py, "_key"), key)?;
+        store.setattr(intern!(py, "_token"), token)?;
+        store.setattr(intern!(py, "_bundle"), &bundle)?;
+        store.setattr(intern!(py, "_dirty"), false)?;
+        match pending {
+            Some(entry) => {
+                let tok = intern!(py, "token");
+                if !entry.getattr(tok)?.is(token) {
+                    entry.setattr(tok, token)?;
+                }
+            }
+            // Its first change since it was written: `changing` files it.
+            None => {
+                store.call_method1(intern!(py, "changing"), (offset,))?;
+            }
+        }
+        Ok(Some(bundle))
+    }
+}
 
 /// What `run` returns for one line: applied here, or the Python path's.
 enum Outcome {
@@ -1377,11 +1506,11 @@ struct FastPath {
 impl FastPath {
     /// One record of `bundle_line` or `bundle_run`, the engine's event clock read by
     /// the caller.
-    fn bundle_step(
+    fn bundle_step<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         line: &[u8],
-        load: Load<'_, '_>,
+        load: Load<'_, 'py>,
         watermark: &mut f64,
         next_sweep: &mut f64,
         now: f64,
@@ -1568,14 +1697,14 @@ impl FastPath {
         Ok(true)
     }
 
-    fn line(
+    fn line<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         line: &[u8],
         watermark: &mut f64,
         next_sweep: &mut f64,
         now: f64,
-        load: Option<Load<'_, '_>>,
+        load: Option<Load<'_, 'py>>,
     ) -> PyResult<Outcome> {
         // -- the record: what detector.events.decode would accept, or hand back --------
         need!(line.len() <= MAX_LINE_BYTES);
@@ -1631,7 +1760,7 @@ impl FastPath {
         }
         // -- the session: known, filed for expiry, live, and every routine condition ----
         let key = self.digest(sid);
-        if let Some((load, msg, token)) = load {
+        if let Some((load, msg, token, view)) = load {
             // The worker's store loads the routing key's bundle (`routing_key`): a user's,
             // or a guest session's by fingerprint. None: the line was applied before (a
             // re-delivery), which is the Python path's.
@@ -1640,7 +1769,14 @@ impl FastPath {
                 None => format!("s:{}", std::str::from_utf8(&hex(&key)).unwrap_or_default()),
             };
             self.loaded = true;
-            let bundle = load.call1((routing, ts, msg, token))?;
+            let hit = match view {
+                Some(view) => view.load(py, &routing, ts, msg, token)?,
+                None => None,
+            };
+            let bundle = match hit {
+                Some(bundle) => bundle,
+                None => load.call1((routing, ts, msg, token))?,
+            };
             if bundle.is_none() {
                 return Ok(HandBack);
             }
@@ -2314,7 +2450,7 @@ impl FastPath {
         };
         let mut watermark = before;
         let outcome =
-            self.bundle_step(py, line, (load, msg, token), &mut watermark, &mut next_sweep, now);
+            self.bundle_step(py, line, (load, msg, token, None), &mut watermark, &mut next_sweep, now);
         self.bundle = None;
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
@@ -2332,18 +2468,25 @@ impl FastPath {
     /// which `BundleStore.applied` would set); the loader marks the bundle changed.
     /// Returns the index of the first record not applied (`len(records)` when all were)
     /// and, for it, what `bundle_line` would have returned (0 or 1; 2 at the end).
-    fn bundle_run(
+    #[pyo3(signature = (records, start, load, token, now, view=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn bundle_run<'py>(
         &mut self,
-        py: Python<'_>,
-        records: &Bound<'_, PyList>,
+        py: Python<'py>,
+        records: &Bound<'py, PyList>,
         start: usize,
-        load: &Bound<'_, PyAny>,
-        token: &Bound<'_, PyAny>,
+        load: &Bound<'py, PyAny>,
+        token: &Bound<'py, PyAny>,
         now: f64,
+        view: Option<(Bound<'py, PyAny>, (f64, f64, f64, f64))>,
     ) -> PyResult<(usize, u8)> {
         let engine = self.engine.clone_ref(py).into_bound(py);
         let Some((before, mut next_sweep)) = event_clock(&engine)? else {
             return Ok((start, 0));
+        };
+        let view = match view {
+            Some((view, terms)) => Some(StoreView::new(&view, terms)?),
+            None => None,
         };
         let mut watermark = before;
         let n = records.len();
@@ -2352,15 +2495,21 @@ impl FastPath {
             if i >= n {
                 break Ok((i, 2));
             }
-            let record = records.get_item(i)?;
-            let value = record.getattr(intern!(py, "value"))?;
+            let record = match records.get_item(i) {
+                Ok(record) => record,
+                Err(err) => break Err(err),
+            };
+            let value = match record.getattr(intern!(py, "value")) {
+                Ok(value) => value,
+                Err(err) => break Err(err),
+            };
             let Ok(bytes) = value.downcast::<PyBytes>() else {
                 break Ok((i, 0));
             };
             let outcome = self.bundle_step(
                 py,
                 bytes.as_bytes(),
-                (load, &record, token),
+                (load, &record, token, view.as_ref()),
                 &mut watermark,
                 &mut next_sweep,
                 now,
@@ -2373,8 +2522,12 @@ impl FastPath {
                             "a record applied without its bundle",
                         ));
                     };
-                    let offset = record.getattr(intern!(py, "offset"))?;
-                    bundle.bind(py).setattr(intern!(py, "offset"), offset)?;
+                    let moved = record
+                        .getattr(intern!(py, "offset"))
+                        .and_then(|offset| bundle.bind(py).setattr(intern!(py, "offset"), offset));
+                    if let Err(err) = moved {
+                        break Err(err);
+                    }
                     i += 1;
                 }
                 Ok(HandBack) => break Ok((i, u8::from(self.loaded))),
@@ -2732,6 +2885,6 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entropy>()?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 15)?;
+    m.add("ABI", 16)?;
     Ok(())
 }

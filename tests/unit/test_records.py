@@ -60,6 +60,9 @@ class Run:
         self.alerts: list[str] = []
         self.dead: list[tuple[str, int]] = []
         self.failed: list[Exception] = []
+        # The store's bookkeeping at each checkpoint: entries swept, the table's size,
+        # the re-index going, the census.
+        self.trace: list[tuple[Any, ...]] = []
         self.native: BundlePath | None = bundle_path(self.engine, LAG_BUCKETS) if native else None
         assert (self.native is not None) == native
         self.apply, self.fold, self.apply_run = record_applier(
@@ -89,15 +92,21 @@ class Run:
                         [record(partition, offset, raw) for _, offset, raw in run], partition
                     )
                 if start + checkpoint_every <= len(records):
-                    self.store.flush()
+                    self.checkpoint()
         else:
             for i, (partition, offset, raw) in enumerate(records, 1):
                 msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
                 self.apply(raw, msg, msg)
                 if i % checkpoint_every == 0:
-                    self.store.flush()
-        self.store.flush()
+                    self.checkpoint()
+        self.checkpoint()
         self.fold()
+
+    def checkpoint(self) -> None:
+        store = self.store
+        store.flush()
+        census = self.engine.census()
+        self.trace.append((store.swept, len(self.table), store.scanning, census))
 
 
 def record(partition: int, offset: int, value: bytes) -> SimpleNamespace:
@@ -186,6 +195,18 @@ def assert_same(fast: Run, slow: Run) -> None:
     assert fast.metrics.events == slow.metrics.events
     assert fast.metrics.lag.counts == slow.metrics.lag.counts
     assert not fast.failed and not slow.failed
+    # The store's own bookkeeping too: event time per partition (expiry and sweeps
+    # follow it), sweeps, the re-index after a rebalance, the census it keeps.
+    f, s = fast.store, slow.store
+    assert fast.trace == slow.trace
+    assert f._marks == s._marks
+    assert (f.swept, f.sweep_backlog, f.scans, f.scanning) == (
+        s.swept,
+        s.sweep_backlog,
+        s.scans,
+        s.scanning,
+    )
+    assert fast.engine.census() == slow.engine.census()
 
 
 RUNS = pytest.mark.parametrize("runs", [False, True], ids=["record by record", "in runs"])
@@ -233,16 +254,22 @@ def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path
     assert fast.native is not None and fast.native.applied > 100
 
 
-def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_path() -> None:
+@RUNS
+def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_path(
+    runs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The engine runs on (its watermark moved), the unwritten state is dropped and the
     partitions are read again from a commit behind the state: the records the table
     already holds must be refused by the bundle's offset before the compiled path could
-    apply them (their alerts re-sent), the others applied as the first time."""
-    records = partitioned(day(40, 48, seed=43))
+    apply them (their alerts re-sent), the others applied as the first time. The
+    re-index of the table after the rebalance takes a few entries per record, so that it
+    lasts many records, which the compiled path's runs must leave to the store's load."""
+    monkeypatch.setattr("detector.stream.bundle.SCAN_PER_EVENT", 1)
+    records = fetched(partitioned(day(40, 48, seed=43)))
     at = len(records) // 2
-    runs = []
+    runs_ = []
     for native in (True, False):
-        run = Run(OFFLINE, native, {})
+        run = Run(OFFLINE, native, {}, runs=runs and native)
         run.feed(records[:at])
         for partition, offset, raw in records[at : at + 25]:  # applied, never written
             msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
@@ -250,10 +277,13 @@ def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_pa
         run.store.discard()
         run.store.reset()
         before = run.native.applied if run.native is not None else 0
-        run.feed(records[at - 150 :])
-        runs.append((run, (run.native.applied if run.native is not None else 0) - before))
-    (fast, applied_again), (slow, _) = runs
+        run.feed(records[at - 150 : at - 130])
+        assert run.store.scanning  # the re-index goes on
+        run.feed(records[at - 130 :])
+        runs_.append((run, (run.native.applied if run.native is not None else 0) - before))
+    (fast, applied_again), (slow, _) = runs_
     assert_same(fast, slow)
+    assert fast.store.scans == 2 and not fast.store.scanning
     assert applied_again > 100  # the compiled path was at work on the records read again
     assert len(set(fast.alerts)) < len(fast.alerts)  # re-sent, with the same ids
 
@@ -441,9 +471,33 @@ def test_an_error_inside_a_run_goes_on_record_by_record_applying_none_twice() ->
     records: list[Any] = [record(0, offset, raw) for offset, raw in enumerate(lines)]
     records[3] = _FlakyRecord(3, lines[3])  # after two records applied in the run
     fast.apply_run(records, 0)
-    fast.store.flush()
+    fast.checkpoint()
     fast.fold()
     assert_same(fast, slow)
     assert records[3].failures == 0  # the error happened
     # 1 and 2 in the run, 3 and 4 one by one after it; 1 and 2 found applied before
     assert fast.native is not None and fast.native.applied == 4
+
+
+def test_a_run_leaves_the_re_index_after_a_rebalance_to_the_store_s_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the table is re-indexed, every record's load reads a few of its entries, so
+    the compiled path's runs do not load bundles themselves then."""
+    monkeypatch.setattr("detector.stream.bundle.SCAN_PER_EVENT", 1)
+    table: dict[bytes, bytes] = {}
+    Run(SIM_CONFIG, False, table).feed(partitioned(day(300, 4, seed=9)))
+    assert len(table) > 80
+    s = Story()
+    s.login(0)
+    for i in range(1, 61):
+        s.tx(i / 10)
+    lines = s.lines()
+    counted = []
+    for native in (True, False):
+        run = Run(SIM_CONFIG, native, dict(table), runs=native)
+        run.apply_run([record(0, offset, raw) for offset, raw in enumerate(lines)], 0)
+        census = run.engine.census()
+        counted.append((census.entries["state"], run.store.scanning))
+        assert run.native is None or run.native.applied > 40
+    assert counted[0] == counted[1] == (61, True)  # an entry per record so far
