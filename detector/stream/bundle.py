@@ -179,8 +179,9 @@ class Tally:
     does not decode the whole table on the event loop (60 ms for 30,000 entries, every
     scrape; a million, seconds: ``bench/state_scans.py``).
 
-    A session counts as live from its entry's write until its ``active_until`` passes:
-    a heap of those times, popped as the census's event time moves on, takes it off.
+    A session counts as live from its entry's write until its ``active_until`` passes
+    (an ended one, whose ``active_until`` is -inf, never does): a heap of those times,
+    popped as the census's event time moves on, takes it off.
     Event time only moves forward (an earlier ``now`` is read as the latest seen)."""
 
     def __init__(self, active_until: Callable[[SessionState], float]) -> None:
@@ -213,6 +214,8 @@ class Tally:
         generation = self._generation
         now_live: list[tuple[float, bool]] = []
         for session in bundle.sessions.values():
+            if session.ended is not None:
+                continue  # never live again (its active_until is -inf): no call
             until = self._active_until(session)
             if until >= self._now and until != -math.inf:
                 now_live.append((until, session.guest))
@@ -443,8 +446,10 @@ class BundleStore:
         no session past its expiry, needs nothing else of :meth:`load` (nor of
         :meth:`changing`, but for the bundle's first change since its write, for which
         the extension calls it). The extension loads it so, moving the partition's event
-        time, the changed entry's token and, at the end of its call, the current bundle,
-        and calls :meth:`load` for every other record."""
+        time, the changed entry's token and the current bundle, and calls :meth:`load`
+        for every other record. As :meth:`sweep` does nothing, it also moves the engine's
+        sweep clock itself instead of handing a record that makes a sweep due back to the
+        engine for that."""
         return (
             self,
             self._marks,
@@ -492,7 +497,9 @@ class BundleStore:
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)
             put(b.partition, key, raw, entry.first, entry.token)
-            index[b.partition].touch(key, partial(self._expiry, b))
+            in_partition = index[b.partition]
+            if key not in in_partition.filed:  # else touch() would not call the partial
+                in_partition.file(key, self._expiry(b))
             self.tally.set(key, b)
             if len(raw) > KEEP_BYTES:
                 loaded.pop(key, None)

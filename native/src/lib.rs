@@ -855,6 +855,9 @@ struct StoreView<'py> {
     loaded: Bound<'py, PyDict>,
     pending: Bound<'py, PyDict>,
     scanning: bool,
+    /// `Engine._sweep_every_s`: the store's `sweep` is a no-op, so the engine's sweep
+    /// clock moves here by it (`Engine.sweep_to`).
+    sweep_every: f64,
     retention: f64,
     keep_remembered: f64,
     idle: f64,
@@ -862,7 +865,11 @@ struct StoreView<'py> {
 }
 
 impl<'py> StoreView<'py> {
-    fn new(view: &Bound<'py, PyAny>, terms: (f64, f64, f64, f64)) -> PyResult<Self> {
+    fn new(
+        view: &Bound<'py, PyAny>,
+        terms: (f64, f64, f64, f64),
+        sweep_every: f64,
+    ) -> PyResult<Self> {
         let (store, marks, next_sweep, loaded, pending, scanning): (
             Bound<'py, PyAny>,
             Bound<'py, PyDict>,
@@ -879,6 +886,7 @@ impl<'py> StoreView<'py> {
             loaded,
             pending,
             scanning,
+            sweep_every,
             retention,
             keep_remembered,
             idle,
@@ -1751,10 +1759,15 @@ impl FastPath {
         // -- the engine: event time moves on. A line that makes a sweep due is Python's:
         // Engine.process sweeps first, and the store then asks for the pending changes
         // of just the sessions due (a sweep every minute of event time would otherwise
-        // write every copy back).
+        // write every copy back). The worker's store sweeps nothing there (its partitions
+        // are swept on load): in a run, the engine's sweep clock just moves on, as
+        // `Engine.sweep_to` moves it.
         if ts > *watermark {
             if ts >= *next_sweep {
-                return Ok(HandBack);
+                match load.as_ref().and_then(|load| load.3) {
+                    Some(view) => *next_sweep = ts + view.sweep_every,
+                    None => return Ok(HandBack),
+                }
             }
             *watermark = ts;
         }
@@ -2485,9 +2498,13 @@ impl FastPath {
             return Ok((start, 0));
         };
         let view = match view {
-            Some((view, terms)) => Some(StoreView::new(&view, terms)?),
+            Some((view, terms)) => {
+                let every = engine.getattr(intern!(py, "_sweep_every_s"))?.extract()?;
+                Some(StoreView::new(&view, terms, every)?)
+            }
             None => None,
         };
+        let sweep_before = next_sweep;
         let mut watermark = before;
         let n = records.len();
         let mut i = start;
@@ -2536,6 +2553,9 @@ impl FastPath {
         };
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
+        }
+        if next_sweep != sweep_before {
+            engine.setattr(intern!(py, "_next_sweep"), next_sweep)?;
         }
         result
     }

@@ -192,6 +192,7 @@ def assert_same(fast: Run, slow: Run) -> None:
     assert fast.dead == slow.dead
     assert fast.table == slow.table  # every bundle, byte for byte
     assert fast.engine.watermark == slow.engine.watermark
+    assert fast.engine._next_sweep == slow.engine._next_sweep  # its sweep clock
     assert fast.metrics.events == slow.metrics.events
     assert fast.metrics.lag.counts == slow.metrics.lag.counts
     assert not fast.failed and not slow.failed
