@@ -28,6 +28,7 @@ class QuickPrometheusMonitor(PrometheusMonitor):
         self._tp_series: dict[TP, tuple[Any, Any, Any]] = {}
         self._stream_series: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._table_ops: dict[tuple[str, str], Any] = {}
+        self._sent: dict[str, Any] = {}
 
     def _series(self, tp: TP) -> tuple[Any, Any, Any]:
         series = self._tp_series.get(tp)
@@ -103,11 +104,24 @@ class QuickPrometheusMonitor(PrometheusMonitor):
         Monitor.on_table_del(self, table, key)
         self._table_series(table, self.KEYS_DELETED).inc()
 
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> Any:
+        # Per alert sent (and dead letter): the labelled series looked up once per topic.
+        sent = self._sent.get(topic)
+        if sent is None:
+            sent = self._sent[topic] = self._metrics.topic_messages_sent.labels(
+                topic=f"topic.{topic}"
+            )
+        sent.inc()
+        return Monitor.on_send_initiated(self, producer, topic, message, keysize, valsize)
+
     def _clear_partition_related_metrics(self) -> None:
         super()._clear_partition_related_metrics()
         self._tp_series.clear()
         self._stream_series.clear()
         self._table_ops.clear()
+        self._sent.clear()
 
 
 def install(app: Any) -> None:

@@ -46,6 +46,8 @@ def _exported(monitor_class: type[PrometheusMonitor]) -> list[str]:
                 monitor.on_table_set(table, b"k", b"v")  # type: ignore[arg-type]
             if i % 5 == 0:
                 monitor.on_table_del(table, b"k")  # type: ignore[arg-type]
+            if i % 4 == 0:  # an alert or a dead letter sent
+                monitor.on_send_initiated(None, tp.topic, None, 4, 700)  # type: ignore[arg-type]
 
     traffic(0)
     monitor._clear_partition_related_metrics()  # a rebalance: Faust removes the series
@@ -66,6 +68,7 @@ def test_the_quick_sensor_exports_what_faust_exports() -> None:
     assert (
         'faust_table_operations_total{operation="keys_updated",table="table.state"} 20.0' in quick
     )
+    assert any(line.startswith('faust_topic_messages_sent_total{topic="topic.') for line in quick)
 
 
 def test_records_counted_at_once_export_what_one_at_a_time_does() -> None:
