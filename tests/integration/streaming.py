@@ -136,12 +136,27 @@ def collect(
     return values
 
 
+def collect_records(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Any]:
+    """The first ``count`` records of ``topic`` (all partitions), as the Kafka client gives
+    them (partition, key, value...)."""
+    records: list[Any] = []
+    with contextlib.suppress(TimeoutError):
+        asyncio.run(
+            asyncio.wait_for(
+                _collect(bootstrap, topic, lambda v: len(v) >= count, timeout, records, True),
+                timeout + 30,
+            )
+        )
+    return records
+
+
 async def _collect(
     bootstrap: str,
     topic: str,
-    until: Callable[[list[bytes]], bool],
+    until: Callable[[list[Any]], bool],
     timeout: float,
-    values: list[bytes],
+    values: list[Any],
+    whole: bool = False,
 ) -> None:
     consumer = AIOKafkaConsumer(
         topic,
@@ -156,7 +171,7 @@ async def _collect(
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
-                values.extend(r.value for r in records)
+                values.extend(records if whole else (r.value for r in records))
             if until(values):
                 break
     finally:

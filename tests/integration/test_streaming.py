@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from detector.events import decode
 from detector.fingerprint import Fingerprinter
@@ -36,6 +37,7 @@ from tests.integration.streaming import (
     Expected,
     Factory,
     alert_ids,
+    collect_records,
     create_topic,
     free_port,
     produce_in_transactions,
@@ -61,6 +63,17 @@ def test_stream_alerts_equal_replay_alerts(
     d.start_worker()
     got = d.collect(d.topics["alerts"], lambda v: len(alert_ids(v)) >= len(expected))
     assert alert_ids(got) == expected, d.logs()
+    # Each alert in the partition the Kafka client's partitioner gives its key (the
+    # session's fingerprint), as a keyed send would put it: a session's alerts together.
+    records = collect_records(d.bootstrap, d.topics["alerts"], len(got))
+    assert len(records) == len(got)
+    hashed = DefaultPartitioner()
+    everywhere = list(range(partitions))
+    assert all(
+        r.partition == hashed(r.key, everywhere, everywhere)
+        and r.key == orjson.loads(r.value)["session"].encode()
+        for r in records
+    )
     # Enforce-mode alerts (examples/policy.toml enforces the reuse rules) ask for actions.
     actions = d.collect(d.topics["actions"], lambda v: len(v) >= 1, timeout=30)
     record = orjson.loads(actions[0])
