@@ -497,9 +497,7 @@ class BundleStore:
             if len(raw) > MAX_BUNDLE_BYTES:
                 raw = self._shed(key, b, raw)
             put(b.partition, key, raw, entry.first, entry.token)
-            in_partition = index[b.partition]
-            if key not in in_partition.filed:  # else touch() would not call the partial
-                in_partition.file(key, self._expiry(b))
+            index[b.partition].touch(key, partial(self._expiry, b))
             self.tally.set(key, b)
             if len(raw) > KEEP_BYTES:
                 loaded.pop(key, None)
