@@ -14,7 +14,7 @@ KAFKA_LIB := deploy/kafka/lib
 # The compiled replay path (native/, Rust) needs cargo (on PATH, or rustup's default
 # place); without it replay runs on the Python path alone, with the same output, slower.
 CARGO ?= $(shell command -v cargo 2>/dev/null || ls $$HOME/.cargo/bin/cargo 2>/dev/null)
-$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/sessionwatch_native.pyi
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/*.rs native/sessionwatch_native.pyi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,stream]'

@@ -96,3 +96,22 @@ class Forest:
         depth: int,
     ) -> None: ...
     def path_sum(self, row: list[float]) -> float: ...
+
+class Record:
+    """A fetched Kafka record, with the Kafka client's ``ConsumerRecord`` attributes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    checksum: None
+    serialized_key_size: int
+    serialized_value_size: int
+    headers: tuple[tuple[str, bytes | None], ...]
+
+def decode_batches(
+    buffer: bytes, fetch_offset: int, check_crcs: bool, topic: str, partition: int
+) -> tuple[list[Record], int] | None: ...

@@ -48,6 +48,8 @@ from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
 from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
+from detector.stream.fetch import DECODED_TOPICS, decode_topic
+from detector.stream.fetch import install as install_fetch_decoding
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.records import NO_VALUE, record_applier
 from detector.stream.routing import routing_key
@@ -413,6 +415,16 @@ async def _getmany_taking_direct(self: Consumer, timeout: float) -> AsyncIterato
 
 _faust_getmany = Consumer.getmany
 Consumer.getmany = _getmany_taking_direct  # type: ignore[method-assign]
+install_fetch_decoding()  # only for the topics registered (decode_fetches)
+
+
+def decode_fetches(settings: StreamSettings, topic: str) -> None:
+    """Has ``topic``'s fetched batches decoded by the extension, or by the Kafka client
+    (``SESSIONWATCH_DECODE``; tests run both in one process)."""
+    if settings.decode == "native":
+        decode_topic(topic)
+    else:
+        DECODED_TOPICS.discard(topic)
 
 
 class _Fetched:
@@ -1165,6 +1177,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     # Records of the events topic go from the fetch to the agent body directly (see
     # _getmany_taking_direct); the agent's stream, subscribed all the same, then idles.
     direct: dict[str, DirectHandler] = {}
+    decode_fetches(settings, settings.events_topic)
     if settings.delivery == "fetch":
         direct[settings.events_topic] = direct_delivery(
             app, in_order.take_fetched, metrics.processing.observe
@@ -1257,6 +1270,7 @@ def install_normalizer(
 
     # In order and without holes, as detection (a skipped vendor record is a lost event).
     in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
+    decode_fetches(settings, topic_name)
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
     if settings.delivery == "fetch":
         direct[topic_name] = direct_delivery(app, in_order.take_fetched, lambda seconds: None)

@@ -92,6 +92,11 @@ class StreamSettings:
     #: "stream", one at a time through Faust's agent stream and take_events (stock
     #: Faust, ~2x slower; the fallback should a Faust change break the other).
     delivery: str = _env("SESSIONWATCH_DELIVERY", "fetch")
+    #: Who decodes the fetched record batches of the worker's own topics: "native", the
+    #: compiled extension, in one call per partition (the Kafka client's own decoder
+    #: for anything but plain uncompressed batches, and without the extension); or
+    #: "client", the Kafka client's decoder always.
+    decode: str = _env("SESSIONWATCH_DECODE", "native")
     #: Seconds between writes of changed state (then the offsets they cover are
     #: committed); 0 = after every batch. Longer: fewer writes, more to read again after
     #: a crash or rebalance.
@@ -121,6 +126,10 @@ class StreamSettings:
         if self.delivery not in ("fetch", "stream"):
             problems.append(
                 f"delivery {self.delivery!r} must be fetch or stream (SESSIONWATCH_DELIVERY)"
+            )
+        if self.decode not in ("native", "client"):
+            problems.append(
+                f"decode {self.decode!r} must be native or client (SESSIONWATCH_DECODE)"
             )
         if not 0 <= self.checkpoint_seconds <= 300:
             problems.append(

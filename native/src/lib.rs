@@ -39,6 +39,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 
+mod kafka;
+
 /// Mirrors `detector.events.MAX_LINE_BYTES`: longer lines are the Python path's to refuse.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Mirrors the `[1970, 2100)` event-time range of `detector.events.validate`.
@@ -2903,8 +2905,10 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Forest>()?;
     m.add_class::<FastPath>()?;
     m.add_class::<Entropy>()?;
+    m.add_class::<kafka::Record>()?;
+    m.add_function(wrap_pyfunction!(kafka::decode_batches, m)?)?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 16)?;
+    m.add("ABI", 17)?;
     Ok(())
 }
