@@ -198,8 +198,11 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
-def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path) -> None:
-    """Events produced with kcat (murmur2 partitioner, key = routing key), alerts read with kcat."""
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path, compression: str) -> None:
+    """Events produced with kcat (murmur2 partitioner, key = routing key), alerts read with
+    kcat; compressed, the Kafka client decodes the worker's fetches instead of the
+    extension (detector.stream.fetch)."""
     d = deployment_factory(4)
     lines = [
         (
@@ -232,6 +235,8 @@ def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path) -> Non
             "\t",
             "-X",
             "partitioner=murmur2_random",
+            "-z",
+            compression,
         ],
         input=payload,
         check=True,
