@@ -30,6 +30,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerService
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -51,6 +52,7 @@ from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.fetch import DECODED_TOPICS, decode_topic
 from detector.stream.fetch import install as install_fetch_decoding
 from detector.stream.ordering import Hole, OffsetGate, Verdict
+from detector.stream.outbox import Outbox, Resumed
 from detector.stream.records import NO_VALUE, record_applier
 from detector.stream.routing import routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
@@ -152,6 +154,9 @@ async def _drain(self: ProducerBuffer) -> None:
     an event's sends before it is acked, so later messages belong to later offsets.
     Waiting for an empty buffer instead made a commit wait as long as the agent kept
     producing (6 s and more while catching up)."""
+    outbox: Outbox | None = getattr(self.app, "sessionwatch_outbox", None)
+    if outbox is not None:
+        await outbox.drain()  # alerts and actions (Faust's buffer has the dead letters)
     if cast(Any, self.app).conf.producer_threaded:  # not counted: Faust's own flush
         await _faust_flush(self)
         return
@@ -172,6 +177,19 @@ _faust_put = ProducerBuffer.put
 _faust_flush = ProducerBuffer.flush
 _send_pending = ProducerBuffer._send_pending
 ProducerBuffer.put = _put_counted  # type: ignore[method-assign]
+
+
+async def _flush_checked(self: Any) -> None:
+    """Faust's producer flush, then no commit if an alert or action was not delivered
+    (the client's flush waits for deliveries, failed ones included)."""
+    await _faust_producer_flush(self)
+    outbox: Outbox | None = getattr(self.app, "sessionwatch_outbox", None)
+    if outbox is not None:
+        outbox.check()
+
+
+_faust_producer_flush = AIOKafkaProducerService.flush
+AIOKafkaProducerService.flush = _flush_checked  # type: ignore[method-assign]
 ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
 ProducerBuffer.flush = _drain  # type: ignore[method-assign]
 
@@ -246,34 +264,6 @@ Consumer.ack_offsets = _ack_offsets  # type: ignore[attr-defined]
 Consumer._add_gap = _no_gap  # type: ignore[method-assign]
 
 
-class _Resumed:
-    """Awaitable that goes on with a coroutine already stepped once (it yielded ``first``)."""
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self.coro, self.first = coro, first
-
-    def __await__(self) -> Any:
-        coro, value = self.coro, self.first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation included: hand it on
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
 _EVENT_WAIT = asyncio.Event.wait.__code__
 
 
@@ -305,7 +295,7 @@ async def _deliver_first(self: Consumer, *coros: Any, timeout: Any = None) -> Wa
         except BaseException:
             suspended.close()
             raise
-        return await _service_wait_first(self, _Resumed(deliver, first), suspended)
+        return await _service_wait_first(self, Resumed(deliver, first), suspended)
     return await _service_wait_first(self, *coros, timeout=timeout)
 
 
@@ -468,6 +458,7 @@ def direct_delivery(
             for tp, records in records_by_tp.items():
                 monitor.on_messages_in(tp, len(records), records[-1].offset)
         buffer, acquire = app.producer.buffer, app.flow_control.acquire
+        outbox: Outbox | None = getattr(app, "sessionwatch_outbox", None)
         for i, chunk in enumerate(_chunks(records_by_tp)):
             if i:
                 # A fetch catching up holds ~20,000 records, a second's work: let the
@@ -477,6 +468,8 @@ def direct_delivery(
             await acquire()
             if buffer.size > buffer.max_messages:
                 await buffer.wait_until_ebb()
+            if outbox is not None and outbox.backlog > buffer.max_messages:
+                await outbox.drain()
             started = time.perf_counter()
             take(chunk, generation)
             observe(time.perf_counter() - started)
@@ -1135,11 +1128,25 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
         metrics.count_invalid("processing_error")
 
-    def publish(alert: Alert, value: bytes) -> None:
-        key = alert.session.encode()
-        alerts_topic.send_soon(key=key, value=value)
-        if alert.mode == "enforce" and alert.action != "none":
-            actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
+    if app.conf.producer_threaded:  # the client producer is another thread's
+
+        def publish(alert: Alert, value: bytes) -> None:
+            key = alert.session.encode()
+            alerts_topic.send_soon(key=key, value=value)
+            if alert.mode == "enforce" and alert.action != "none":
+                actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
+
+    else:
+        client = cast(Any, app.producer)._ensure_producer
+        outbox = Outbox(client, app.monitor, app.crash)
+        app.sessionwatch_outbox = outbox  # type: ignore[attr-defined]
+        send, alerts_name, actions_name = outbox.send, settings.alerts_topic, settings.actions_topic
+
+        def publish(alert: Alert, value: bytes) -> None:
+            key = alert.session.encode()
+            send(alerts_name, key, value)
+            if alert.mode == "enforce" and alert.action != "none":
+                send(actions_name, key, _json.encode(action_record(alert)))
 
     def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
         letter = _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
