@@ -37,6 +37,7 @@ from detector.events import Event, decode  # noqa: E402
 from detector.fastpath import bundle_path  # noqa: E402
 from detector.fingerprint import Fingerprinter  # noqa: E402
 from detector.metrics import LAG_BUCKETS, Metrics  # noqa: E402
+from detector.native import native_module  # noqa: E402
 from detector.policy import Policy  # noqa: E402
 from detector.simulate import benchmark_day  # noqa: E402
 from detector.stream.bundle import BundleStore, MappingIO  # noqa: E402
@@ -73,6 +74,36 @@ def records(events: int) -> list[list[SimpleNamespace]]:
         for _, run in itertools.groupby(fetch, key=lambda r: r.partition):
             runs.append(list(run))
     return runs
+
+
+def decoded(runs: list[list[SimpleNamespace]]) -> list[list[Any]]:
+    """The runs as the worker gets them from a fetch by default: decoded by the extension
+    from record batches (``detector.stream.fetch``), not made by the Kafka client."""
+    import sessionwatch_native
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    out = []
+    for run in runs:
+        base = run[0].offset
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=0,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=2**24,
+        )
+        for r in run:
+            builder.append(r.offset - base, timestamp=0, key=None, value=r.value, headers=[])
+        batch = bytearray(builder.build())
+        batch[0:8] = base.to_bytes(8, "big")
+        got = sessionwatch_native.decode_batches(
+            bytes(batch), base, True, run[0].topic, run[0].partition
+        )
+        assert got is not None
+        out.append(got[0])
+    return out
 
 
 def worker_step(native: bool) -> tuple[Applier, BundleStore]:
@@ -129,8 +160,17 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=10_000)
     ap.add_argument("--path", choices=["all", "runs", "compiled", "python"], default="all")
     ap.add_argument("--setup-only", action="store_true", help="read the records, run none")
+    ap.add_argument(
+        "--records",
+        choices=["decoded", "client"],
+        default="decoded",
+        help="records as the extension decodes them from a fetch (the worker's default)"
+        " or as the Kafka client makes them",
+    )
     args = ap.parse_args()
-    runs = records(args.events)
+    runs: list[list[Any]] = records(args.events)
+    if args.records == "decoded" and native_module() is not None:
+        runs = decoded(runs)
     ways = ["python", "compiled", "runs"] if args.path == "all" else [args.path]
     if args.setup_only:  # everything but the records: a worker step built, none run
         for way in ways:

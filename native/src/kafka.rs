@@ -51,13 +51,17 @@ pub struct Record {
 }
 
 impl Record {
-    /// The value's bytes, without a Python attribute look-up.
-    pub fn value_bytes<'a>(&'a self, py: Python<'a>) -> Option<&'a [u8]> {
-        self.value.as_ref().map(|v| v.as_bytes(py))
+    /// The value, without a Python attribute look-up.
+    pub fn value<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.value.as_ref().map(|v| v.bind(py).clone())
     }
 
     pub fn offset(&self) -> i64 {
         self.offset
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
     }
 }
 

@@ -926,7 +926,7 @@ impl<'py> StoreView<'py> {
         if self.scanning {
             return Ok(None);
         }
-        let partition = msg.getattr(intern!(py, "partition"))?;
+        let (partition, offset) = place(py, msg)?;
         let Some(mark) = self.marks.get_item(&partition)? else {
             return Ok(None); // the partition's first event since a rebalance
         };
@@ -943,8 +943,7 @@ impl<'py> StoreView<'py> {
         let Some(bundle) = self.loaded.get_item(&key)? else {
             return Ok(None);
         };
-        let offset = msg.getattr(intern!(py, "offset"))?;
-        if offset.extract::<i64>()? <= bundle.getattr(intern!(py, "offset"))?.extract::<i64>()? {
+        if offset <= bundle.getattr(intern!(py, "offset"))?.extract::<i64>()? {
             return Ok(None); // applied before
         }
         let sessions = bundle.getattr(intern!(py, "sessions"))?.downcast_into::<PyDict>()?;
@@ -975,6 +974,16 @@ impl<'py> StoreView<'py> {
         }
         Ok(Some(bundle))
     }
+}
+
+/// A record's partition (as the store's dictionaries key it) and offset: read directly
+/// from a record the extension decoded (kafka.rs), through attributes from any other.
+fn place<'py>(py: Python<'py>, msg: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, i64)> {
+    if let Ok(record) = msg.downcast::<kafka::Record>() {
+        let record = record.get();
+        return Ok((record.partition().into_pyobject(py)?.into_any(), record.offset()));
+    }
+    Ok((msg.getattr(intern!(py, "partition"))?, msg.getattr(intern!(py, "offset"))?.extract()?))
 }
 
 /// What `run` returns for one line: applied here, or the Python path's.
@@ -2518,11 +2527,16 @@ impl FastPath {
                 Ok(record) => record,
                 Err(err) => break Err(err),
             };
-            let value = match record.getattr(intern!(py, "value")) {
-                Ok(value) => value,
-                Err(err) => break Err(err),
+            // A record the extension decoded from the fetch (kafka.rs) is read directly.
+            let fetched = record.downcast::<kafka::Record>().ok().map(|r| r.get());
+            let value = match fetched {
+                Some(r) => r.value(py).map(|v| v.into_any()),
+                None => match record.getattr(intern!(py, "value")) {
+                    Ok(value) => Some(value),
+                    Err(err) => break Err(err),
+                },
             };
-            let Ok(bytes) = value.downcast::<PyBytes>() else {
+            let Some(Ok(bytes)) = value.as_ref().map(|v| v.downcast::<PyBytes>()) else {
                 break Ok((i, 0));
             };
             let outcome = self.bundle_step(
@@ -2541,9 +2555,12 @@ impl FastPath {
                             "a record applied without its bundle",
                         ));
                     };
-                    let moved = record
-                        .getattr(intern!(py, "offset"))
-                        .and_then(|offset| bundle.bind(py).setattr(intern!(py, "offset"), offset));
+                    let moved = match fetched {
+                        Some(r) => bundle.bind(py).setattr(intern!(py, "offset"), r.offset()),
+                        None => record
+                            .getattr(intern!(py, "offset"))
+                            .and_then(|offset| bundle.bind(py).setattr(intern!(py, "offset"), offset)),
+                    };
                     if let Err(err) = moved {
                         break Err(err);
                     }

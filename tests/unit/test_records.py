@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from detector.alerts import Alert
 from detector.engine import Engine
@@ -41,9 +42,15 @@ class Run:
     """One worker over a plain mapping: records in, alerts, dead letters and the table out."""
 
     def __init__(
-        self, cfg: dict[str, Any], native: bool, table: dict[bytes, bytes], runs: bool = False
+        self,
+        cfg: dict[str, Any],
+        native: bool,
+        table: dict[bytes, bytes],
+        runs: bool | str = False,
     ) -> None:
-        self.runs = runs  # feed records as the worker does: runs of one partition
+        # Feed records as the worker does: runs of one partition ("decoded": as the
+        # extension decodes them from the fetch, else as the Kafka client does).
+        self.runs = runs
         self.fp = Fingerprinter(KEY)
         self.engine = Engine(policy(cfg), self.fp, behaviour=_offline(cfg), sweep_every_s=60.0)
         self.table = table
@@ -88,9 +95,11 @@ class Run:
             for start in range(0, len(records), checkpoint_every):
                 block = records[start : start + checkpoint_every]
                 for partition, run in itertools.groupby(block, key=lambda r: r[0]):
-                    self.apply_run(
-                        [record(partition, offset, raw) for _, offset, raw in run], partition
-                    )
+                    place: list[tuple[int, bytes | None]] = [(o, raw) for _, o, raw in run]
+                    if self.runs == "decoded":
+                        self.apply_run(decoded(partition, place), partition)
+                    else:
+                        self.apply_run([record(partition, o, raw) for o, raw in place], partition)
                 if start + checkpoint_every <= len(records):
                     self.checkpoint()
         else:
@@ -109,9 +118,33 @@ class Run:
         self.trace.append((store.swept, len(self.table), store.scanning, census))
 
 
-def record(partition: int, offset: int, value: bytes) -> SimpleNamespace:
+def record(partition: int, offset: int, value: bytes | None) -> SimpleNamespace:
     """A Kafka client record, as the worker's fetch hands it over."""
     return SimpleNamespace(topic=TOPIC, partition=partition, offset=offset, value=value)
+
+
+def decoded(partition: int, run: list[tuple[int, bytes | None]]) -> list[Any]:
+    """A run of records as the extension decodes them from a fetch (one record batch)."""
+    import sessionwatch_native
+
+    base = run[0][0]
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=2**24,
+    )
+    for offset, raw in run:
+        builder.append(offset - base, timestamp=0, key=None, value=raw, headers=[])
+    batch = bytearray(builder.build())
+    batch[0:8] = base.to_bytes(8, "big")
+    out = sessionwatch_native.decode_batches(bytes(batch), base, True, TOPIC, partition)
+    assert out is not None
+    assert [r.offset for r in out[0]] == [offset for offset, _ in run]
+    return out[0]
 
 
 def fetched(records: list[tuple[int, int, bytes]], size: int = 60) -> list[tuple[int, int, bytes]]:
@@ -160,7 +193,7 @@ def both(
     cfg: dict[str, Any],
     crash_at: int | None = None,
     checkpoint_every: int = 40,
-    runs: bool = False,
+    runs: bool | str = False,
 ) -> tuple[Run, Run]:
     """The same records through the compiled and the Python path (``runs``: the compiled
     path takes them in runs of one partition, as the worker hands them over). ``crash_at``:
@@ -169,7 +202,7 @@ def both(
     out = []
     for native in (True, False):
         table: dict[bytes, bytes] = {}
-        in_runs = runs and native
+        in_runs = runs if native else False
         run = Run(cfg, native, table, in_runs)
         if crash_at is None:
             run.feed(records, checkpoint_every)
@@ -210,14 +243,18 @@ def assert_same(fast: Run, slow: Run) -> None:
     assert fast.engine.census() == slow.engine.census()
 
 
-RUNS = pytest.mark.parametrize("runs", [False, True], ids=["record by record", "in runs"])
+RUNS = pytest.mark.parametrize(
+    "runs",
+    [False, True, "decoded"],
+    ids=["record by record", "in runs", "in runs, records decoded by the extension"],
+)
 
 
 @pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])
 @pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
 @RUNS
 def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(
-    cfg: dict[str, Any], checkpoint_every: int, runs: bool
+    cfg: dict[str, Any], checkpoint_every: int, runs: bool | str
 ) -> None:
     """Rare checkpoints keep bundles loaded, so the compiled path's copies of sessions
     are used again across records, across Python writes between them. In runs, records
@@ -233,7 +270,7 @@ def test_a_simulated_day_is_the_python_paths_with_the_compiled_path(
 @pytest.mark.parametrize("checkpoint_every", [40, 2000], ids=["frequent", "rare checkpoints"])
 @RUNS
 def test_with_the_offline_model_windows_are_closed_and_scored_the_same(
-    checkpoint_every: int, runs: bool
+    checkpoint_every: int, runs: bool | str
 ) -> None:
     records = fetched(partitioned(day(40, 120, seed=5, attacks=1)))
     fast, slow = both(records, OFFLINE, checkpoint_every=checkpoint_every, runs=runs)
@@ -244,7 +281,7 @@ def test_with_the_offline_model_windows_are_closed_and_scored_the_same(
 
 @RUNS
 def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path(
-    runs: bool,
+    runs: bool | str,
 ) -> None:
     records = fetched(partitioned(day(40, 48, seed=43)))
     fast, slow = both(records, OFFLINE, crash_at=len(records) // 2, runs=runs)
@@ -257,7 +294,7 @@ def test_after_a_crash_re_delivered_records_are_not_applied_twice_on_either_path
 
 @RUNS
 def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_path(
-    runs: bool, monkeypatch: pytest.MonkeyPatch
+    runs: bool | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The engine runs on (its watermark moved), the unwritten state is dropped and the
     partitions are read again from a commit behind the state: the records the table
@@ -270,7 +307,7 @@ def test_after_a_rebalance_records_read_again_are_not_applied_twice_on_either_pa
     at = len(records) // 2
     runs_ = []
     for native in (True, False):
-        run = Run(OFFLINE, native, {}, runs=runs and native)
+        run = Run(OFFLINE, native, {}, runs=runs if native else False)
         run.feed(records[:at])
         for partition, offset, raw in records[at : at + 25]:  # applied, never written
             msg = SimpleNamespace(topic=TOPIC, partition=partition, offset=offset)
@@ -428,7 +465,7 @@ def test_with_the_concurrency_rule_off_users_keep_no_session_list() -> None:
 
 
 @RUNS
-def test_a_record_without_a_value_is_refused_and_the_rest_applied(runs: bool) -> None:
+def test_a_record_without_a_value_is_refused_and_the_rest_applied(runs: bool | str) -> None:
     """A tombstone (or ``kcat -Z`` with an empty message) on the events topic has no
     value at all: dead-lettered as not JSON on every path, the worker going on."""
     s = Story()
