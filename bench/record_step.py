@@ -79,31 +79,12 @@ def records(events: int) -> list[list[SimpleNamespace]]:
 def decoded(runs: list[list[SimpleNamespace]]) -> list[list[Any]]:
     """The runs as the worker gets them from a fetch by default: decoded by the extension
     from record batches (``detector.stream.fetch``), not made by the Kafka client."""
-    import sessionwatch_native
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from tests.helpers import decoded_records
 
-    out = []
-    for run in runs:
-        base = run[0].offset
-        builder = DefaultRecordBatchBuilder(
-            magic=2,
-            compression_type=0,
-            is_transactional=0,
-            producer_id=-1,
-            producer_epoch=-1,
-            base_sequence=-1,
-            batch_size=2**24,
-        )
-        for r in run:
-            builder.append(r.offset - base, timestamp=0, key=None, value=r.value, headers=[])
-        batch = bytearray(builder.build())
-        batch[0:8] = base.to_bytes(8, "big")
-        got = sessionwatch_native.decode_batches(
-            bytes(batch), base, True, run[0].topic, run[0].partition
-        )
-        assert got is not None
-        out.append(got[0])
-    return out
+    return [
+        decoded_records(run[0].topic, run[0].partition, [(r.offset, r.value) for r in run])
+        for run in runs
+    ]
 
 
 def worker_step(native: bool) -> tuple[Applier, BundleStore]:

@@ -83,3 +83,30 @@ def run(story: Story, config: Mapping[str, Any] | None = None) -> list[Alert]:
 def raised(story: Story, config: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """(indicator, event_id) of every alert, in emission order."""
     return [(a.kind, a.event_id) for a in run(story, config)]
+
+
+def decoded_records(topic: str, partition: int, run: list[tuple[int, bytes | None]]) -> list[Any]:
+    """A run of (offset, value) as the worker gets it from a fetch by default: one record
+    batch (the client's own builder, as a broker returns it) decoded by the extension
+    (``detector.stream.fetch``)."""
+    import sessionwatch_native
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    base = run[0][0]
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=2**24,
+    )
+    for offset, value in run:
+        builder.append(offset - base, timestamp=0, key=None, value=value, headers=[])
+    batch = bytearray(builder.build())
+    batch[0:8] = base.to_bytes(8, "big")
+    out = sessionwatch_native.decode_batches(bytes(batch), base, True, topic, partition)
+    assert out is not None
+    assert [r.offset for r in out[0]] == [offset for offset, _ in run]
+    return out[0]

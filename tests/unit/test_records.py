@@ -15,7 +15,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from detector.alerts import Alert
 from detector.engine import Engine
@@ -27,7 +26,7 @@ from detector.simulate import SIM_CONFIG, Simulation
 from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
 from detector.stream.records import record_applier
 from detector.stream.routing import routing_key
-from tests.helpers import KEY, SID, SID2, SID3, Story, policy
+from tests.helpers import KEY, SID, SID2, SID3, Story, decoded_records, policy
 from tests.tools import containers
 from tests.unit.test_fastpath import HAS_RUST, MODEL, TIGHT, _offline
 
@@ -97,7 +96,7 @@ class Run:
                 for partition, run in itertools.groupby(block, key=lambda r: r[0]):
                     place: list[tuple[int, bytes | None]] = [(o, raw) for _, o, raw in run]
                     if self.runs == "decoded":
-                        self.apply_run(decoded(partition, place), partition)
+                        self.apply_run(decoded_records(TOPIC, partition, place), partition)
                     else:
                         self.apply_run([record(partition, o, raw) for o, raw in place], partition)
                 if start + checkpoint_every <= len(records):
@@ -121,30 +120,6 @@ class Run:
 def record(partition: int, offset: int, value: bytes | None) -> SimpleNamespace:
     """A Kafka client record, as the worker's fetch hands it over."""
     return SimpleNamespace(topic=TOPIC, partition=partition, offset=offset, value=value)
-
-
-def decoded(partition: int, run: list[tuple[int, bytes | None]]) -> list[Any]:
-    """A run of records as the extension decodes them from a fetch (one record batch)."""
-    import sessionwatch_native
-
-    base = run[0][0]
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=2**24,
-    )
-    for offset, raw in run:
-        builder.append(offset - base, timestamp=0, key=None, value=raw, headers=[])
-    batch = bytearray(builder.build())
-    batch[0:8] = base.to_bytes(8, "big")
-    out = sessionwatch_native.decode_batches(bytes(batch), base, True, TOPIC, partition)
-    assert out is not None
-    assert [r.offset for r in out[0]] == [offset for offset, _ in run]
-    return out[0]
 
 
 def fetched(records: list[tuple[int, int, bytes]], size: int = 60) -> list[tuple[int, int, bytes]]:
