@@ -178,6 +178,9 @@ _faust_flush = ProducerBuffer.flush
 _send_pending = ProducerBuffer._send_pending
 ProducerBuffer.put = _put_counted  # type: ignore[method-assign]
 
+ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
+ProducerBuffer.flush = _drain  # type: ignore[method-assign]
+
 
 async def _flush_checked(self: Any) -> None:
     """Faust's producer flush, then no commit if an alert or action was not delivered
@@ -190,8 +193,6 @@ async def _flush_checked(self: Any) -> None:
 
 _faust_producer_flush = AIOKafkaProducerService.flush
 AIOKafkaProducerService.flush = _flush_checked  # type: ignore[method-assign]
-ProducerBuffer._send_pending = _send_counted  # type: ignore[method-assign]
-ProducerBuffer.flush = _drain  # type: ignore[method-assign]
 
 
 def _ack_if_current(self: Consumer, message: Any) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -169,11 +170,19 @@ class Outbox:
         if self.failed is not None:
             raise OutboxFailed(f"a message was not delivered: {self.failed!r}") from self.failed
 
-    async def drain(self) -> None:
-        """Waits until every message sent before the call is with the client."""
+    async def drain(self, within: float = 60.0) -> None:
+        """Waits until every message sent before the call is with the client; raises
+        (so no commit follows) if one failed or they are not all handed over ``within``
+        seconds (as the producer buffer's drain does: Faust retries the commit)."""
         target = self.queued
+        deadline = time.monotonic() + within
         while self.handed < target and self.failed is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OutboxFailed(
+                    f"{target - self.handed} messages not handed over in {within:g} s"
+                )
             self._progress.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), timeout=1.0)
+                await asyncio.wait_for(self._progress.wait(), timeout=min(1.0, left))
         self.check()

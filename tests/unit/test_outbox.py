@@ -166,3 +166,15 @@ def test_a_wait_cancelled_by_a_stop_lets_no_commit_pass_the_messages_behind_it()
             await asyncio.wait_for(box.drain(), 1)
 
     asyncio.run(run())
+
+
+def test_a_hand_over_that_never_ends_lets_no_commit_pass() -> None:
+    async def run() -> None:
+        box, producer, _, stopped = outbox()
+        producer.held.clear()  # the broker never answers
+        box.send("alerts", b"a", b"1")
+        with pytest.raises(OutboxFailed, match="1 messages not handed over"):
+            await box.drain(within=0.05)
+        assert stopped == []  # Faust retries the commit; the client's own timeout fails it
+
+    asyncio.run(run())
