@@ -49,7 +49,7 @@ from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore
 from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
-from detector.stream.fetch import DECODED_TOPICS, decode_topic
+from detector.stream.fetch import decode_topic
 from detector.stream.fetch import install as install_fetch_decoding
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.outbox import Outbox, Resumed
@@ -406,16 +406,7 @@ async def _getmany_taking_direct(self: Consumer, timeout: float) -> AsyncIterato
 
 _faust_getmany = Consumer.getmany
 Consumer.getmany = _getmany_taking_direct  # type: ignore[method-assign]
-install_fetch_decoding()  # only for the topics registered (decode_fetches)
-
-
-def decode_fetches(settings: StreamSettings, topic: str) -> None:
-    """Has ``topic``'s fetched batches decoded by the extension, or by the Kafka client
-    (``SESSIONWATCH_DECODE``; tests run both in one process)."""
-    if settings.decode == "native":
-        decode_topic(topic)
-    else:
-        DECODED_TOPICS.discard(topic)
+install_fetch_decoding()  # only for the topics registered (decode_topic)
 
 
 class _Fetched:
@@ -1129,25 +1120,26 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
         metrics.count_invalid("processing_error")
 
-    if app.conf.producer_threaded:  # the client producer is another thread's
+    send: Callable[[str, bytes, bytes], None]
+    if app.conf.producer_threaded:  # the client producer is another thread's: Faust's buffer
+        topics = {settings.alerts_topic: alerts_topic, settings.actions_topic: actions_topic}
 
-        def publish(alert: Alert, value: bytes) -> None:
-            key = alert.session.encode()
-            alerts_topic.send_soon(key=key, value=value)
-            if alert.mode == "enforce" and alert.action != "none":
-                actions_topic.send_soon(key=key, value=_json.encode(action_record(alert)))
+        def send(topic: str, key: bytes, value: bytes) -> None:
+            topics[topic].send_soon(key=key, value=value)
 
     else:
         client = cast(Any, app.producer)._ensure_producer
         outbox = Outbox(client, app.monitor, app.crash)
         app.sessionwatch_outbox = outbox  # type: ignore[attr-defined]
-        send, alerts_name, actions_name = outbox.send, settings.alerts_topic, settings.actions_topic
+        send = outbox.send
 
-        def publish(alert: Alert, value: bytes) -> None:
-            key = alert.session.encode()
-            send(alerts_name, key, value)
-            if alert.mode == "enforce" and alert.action != "none":
-                send(actions_name, key, _json.encode(action_record(alert)))
+    alerts_name, actions_name = settings.alerts_topic, settings.actions_topic
+
+    def publish(alert: Alert, value: bytes) -> None:
+        key = alert.session.encode()
+        send(alerts_name, key, value)
+        if alert.mode == "enforce" and alert.action != "none":
+            send(actions_name, key, _json.encode(action_record(alert)))
 
     def refuse(invalid: InvalidEvent, raw: bytes, msg: Any) -> None:
         letter = _send_dead_letter(dlq_topic, fingerprint, invalid, raw, msg)
@@ -1185,7 +1177,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     # Records of the events topic go from the fetch to the agent body directly (see
     # _getmany_taking_direct); the agent's stream, subscribed all the same, then idles.
     direct: dict[str, DirectHandler] = {}
-    decode_fetches(settings, settings.events_topic)
+    decode_topic(settings.events_topic, settings.decode == "native")
     if settings.delivery == "fetch":
         direct[settings.events_topic] = direct_delivery(
             app, in_order.take_fetched, metrics.processing.observe
@@ -1278,7 +1270,7 @@ def install_normalizer(
 
     # In order and without holes, as detection (a skipped vendor record is a lost event).
     in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
-    decode_fetches(settings, topic_name)
+    decode_topic(topic_name, settings.decode == "native")
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
     if settings.delivery == "fetch":
         direct[topic_name] = direct_delivery(app, in_order.take_fetched, lambda seconds: None)

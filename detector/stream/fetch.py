@@ -34,12 +34,13 @@ _ClientPartitionRecords = client_fetcher.PartitionRecords
 _client_getall = client_fetcher.FetchResult.getall
 
 
-def decode_topic(topic: str) -> bool:
-    """Has ``topic``'s fetches decoded here; False when the extension is missing."""
-    if _decode is None:
-        return False
-    DECODED_TOPICS.add(topic)
-    return True
+def decode_topic(topic: str, native: bool = True) -> None:
+    """Has ``topic``'s fetches decoded here (``native``, when the extension is there) or
+    by the Kafka client (``SESSIONWATCH_DECODE``; tests run both in one process)."""
+    if native and _decode is not None:
+        DECODED_TOPICS.add(topic)
+    else:
+        DECODED_TOPICS.discard(topic)
 
 
 class _KeptMemoryRecords(MemoryRecords):  # type: ignore[misc]

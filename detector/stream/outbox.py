@@ -100,10 +100,7 @@ class Outbox:
         if self._task is not None:
             self._waiting.append((topic, key, value))
             return
-        producer = self._producer()
-        state = self._monitor.on_send_initiated(
-            producer, topic, None, len(key) if key is not None else 0, len(value)
-        )
+        producer, state = self._initiated(topic, key, value)
         coro = producer.send(topic, value, key=key)
         try:
             first = coro.send(None)
@@ -123,10 +120,7 @@ class Outbox:
             self._handed(await first, producer, state, topic)
             while self._waiting and self.failed is None:
                 topic, key, value = self._waiting.popleft()
-                producer = self._producer()
-                state = self._monitor.on_send_initiated(
-                    producer, topic, None, len(key) if key is not None else 0, len(value)
-                )
+                producer, state = self._initiated(topic, key, value)
                 self._handed(await producer.send(topic, value, key=key), producer, state, topic)
         except Exception as exc:
             self._fail(exc, topic)
@@ -136,6 +130,12 @@ class Outbox:
         finally:
             self._task = None
             self._progress.set()
+
+    def _initiated(self, topic: str, key: bytes | None, value: bytes) -> tuple[Any, Any]:
+        """The producer, and the monitor's state for a send (as Faust's path tells it)."""
+        producer = self._producer()
+        keysize = len(key) if key is not None else 0
+        return producer, self._monitor.on_send_initiated(producer, topic, None, keysize, len(value))
 
     def _handed(self, delivery: asyncio.Future[Any], producer: Any, state: Any, topic: str) -> None:
         self.handed += 1

@@ -979,11 +979,19 @@ impl<'py> StoreView<'py> {
 /// A record's partition (as the store's dictionaries key it) and offset: read directly
 /// from a record the extension decoded (kafka.rs), through attributes from any other.
 fn place<'py>(py: Python<'py>, msg: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, i64)> {
-    if let Ok(record) = msg.downcast::<kafka::Record>() {
-        let record = record.get();
-        return Ok((record.partition().into_pyobject(py)?.into_any(), record.offset()));
+    let partition = match msg.downcast::<kafka::Record>() {
+        Ok(record) => record.get().partition().into_pyobject(py)?.into_any(),
+        Err(_) => msg.getattr(intern!(py, "partition"))?,
+    };
+    Ok((partition, offset_of(py, msg)?))
+}
+
+/// A record's offset, as :func:`place` reads it.
+fn offset_of(py: Python<'_>, msg: &Bound<'_, PyAny>) -> PyResult<i64> {
+    match msg.downcast::<kafka::Record>() {
+        Ok(record) => Ok(record.get().offset()),
+        Err(_) => msg.getattr(intern!(py, "offset"))?.extract(),
     }
-    Ok((msg.getattr(intern!(py, "partition"))?, msg.getattr(intern!(py, "offset"))?.extract()?))
 }
 
 /// What `run` returns for one line: applied here, or the Python path's.
@@ -2528,16 +2536,15 @@ impl FastPath {
                 Err(err) => break Err(err),
             };
             // A record the extension decoded from the fetch (kafka.rs) is read directly.
-            let fetched = record.downcast::<kafka::Record>().ok().map(|r| r.get());
-            let value = match fetched {
-                Some(r) => r.value(py).map(|v| v.into_any()),
-                None => match record.getattr(intern!(py, "value")) {
-                    Ok(value) => Some(value),
+            let value = match record.downcast::<kafka::Record>() {
+                Ok(fetched) => fetched.get().value(py),
+                Err(_) => match record.getattr(intern!(py, "value")) {
+                    Ok(value) => value.downcast_into::<PyBytes>().ok(),
                     Err(err) => break Err(err),
                 },
             };
-            let Some(Ok(bytes)) = value.as_ref().map(|v| v.downcast::<PyBytes>()) else {
-                break Ok((i, 0));
+            let Some(bytes) = value else {
+                break Ok((i, 0)); // no value (a tombstone): the Python path refuses it
             };
             let outcome = self.bundle_step(
                 py,
@@ -2555,12 +2562,8 @@ impl FastPath {
                             "a record applied without its bundle",
                         ));
                     };
-                    let moved = match fetched {
-                        Some(r) => bundle.bind(py).setattr(intern!(py, "offset"), r.offset()),
-                        None => record
-                            .getattr(intern!(py, "offset"))
-                            .and_then(|offset| bundle.bind(py).setattr(intern!(py, "offset"), offset)),
-                    };
+                    let moved = offset_of(py, &record)
+                        .and_then(|offset| bundle.bind(py).setattr(intern!(py, "offset"), offset));
                     if let Err(err) = moved {
                         break Err(err);
                     }
