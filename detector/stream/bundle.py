@@ -43,6 +43,10 @@ KEEP_BYTES = 8_192
 #: A bundle over the limit is cut to this share of it, so the next writes fit too.
 SHED_TO = 0.75
 
+#: Writes a rolling flush makes before its time budget (``within``) applies: a checkpoint
+#: with a few dozen due, as live traffic has, always writes them all.
+WRITES_BEFORE_BUDGET = 64
+
 #: Due entries a partition's sweep examines per event of that partition. Examinations
 #: are at most ~2 per event over time (an entry is examined once when it dies and once
 #: per time its activity moved its expiry), so this keeps up; what it bounds is a mass
@@ -476,17 +480,26 @@ class BundleStore:
         else:
             entry.token = self._token
 
-    def flush(self, older_than: float | None = None) -> int:
+    def flush(self, older_than: float | None = None, within: float | None = None) -> int:
         """Writes changed bundles, each once, oldest first change first: all of them, or
         those first changed at least ``older_than`` seconds ago (so that writes spread
-        evenly instead of coming in one burst that holds alerts back). Each goes to the
-        state under its last event (its partition). Returns the number of writes."""
-        cutoff = math.inf if older_than is None else time.monotonic() - older_than
+        evenly instead of coming in one burst that holds alerts back). With ``within``
+        (seconds), it stops once that time has passed after its first
+        :data:`WRITES_BEFORE_BUDGET` writes, leaving the rest, oldest first, to the next
+        flush: changes made together (a catch-up's, thousands a second) fall due together,
+        and written in one go they held the live events behind them for a third of a
+        second. Each goes to the state under its last event (its partition). Returns the
+        number of writes."""
+        now = time.monotonic()
+        cutoff = math.inf if older_than is None else now - older_than
+        deadline = math.inf if within is None else now + within
         index, loaded, pending = self._index, self._loaded, self._pending
         order, order_in = self._order, self._order_in
         put, write_back = self.io.put, self.write_back
         written = 0
         while order and order[0].since <= cutoff:
+            if written >= WRITES_BEFORE_BUDGET and time.monotonic() > deadline:
+                break
             entry = order.popleft()
             key, b = entry.key, entry.bundle
             # The oldest change overall is the oldest of its partition.

@@ -334,6 +334,46 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
 
 
+def test_a_flush_within_a_time_budget_leaves_the_rest_due_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Changes falling due together (a catch-up's) are written over several rolling
+    flushes: each writes the oldest due first, stops once its time is up (after its first
+    few writes), and the offsets it leaves unwritten still bound the commit."""
+    clock = [0.0]
+    tick = [0.0]
+
+    def monotonic() -> float:
+        clock[0] += tick[0]  # each look at the clock: ``tick`` later
+        return clock[0]
+
+    monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(bundle_module, "WRITES_BEFORE_BUDGET", 4)
+    table: dict[bytes, bytes] = {}
+    written: list[str] = []
+    store = BundleStore(
+        table,
+        lambda s: math.inf,
+        lambda u: math.inf,
+        io=MappingIO(table, written.append),
+        active_until=lambda s: math.inf,
+    )
+    for offset in range(20):
+        key = f"u:{offset}"
+        store.load(key, offset % 2, key, 0.0)
+        store.applied(offset, [])
+        store.save()
+    clock[0], tick[0] = 100.0, 0.001
+    # Four writes unchecked, then one per look at the clock until 3.5 ms have passed.
+    assert store.flush(older_than=5.0, within=0.0035) == 7
+    assert written == [f"u:{n}" for n in range(7)]
+    assert store.unwritten_from() == {0: 8, 1: 7} and store.unwritten == 13
+    assert store.flush(older_than=5.0, within=0.0) == 4  # the budget never cuts the first
+    assert written[7:] == [f"u:{n}" for n in range(7, 11)]
+    assert store.flush(older_than=5.0) == 9  # no budget: everything due
+    assert store.unwritten_from() == {} and set(table) == {f"u:{n}".encode() for n in range(20)}
+
+
 def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
