@@ -334,6 +334,20 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
 
 
+def _recording_store() -> tuple[dict[bytes, bytes], list[str], BundleStore]:
+    """A store over a dict whose writes are recorded in order; nothing ever expires."""
+    table: dict[bytes, bytes] = {}
+    written: list[str] = []
+    store = BundleStore(
+        table,
+        lambda s: math.inf,
+        lambda u: math.inf,
+        io=MappingIO(table, written.append),
+        active_until=lambda s: math.inf,
+    )
+    return table, written, store
+
+
 def test_a_flush_within_a_time_budget_leaves_the_rest_due_to_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -349,15 +363,7 @@ def test_a_flush_within_a_time_budget_leaves_the_rest_due_to_the_next(
 
     monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=monotonic))
     monkeypatch.setattr(bundle_module, "WRITES_BEFORE_BUDGET", 4)
-    table: dict[bytes, bytes] = {}
-    written: list[str] = []
-    store = BundleStore(
-        table,
-        lambda s: math.inf,
-        lambda u: math.inf,
-        io=MappingIO(table, written.append),
-        active_until=lambda s: math.inf,
-    )
+    table, written, store = _recording_store()
     for offset in range(20):
         key = f"u:{offset}"
         store.load(key, offset % 2, key, 0.0)
@@ -383,15 +389,7 @@ def test_rolling_flushes_keep_the_oldest_unwritten_change_of_every_partition(
     first, every changed bundle's latest state once."""
     clock = [0.0]
     monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    table: dict[bytes, bytes] = {}
-    written: list[str] = []
-    store = BundleStore(
-        table,
-        lambda s: math.inf,
-        lambda u: math.inf,
-        io=MappingIO(table, written.append),
-        active_until=lambda s: math.inf,
-    )
+    table, written, store = _recording_store()
     rng = random.Random(7)
     pending: dict[str, tuple[int, int]] = {}  # key -> (partition, first unwritten offset)
     for offset in range(5000):
