@@ -611,7 +611,7 @@ class InOrder:
         settings: StreamSettings,
         metrics: Metrics,
         apply: Callable[[bytes, Any, Any], None],
-        done: Callable[[bool], dict[int, int]],
+        done: Callable[[bool, bool], dict[int, int]],
         new_generation: Callable[[], None] = lambda: None,
         *,
         topic: str,
@@ -641,6 +641,7 @@ class InOrder:
         # stay unacked until its delivery, and must not make every checkpoint until then
         # a full one.
         self.since_full = 0
+        self.batches = self.batches_seen = 0  # batches taken; as of the timer's last tick
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events`` (``stream`` delivery; the
@@ -738,10 +739,12 @@ class InOrder:
         """A rolling checkpoint after each batch; a full one when too much waits (not
         merely after every so many records: a full write every few seconds is a burst
         that holds alerts back)."""
+        self.batches += 1
         self.checkpoint(full=self.n_unacked >= MAX_UNACKED and self.since_full >= MAX_UNACKED // 4)
 
-    def checkpoint(self, full: bool = False) -> None:
-        """Writes state (``done(full)``: all of it, or what is due), then acks every
+    def checkpoint(self, full: bool = False, paced: bool = True) -> None:
+        """Writes state (``done(full, paced)``: all of it, or what is due; ``paced`` while
+        records come, whose alerts the writes must not hold back), then acks every
         record before the oldest change not yet durable in its partition (unwritten, or
         written with its changelog not yet delivered), so the next commit passes only
         offsets whose effects are in the table and its changelog. Nothing is written
@@ -755,7 +758,7 @@ class InOrder:
         ):
             self._drop_unacked()
             return
-        unwritten = self.done(full)
+        unwritten = self.done(full, paced)
         if full:
             self.since_full = 0
         ack_offsets: Callable[[TP, list[int]], int] = app.consumer.ack_offsets  # type: ignore[attr-defined]
@@ -800,9 +803,13 @@ class InOrder:
         return cast(int | None, self.app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
 
     async def checkpoint_when_idle(self) -> None:
-        """The timer's rolling checkpoint, for when no batch comes to trigger one."""
+        """The timer's rolling checkpoint, for when no batch comes to trigger one: with
+        no batch since its last tick nothing waits, so it writes everything due at once
+        (a catch-up's last seconds of changes, thousands of bundles, would otherwise take
+        a paced write per tick, and their commit minutes)."""
+        paced, self.batches_seen = self.batches != self.batches_seen, self.batches
         if self.n_unacked:
-            self.checkpoint()
+            self.checkpoint(paced=paced)
 
     def _admit(self, event: Any) -> bool:
         """Applies, holds or opens a hole; False once the event is held."""
@@ -1160,13 +1167,14 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store.discard()  # not written: the events behind it come again from the commit
         store.reset()  # partitions moved: re-index what this worker now holds
 
-    def write_state(full: bool) -> dict[int, int]:
+    def write_state(full: bool, paced: bool) -> dict[int, int]:
         # One write per bundle changed, under its last event (hence its partition); an
         # interval of 0 makes everything due, so it is all written after every batch.
         if full or not settings.checkpoint_seconds:
             store.flush()
         else:
-            store.flush(settings.checkpoint_seconds, within=ROLLING_WRITES_WITHIN_S)
+            within = ROLLING_WRITES_WITHIN_S if paced else None
+            store.flush(settings.checkpoint_seconds, within=within)
         fold_native_counts()
         metrics.sessions_shed = store.shed
         return store.unwritten_from()
@@ -1276,7 +1284,9 @@ def install_normalizer(
             events_topic.send_soon(key=key, value=line)
 
     # In order and without holes, as detection (a skipped vendor record is a lost event).
-    in_order = InOrder(app, settings, metrics, normalize_one, lambda full: {}, topic=topic_name)
+    in_order = InOrder(
+        app, settings, metrics, normalize_one, lambda full, paced: {}, topic=topic_name
+    )
     decode_topic(topic_name, settings.decode == "native")
     app.timer(WATCH_EVERY_S, name=f"watch-{topic_name}")(in_order.watch)
     if settings.delivery == "fetch":

@@ -187,7 +187,7 @@ class _App:
 def _in_order(
     app: _App,
     applied: list[int] | None = None,
-    write: Callable[[bool], dict[int, int]] = lambda full: {},
+    write: Callable[[bool, bool], dict[int, int]] = lambda full, paced: {},
     runs: list[list[int]] | None = None,
 ) -> InOrder:
     """The agent's gate over ``app``, recording the offsets it applies (if asked) and
@@ -298,11 +298,11 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
     the partition reads those events again."""
     app = _App()
     # What the store reports after each write: partition -> oldest unwritten offset.
-    unwritten: list[dict[int, int]] = [{0: 1, 1: 0}, {0: 2}, {}]
-    calls: list[tuple[bool, int]] = []
+    unwritten: list[dict[int, int]] = [{0: 1, 1: 0}, {0: 2}, {0: 2}, {}]
+    calls: list[tuple[bool, bool, int]] = []
 
-    def write(full: bool) -> dict[int, int]:
-        calls.append((full, len(app.consumer.acks)))  # acks so far: none may come first
+    def write(full: bool, paced: bool) -> dict[int, int]:
+        calls.append((full, paced, len(app.consumer.acks)))  # acks so far: none may come first
         return unwritten.pop(0)
 
     in_order = _in_order(app, write=write)
@@ -310,19 +310,21 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
     batch = [_Event(_Msg(p, o, 1)) for p, o in ((0, 0), (1, 0), (0, 1), (0, 2))]
     in_order.take(batch)  # each batch rolls a checkpoint: offset 0 of partition 0
     assert all(e.message.acked for e in batch)  # take_events must not ack them
-    assert calls == [(False, 0)] and app.consumer.acks == [(0, 0)]
-    asyncio.run(in_order.checkpoint_when_idle())  # the timer's, with nothing coming
-    assert calls[-1] == (False, 1)
+    assert calls == [(False, True, 0)] and app.consumer.acks == [(0, 0)]
+    asyncio.run(in_order.checkpoint_when_idle())  # the timer's: a batch came since its last
+    assert calls[-1] == (False, True, 1)
     assert app.consumer.acks == [(0, 0), (0, 1), (1, 0)]  # 0/2 still waits for its write
+    asyncio.run(in_order.checkpoint_when_idle())  # none since: nothing waits for the writes
+    assert calls[-1] == (False, False, 3)
     in_order.checkpoint(full=True)  # a clean stop
-    assert calls[-1] == (True, 3) and app.consumer.acks[-1] == (0, 2)
+    assert calls[-1] == (True, True, 3) and app.consumer.acks[-1] == (0, 2)
     assert in_order.n_unacked == 0
     unwritten.append({0: 3})  # what the next batch's roll leaves unwritten
     in_order.take([_Event(_Msg(0, 3, 1))])
-    assert calls[-1] == (False, 4) and app.consumer.acks[-1] == (0, 2)
+    assert calls[-1] == (False, True, 4) and app.consumer.acks[-1] == (0, 2)
     app.rebalancing_count += 1  # revoked before the state of 0/3 is written
     in_order.checkpoint(full=True)
-    assert len(calls) == 4 and app.consumer.acks[-1] == (0, 2)
+    assert len(calls) == 5 and app.consumer.acks[-1] == (0, 2)
     assert in_order.n_unacked == 0 and in_order.unacked == {}
 
 
@@ -338,7 +340,7 @@ def test_a_full_checkpoint_comes_when_too_much_waits_not_after_each_batch_until_
     delivered = [False]
     fulls: list[bool] = []
 
-    def write(full: bool) -> dict[int, int]:
+    def write(full: bool, paced: bool) -> dict[int, int]:
         fulls.append(full)
         return {} if delivered[0] else {0: 0}  # written, not delivered: nothing acked
 
@@ -646,7 +648,7 @@ def test_between_events_a_worker_left_without_events_partitions_forgets_its_cens
         StreamSettings(),
         Metrics(),
         lambda raw, msg, token: None,
-        lambda full: {},
+        lambda full, paced: {},
         new_generation,
         topic="events",
     )
