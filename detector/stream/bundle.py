@@ -101,8 +101,9 @@ class StateIO(Protocol):
     of a partition. ``put`` takes one key's new value (None: delete it) under
     ``token``, an event of ``partition``, with ``first``, the source offset of the
     oldest change it carries (None for a deletion, which no event waits for); ``end``
-    closes a flush. ``undelivered_from()`` says, per partition, the oldest ``first``
-    put but not yet durable: records from there on must not be acked yet."""
+    closes a flush, with or without writes. ``undelivered_from()`` says, per partition,
+    the oldest ``first`` put but not yet durable: records from there on must not be
+    acked yet."""
 
     def get(self, partition: int, key: bytes) -> bytes | None: ...
 
@@ -515,8 +516,7 @@ class BundleStore:
             if len(raw) > KEEP_BYTES:
                 loaded.pop(key, None)
             written += 1
-        if written:
-            self.io.end()
+        self.io.end()  # with no writes too: it ends the reads since the last flush
         if len(loaded) > len(pending) + KEEP_READ:
             # The unchanged ones, first read first, down to half the allowance.
             drop = len(loaded) - len(pending) - KEEP_READ // 2

@@ -31,6 +31,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from detector.stream.bundle import scan_keys
+from detector.stream.sensor import QuickPrometheusMonitor
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,12 @@ class ChangelogIO:
         self._tails: dict[int, asyncio.Future[None]] = {}
         self.failed: BaseException | None = None
         self.batches = 0  # produce batches handed to the Kafka client
+        self._gets = 0  # reads not yet counted by the sensor
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         """As Faust's table reads a key under an event of ``partition``, in one lookup
         (the table's ``get`` makes two: ``in``, then the read)."""
-        self._app.monitor.on_table_get(self._table, key)
+        self._gets += 1  # counted at the next end
         store = self._table.data
         if isinstance(store, RocksDBStore):
             value: bytes | None = store._db_for_partition(partition).get(key)
@@ -94,11 +96,14 @@ class ChangelogIO:
                 self._first[partition] = first
 
     def end(self) -> None:
+        if not self._rows:
+            self._count(0, 0)
+            return
         rows_by_partition, self._rows = self._rows, {}
         firsts, self._first = self._first, {}
         topic = self._table.changelog_topic.get_topic_name()
         producer = self._app.producer._ensure_producer()
-        monitor = self._app.monitor
+        written = deleted = 0
         for partition, rows in rows_by_partition.items():
             self._write_local(partition, rows)
             batches = [producer.create_batch()]
@@ -118,11 +123,24 @@ class ChangelogIO:
             self._tails[partition] = asyncio.ensure_future(
                 self._send(producer, topic, partition, batches, flight, tail)
             )
-            for key, value in rows:
-                if value is None:
-                    monitor.on_table_del(self._table, key)
-                else:
-                    monitor.on_table_set(self._table, key, value)
+            written += len(rows)
+            deleted += sum(1 for _, value in rows if value is None)
+        self._count(written - deleted, deleted)
+
+    def _count(self, updated: int, deleted: int) -> None:
+        """Tells Faust's sensor of the reads since the last end and of this end's writes:
+        at once to the worker's own sensor, one by one to any other."""
+        retrieved, self._gets = self._gets, 0
+        monitor, table = self._app.monitor, self._table
+        if isinstance(monitor, QuickPrometheusMonitor):
+            monitor.on_table_ops(table, retrieved, updated, deleted)
+            return
+        for _ in range(retrieved):
+            monitor.on_table_get(table, None)
+        for _ in range(updated):
+            monitor.on_table_set(table, None, None)
+        for _ in range(deleted):
+            monitor.on_table_del(table, None)
 
     def undelivered_from(self) -> dict[int, int]:
         return {p: queue[0].first for p, queue in self._flights.items() if queue}

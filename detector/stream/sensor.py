@@ -92,6 +92,22 @@ class QuickPrometheusMonitor(PrometheusMonitor):
             )
         return series
 
+    def on_table_ops(self, table: Any, retrieved: int, updated: int, deleted: int) -> None:
+        """``on_table_get``, ``on_table_set`` and ``on_table_del`` for many operations at
+        once: the worker's state reads and writes, counted once per checkpoint (a lock
+        and two look-ups per operation were 2 % of its time catching up)."""
+        state = self._table_or_create(table)
+        state.keys_retrieved += retrieved
+        state.keys_updated += updated
+        state.keys_deleted += deleted
+        for n, operation in (
+            (retrieved, self.KEYS_RETRIEVED),
+            (updated, self.KEYS_UPDATED),
+            (deleted, self.KEYS_DELETED),
+        ):
+            if n:
+                self._table_series(table, operation).inc(n)
+
     def on_table_get(self, table: Any, key: Any) -> None:
         Monitor.on_table_get(self, table, key)
         self._table_series(table, self.KEYS_RETRIEVED).inc()

@@ -134,6 +134,11 @@ def test_a_checkpoints_writes_reach_the_store_and_changelog_as_faust_writes_them
                 **dict(big),
                 last_key: b"newest",
             }
+            # Faust's sensor counts them as its table's operations, the reads at the next end.
+            ops = app.monitor.tables[table.name]
+            assert (ops.keys_retrieved, ops.keys_updated, ops.keys_deleted) == (0, 35, 1)
+            state.end()
+            assert (ops.keys_retrieved, ops.keys_updated, ops.keys_deleted) == (2, 35, 1)
             if store == "rocksdb://":  # where Faust's recovery of each partition resumes
                 assert table.data.persisted_offset(TP(topic, 0)) == p0[-1][0]
                 assert table.data.persisted_offset(TP(topic, 1)) == p1[-1][0]

@@ -99,3 +99,36 @@ def test_records_counted_at_once_export_what_one_at_a_time_does() -> None:
     lines, (total, _, read) = exported(at_once=True)
     assert total == 43 and read[TP("session-events", 0)] == 44
     assert 'faust_messages_received_per_topic_total{topic="session-events"} 40.0' in lines
+
+
+def test_table_operations_counted_at_once_export_what_one_at_a_time_does() -> None:
+    """The state's reads and writes are told to the sensor once per checkpoint
+    (``on_table_ops``): the same counters and series as one hook call per operation."""
+
+    def exported(at_once: bool) -> tuple[list[str], list[tuple[int, int, int]]]:
+        registry = CollectorRegistry()
+        monitor = QuickPrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+        tables = [SimpleNamespace(name="state"), SimpleNamespace(name="other")]
+        for table, (gets, sets, dels) in zip(tables, ((7, 5, 2), (3, 0, 1)), strict=True):
+            if at_once:
+                monitor.on_table_ops(table, gets, sets, dels)
+                continue
+            for _ in range(gets):
+                monitor.on_table_get(table, b"k")
+            for _ in range(sets):
+                monitor.on_table_set(table, b"k", b"v")
+            for _ in range(dels):
+                monitor.on_table_del(table, b"k")
+        lines = generate_latest(registry).decode().splitlines()
+        kept = [line for line in lines if "_created" not in line]
+        states = [
+            (s.keys_retrieved, s.keys_updated, s.keys_deleted) for s in monitor.tables.values()
+        ]
+        return kept, states
+
+    assert exported(at_once=True) == exported(at_once=False)
+    lines, states = exported(at_once=True)
+    assert states == [(7, 5, 2), (3, 0, 1)]
+    retrieved = 'faust_table_operations_total{operation="keys_retrieved",table="table.state"} 7.0'
+    assert retrieved in lines
+    assert not any('operation="keys_updated",table="table.other"' in line for line in lines)
