@@ -516,6 +516,146 @@ def test_any_plain_rfc3339_time_is_read_as_python_reads_it(when: datetime) -> No
         assert got == _python_time(text)
 
 
+def _day(users: int, seed: int) -> list[bytes]:
+    buf = io.BytesIO()
+    Simulation(users=users, hours=8, seed=seed).write(buf)
+    return buf.getvalue().splitlines()
+
+
+def _reads(line: bytes | str) -> tuple[str | None, str | None]:
+    """A line's fields as the compiled path's own scan reads them, and as serde_json does."""
+    from sessionwatch_native import FastPath
+
+    text = line.decode() if isinstance(line, bytes) else line
+    return FastPath.read_line(text, True), FastPath.read_line(text, False)
+
+
+def test_the_scan_reads_every_line_of_the_day_as_serde_json_does() -> None:
+    """The compiled path reads a line with its own scan first (native/src/scan.rs) and
+    asks serde_json only when the scan is not sure: the simulated day's lines (string and
+    numeric times, optional fields, integers) are all the scan's, read the same."""
+    lines = _day(2000, 3)
+    assert len(lines) > 10_000
+    for line in lines:
+        fast, serde = _reads(line)
+        assert fast is not None and fast == serde, line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ' \t{"event_id":"e","ts":1,"type":"login"}\r\n',  # whitespace around and inside
+        '{ "event_id" : "e" , "ts" : 0.1 , "type" : "x" , "other" : [1] }',
+        '{"event_id":"e","ts":"t","type":"x","user":"\\u0061lice"}',  # an escape
+        '{"event_id":"e","ts":"t","type":"x","ip":"1","ip":"2"}',  # a repeated key
+        '{"event_id":"e","ts":"t","type":"x","ip":null,"ip":"2"}',
+        '{"event_id":"e","ts":"t","type":"x","extra":1,"extra":2}',  # unknown: allowed
+        '{"event_id":"e","ts":1e9,"type":"x"}',
+        '{"event_id":"e","ts":-0,"type":"x"}',
+        '{"event_id":"e","ts":-1.5,"type":"x"}',
+        '{"event_id":"e","ts":1234567890123456789012,"type":"x"}',
+        '{"event_id":"e","ts":01,"type":"x"}',
+        '{"event_id":"e","ts":1.,"type":"x"}',
+        '{"event_id":"e","ts":"t","type":"x","asn":-0}',
+        '{"event_id":"e","ts":"t","type":"x","asn":-12}',
+        '{"event_id":"e","ts":"t","type":"x","asn":1.0}',
+        '{"event_id":"e","ts":"t","type":"x","asn":99999999999999999999}',
+        '{"event_id":"e","ts":"t","type":"x","response_bytes":-1}',
+        '{"event_id":"e","ts":"t","type":"x","response_bytes":null}',
+        '{"event_id":"e","ts":"t","type":"x","scheme":null}',
+        '{"event_id":"e","ts":"t","type":"x","scheme":"ftp"}',
+        '{"event_id":"e","ts":"t","type":"x","scheme":"http","guest":true}',
+        '{"event_id":"e","ts":"t","type":"x","guest":null}',
+        '{"event_id":"e","ts":"t","type":"x","remember_me":"yes"}',
+        '{"event_id":"e","ts":"t","type":"x","geo_lat":1.5}',
+        '{"event_id":"e","ts":"t","type":"x","~sessionwatch.epoch":1}',
+        '{"event_id":"e","ts":"t","type":"x","own_epoch":1,"kind":"y"}',
+        '{"event_id":"e","ts":"t","type":"x","big":1e999}',
+        '{"event_id":"e","ts":"t","type":"x","big":123456789012345678901234567890}',
+        '{"event_id":"e","ts":"t","type":"x","user":"a\x01b"}',  # a control character
+        '{"event_id":"e","ts":"t","type":"x","user":"caf\u00e9 \u65e5\u672c"}',
+        '{"event_id":"e","ts":"t","type":"x",}',
+        '{"event_id":"e","ts":"t","type":"x"} x',
+        '{"event_id":"e","ts":"t","type":"x"}{}',
+        '{"event_id":"e","ts":"t"}',
+        '{"event_id":null,"ts":"t","type":"x"}',
+        '["e", "t", "x"]',  # serde_json reads a struct from an array too: its decision
+        "{}",
+        "",
+        '{"event_id":"e","ts":"t","type":"x","user":"unterminated}',
+    ],
+)
+def test_the_scan_reads_a_line_as_serde_json_does_or_declines_it(line: str) -> None:
+    """Accepted, it is read as serde_json reads it; declined, serde_json decides."""
+    fast, serde = _reads(line)
+    if fast is not None:
+        assert fast == serde
+
+
+def test_the_scan_takes_the_common_shapes_itself() -> None:
+    """What it declines is rare in real logs; what real logs hold, it reads."""
+    taken = [
+        ' \t{"event_id":"e","ts":1,"type":"login"}\r\n',
+        '{ "event_id" : "e" , "ts" : 0.1 , "type" : "x" , "other" : "y" }',
+        '{"event_id":"e","ts":"t","type":"x","extra":1,"extra":-2.5,"n":null,"b":false}',
+        '{"event_id":"e","ts":"t","type":"x","asn":-12,"response_bytes":0,"guest":true}',
+        '{"event_id":"e","ts":"t","type":"x","user":"caf\u00e9 \u65e5\u672c"}',
+    ]
+    for line in taken:
+        fast, serde = _reads(line)
+        assert fast is not None and fast == serde, line
+    declined = [
+        '{"event_id":"e","ts":"t","type":"x","ip":"1","ip":"2"}',
+        '{"event_id":"e","ts":"t","type":"x","user":"\\u0061lice"}',
+        '{"event_id":"e","ts":1e9,"type":"x"}',
+        '{"event_id":"e","ts":"t","type":"x","asn":-0}',
+    ]
+    for line in declined:
+        fast, serde = _reads(line)
+        assert fast is None, line
+    assert _reads(declined[1])[1] is not None  # serde_json then reads the escape
+
+
+@given(st.floats(0, 4.1e9), st.integers(0, 25))
+def test_the_scan_reads_a_numeric_time_as_serde_json_does(ts: float, places: int) -> None:
+    for text in (repr(ts), f"{ts:.{places}f}", f"{ts:.{places}f}".rstrip("0") + "1"):
+        line = f'{{"event_id":"e","ts":{text},"type":"transaction"}}'
+        fast, serde = _reads(line)
+        if fast is not None:
+            assert fast == serde, line
+
+
+_DAY = _day(20, 5)[:400]
+_JSON_BYTES = list(' \t\n"\\{}[],:.-+eE019antrufls/\x00\x1f\x7f\xe9')
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(_DAY),
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(["insert", "delete", "replace"])),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.sampled_from(_JSON_BYTES), min_size=3, max_size=3),
+)
+def test_the_scan_never_reads_a_mangled_line_otherwise_than_serde_json(
+    line: bytes, edits: list[tuple[int, str]], chars: list[str]
+) -> None:
+    text = line.decode()
+    for (at, how), char in zip(edits, chars, strict=False):
+        at %= len(text) + 1
+        if how == "insert":
+            text = text[:at] + char + text[at:]
+        elif how == "delete":
+            text = text[:at] + text[at + 1 :]
+        else:
+            text = text[:at] + char + text[at + 1 :]
+    fast, serde = _reads(text)
+    if fast is not None:
+        assert fast == serde, text
+
+
 def _python_time(text: str) -> float:
     """What detector.events.decode makes of a time stamp string."""
     return msgspec.json.decode(orjson.dumps(text), type=datetime).timestamp()
