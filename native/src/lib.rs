@@ -25,6 +25,7 @@
 //! (`MemoryStore.watch`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
@@ -865,7 +866,14 @@ struct StoreView<'py> {
     keep_remembered: f64,
     idle: f64,
     guest_idle: f64,
+    /// The current bundle (key, token, bundle) of the last record loaded here, not yet
+    /// made the store's: its four attributes are set only before Python code that reads
+    /// them runs (`settle`), not for every record (a quarter of a load's instructions).
+    current: RefCell<Option<Current<'py>>>,
 }
+
+/// A bundle's key, its record's token and the bundle.
+type Current<'py> = (Bound<'py, PyBytes>, Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 impl<'py> StoreView<'py> {
     fn new(
@@ -894,7 +902,23 @@ impl<'py> StoreView<'py> {
             keep_remembered,
             idle,
             guest_idle,
+            current: RefCell::new(None),
         })
+    }
+
+    /// Makes the last record's bundle the store's current one, as its `load` leaves it:
+    /// before anything that reads the store's current bundle runs (`changing`, the
+    /// store's own `load`, a login's writes, the engine for a record handed back) and at
+    /// the end of a run.
+    fn settle(&self, py: Python<'py>) -> PyResult<()> {
+        let Some((key, token, bundle)) = self.current.borrow_mut().take() else {
+            return Ok(());
+        };
+        let store = &self.store;
+        store.setattr(intern!(py, "_key"), key)?;
+        store.setattr(intern!(py, "_token"), token)?;
+        store.setattr(intern!(py, "_bundle"), bundle)?;
+        store.setattr(intern!(py, "_dirty"), false)
     }
 
     /// `Engine.session_expiry(s) <= now`, the same sums in the same order.
@@ -953,14 +977,11 @@ impl<'py> StoreView<'py> {
                 return Ok(None);
             }
         }
-        // The store's current bundle, as its load makes it: the engine's calls back
-        // (a login's) read the bundle through the store.
-        let store = &self.store;
+        // The store's current bundle, as its load makes it, once something reads it
+        // (`settle`): the engine's calls back (a login's) read the bundle through the
+        // store.
         let pending = self.pending.get_item(&key)?;
-        store.setattr(intern!(py, "_key"), key)?;
-        store.setattr(intern!(py, "_token"), token)?;
-        store.setattr(intern!(py, "_bundle"), &bundle)?;
-        store.setattr(intern!(py, "_dirty"), false)?;
+        *self.current.borrow_mut() = Some((key, token.clone(), bundle.clone()));
         match pending {
             Some(entry) => {
                 let tok = intern!(py, "token");
@@ -970,7 +991,8 @@ impl<'py> StoreView<'py> {
             }
             // Its first change since it was written: `changing` files it.
             None => {
-                store.call_method1(intern!(py, "changing"), (offset,))?;
+                self.settle(py)?;
+                self.store.call_method1(intern!(py, "changing"), (offset,))?;
             }
         }
         Ok(Some(bundle))
@@ -1809,7 +1831,12 @@ impl FastPath {
             };
             let bundle = match hit {
                 Some(bundle) => bundle,
-                None => load.call1((routing, ts, msg, token))?,
+                None => {
+                    if let Some(view) = view {
+                        view.settle(py)?;
+                    }
+                    load.call1((routing, ts, msg, token))?
+                }
             };
             if bundle.is_none() {
                 return Ok(HandBack);
@@ -1821,6 +1848,11 @@ impl FastPath {
             let user = bundle.getattr(intern!(py, "user"))?;
             self.bundle_user = if user.is_none() { None } else { Some(user.unbind()) };
             self.bundle = Some(bundle.unbind());
+            if login {
+                if let Some(view) = view {
+                    view.settle(py)?; // its writes go to the store's current bundle
+                }
+            }
         }
         if login {
             return self.login(py, &ev, ts, sid, (ip, &here), now);
@@ -2575,6 +2607,9 @@ impl FastPath {
                 Err(err) => break Err(err),
             }
         };
+        if let Some(view) = &view {
+            view.settle(py)?; // the engine, for a record handed back, reads it
+        }
         if watermark != before {
             engine.setattr(intern!(py, "watermark"), watermark)?;
         }
