@@ -164,6 +164,7 @@ def test_stream_benchmark_times_a_real_worker_and_its_alerts(kafka_bootstrap: st
     # 20,000 events can be taken between two samples of the count: then no rate (nan)
     assert "nan" in worker or figures(out, "sessionwatch worker")[0] > 0
     assert figures(out, "table writes per event, catching up")[0] > 0
+    assert figures(out, "plain consumer again, after the worker")[0] > 0
     latency = re.search(r"at +100 events/s: p50 +(\d+) ms, p99 +(\d+) ms over (\d+) alerts", out)
     assert latency is not None, out
     p50, p99, alerts = map(int, latency.groups())
