@@ -641,7 +641,7 @@ class InOrder:
         # stay unacked until its delivery, and must not make every checkpoint until then
         # a full one.
         self.since_full = 0
-        self.batches = self.batches_seen = 0  # batches taken; as of the timer's last tick
+        self.batch_since_tick = False  # a batch came since the timer's last tick
 
     def take(self, batch: list[Any]) -> None:
         """The agent body: one batch from ``take_events`` (``stream`` delivery; the
@@ -739,7 +739,7 @@ class InOrder:
         """A rolling checkpoint after each batch; a full one when too much waits (not
         merely after every so many records: a full write every few seconds is a burst
         that holds alerts back)."""
-        self.batches += 1
+        self.batch_since_tick = True
         self.checkpoint(full=self.n_unacked >= MAX_UNACKED and self.since_full >= MAX_UNACKED // 4)
 
     def checkpoint(self, full: bool = False, paced: bool = True) -> None:
@@ -807,7 +807,7 @@ class InOrder:
         no batch since its last tick nothing waits, so it writes everything due at once
         (a catch-up's last seconds of changes, thousands of bundles, would otherwise take
         a paced write per tick, and their commit minutes)."""
-        paced, self.batches_seen = self.batches != self.batches_seen, self.batches
+        paced, self.batch_since_tick = self.batch_since_tick, False
         if self.n_unacked:
             self.checkpoint(paced=paced)
 

@@ -215,9 +215,6 @@ pub(crate) fn raw(text: &str) -> Option<Raw<'_>> {
     }
     s.i += 1;
     s.ws();
-    if s.peek() == Some(b'}') {
-        return None; // no fields: serde_json's error
-    }
     loop {
         let key = s.string()?;
         s.ws();
