@@ -46,7 +46,7 @@ from detector.fingerprint import Fingerprinter
 from detector.metrics import LAG_BUCKETS, Metrics, registry_with
 from detector.policy import Policy
 from detector.stream.api import install_api
-from detector.stream.bundle import BundleStore
+from detector.stream.bundle import BundleStore, WriteBudget
 from detector.stream.changelog import ChangelogIO
 from detector.stream.clients import fetch_range, resume_offset
 from detector.stream.fetch import decode_topic
@@ -73,11 +73,18 @@ MARKERS_PROBE = 64
 #: events/s): an early write is a burst, and at 50,000 one came every few seconds from
 #: 10,000 events/s on, holding alerts back (p99 290 ms in the benchmark).
 MAX_UNACKED = 200_000
-#: A rolling checkpoint's time for writes (past its first few dozen; the rest, oldest
-#: first, go at the next checkpoint, after the next chunk of records). A catch-up's last
-#: seconds of changes fall due together: written in one go, ~5,000 bundles held the
-#: live events behind them for ~300 ms.
-ROLLING_WRITES_WITHIN_S = 0.005
+#: Rolling checkpoints' time for writes while records come (``WriteBudget``): this share
+#: of the wall time, a flush once 10 ms have gathered (fewer, larger flushes: each pays
+#: per partition written), at most 20 ms at a time (past its first few dozen writes;
+#: the rest, oldest first, wait). A catch-up's last seconds of changes fall due
+#: together: written in one go, ~5,000 bundles held the live events behind them for
+#: ~300 ms.
+ROLLING_WRITES_SHARE = 0.25
+ROLLING_WRITES_LEAST_S = 0.01
+ROLLING_WRITES_MOST_S = 0.02
+#: With no records coming, everything changed is written ahead of its due time, in
+#: slices of this long with the event loop's other work (a record that came) between.
+IDLE_WRITES_SLICE_S = 0.01
 #: Longest wait of a fetch while a partition is out of it for a full stream buffer.
 PRESSURE_POLL_S = 0.02
 #: Longest wait of a fetch for data (Faust's is 1,500 ms; see _create_worker_consumer).
@@ -596,13 +603,14 @@ class InOrder:
     (``at`` has the record's topic, partition and offset; ``token``, handed to the
     state's writes, is the partition: a Kafka record there would be kept alive, and
     walked by every full garbage collection, for each bundle not written yet);
-    ``done(full)`` writes state at each checkpoint and says, per partition, the oldest
-    offset whose effects are not yet durable; records before it are then acked.
+    ``done(full, paced)`` writes state at each checkpoint and says, per partition, the
+    oldest offset whose effects are not yet durable; records before it are then acked.
     ``new_generation()`` runs after a rebalance. Checkpoints roll: after each batch or
-    fill (or from a timer when the input is idle), ``done`` writes what is due (the
-    agent's: state first changed the checkpoint interval ago), so writes spread evenly
-    rather than in bursts that would hold alerts back. No await between the writes and
-    the acks.
+    fill, ``done`` writes what is due (the agent's: state first changed the checkpoint
+    interval ago, in a share of the time), so writes spread evenly rather than in bursts
+    that would hold alerts back; from a timer when the input is idle, everything
+    changed (``unwritten()``: how many changed entries are left). No await between the
+    writes and the acks.
     """
 
     def __init__(
@@ -616,9 +624,11 @@ class InOrder:
         *,
         topic: str,
         apply_run: Callable[[list[Any], Any], None] | None = None,
+        unwritten: Callable[[], int] = lambda: 0,
     ) -> None:
         self.app = app
         self.topic = topic
+        self.unwritten = unwritten
         self.apply_run = apply_run if apply_run is not None else self._apply_each
         self.read_back = fetch_range
         # Per partition: (generation, expected offset, end offset) when last seen behind.
@@ -803,13 +813,21 @@ class InOrder:
         return cast(int | None, self.app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
 
     async def checkpoint_when_idle(self) -> None:
-        """The timer's rolling checkpoint, for when no batch comes to trigger one: with
-        no batch since its last tick nothing waits, so it writes everything due at once
-        (a catch-up's last seconds of changes, thousands of bundles, would otherwise take
-        a paced write per tick, and their commit minutes)."""
+        """The timer's rolling checkpoint, for when no batch comes to trigger one. With
+        no batch since its last tick nothing waits, so it writes everything changed,
+        due or not, a slice per step of the event loop until none is left or a batch
+        comes (then that batch's checkpoints take over). A catch-up's last seconds of
+        changes, thousands of bundles, are then written before live records come instead
+        of falling due together among them (or taking a paced write per tick, and their
+        commit minutes)."""
         paced, self.batch_since_tick = self.batch_since_tick, False
-        if self.n_unacked:
+        while self.n_unacked:
             self.checkpoint(paced=paced)
+            if paced or not self.unwritten():
+                return
+            await asyncio.sleep(0)  # what came meanwhile (a fetch's records) goes first
+            if self.batch_since_tick:
+                return
 
     def _admit(self, event: Any) -> bool:
         """Applies, holds or opens a hole; False once the event is held."""
@@ -1167,14 +1185,18 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store.discard()  # not written: the events behind it come again from the commit
         store.reset()  # partitions moved: re-index what this worker now holds
 
+    budget = WriteBudget(ROLLING_WRITES_SHARE, ROLLING_WRITES_LEAST_S, ROLLING_WRITES_MOST_S)
+
     def write_state(full: bool, paced: bool) -> dict[int, int]:
         # One write per bundle changed, under its last event (hence its partition); an
         # interval of 0 makes everything due, so it is all written after every batch.
         if full or not settings.checkpoint_seconds:
             store.flush()
-        else:
-            within = ROLLING_WRITES_WITHIN_S if paced else None
+        elif not paced:  # nothing waits: everything changed, due or not, a slice
+            store.flush(within=IDLE_WRITES_SLICE_S)
+        elif (within := budget.grant()) is not None:
             store.flush(settings.checkpoint_seconds, within=within)
+            budget.spent()
         fold_native_counts()
         metrics.sessions_shed = store.shed
         return store.unwritten_from()
@@ -1188,6 +1210,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         new_generation,
         topic=settings.events_topic,
         apply_run=apply_run,
+        unwritten=lambda: store.unwritten,
     )
     # Records of the events topic go from the fetch to the agent body directly (see
     # _getmany_taking_direct); the agent's stream, subscribed all the same, then idles.

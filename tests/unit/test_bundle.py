@@ -19,7 +19,7 @@ from detector.fingerprint import Fingerprinter
 from detector.simulate import Simulation
 from detector.state import SessionState
 from detector.store import ExpiryIndex
-from detector.stream.bundle import BundleStore, MappingIO, decode_bundle
+from detector.stream.bundle import BundleStore, MappingIO, WriteBudget, decode_bundle
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, SID2, Story, policy
 
@@ -332,6 +332,40 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
     assert w.store.unwritten_from() == {0: 4, 1: 2}
     assert w.store.flush() == 2
     assert w.store.unwritten_from() == {} and w.store.unwritten == 0
+
+
+def test_the_write_budget_grants_a_share_of_the_wall_time_and_pays_overruns_first() -> None:
+    """Rolling writes while records come get a share of the time, however often a flush
+    is asked for (after every batch, hundreds a second at live rates): a grant once
+    ``least`` has gathered, at most ``most``; each flush costs at least ``least`` (so
+    flushes are few, each with more writes to make together); one that overran its
+    grant (its first writes are not cut) leaves a debt that later grants pay first."""
+    now = [100.0]
+    budget = WriteBudget(0.25, least=0.01, most=0.02, clock=lambda: now[0])
+    assert budget.grant() == 0.02  # starts with the most it ever grants
+    now[0] += 0.02  # the flush took its grant ...
+    budget.spent()  # ... and 5 ms gathered meanwhile
+    assert budget.grant() is None
+    now[0] += 0.02  # 10 ms gathered in all
+    assert budget.grant() == pytest.approx(0.01)
+    now[0] += 0.05  # overran by 40 ms: 10 + 12.5 - 50 = -27.5 ms
+    budget.spent()
+    granted = []
+    for _ in range(40):  # asked every 5 ms, as after each batch: 50 ms gather in 200
+        now[0] += 0.005
+        grant = budget.grant()
+        if grant is not None:
+            granted.append(grant)
+            budget.spent()  # took no time, costs 10 ms all the same
+    # The debt paid back (27.5 ms: 110 ms of wall time), then a grant per 40 ms, each
+    # what gathered by the ask that found 10 ms or more.
+    assert len(granted) == 2 and all(0.01 <= g <= 0.01125 + 1e-9 for g in granted)
+    now[0] += 10.0  # idle for long: no more than ``most`` at once
+    assert budget.grant() == 0.02
+    with pytest.raises(ValueError):
+        WriteBudget(0.0, 0.01, 0.02)
+    with pytest.raises(ValueError):
+        WriteBudget(0.25, 0.03, 0.02)
 
 
 def _recording_store() -> tuple[dict[bytes, bytes], list[str], BundleStore]:

@@ -328,6 +328,58 @@ def test_offsets_are_acked_only_once_the_state_they_changed_is_written() -> None
     assert in_order.n_unacked == 0 and in_order.unacked == {}
 
 
+def test_an_idle_tick_writes_everything_changed_a_slice_per_step_until_a_batch_comes() -> None:
+    """With no batch since the timer's last tick nothing waits for the writes, so the
+    tick writes everything changed, due or not (``paced`` False: the store writes a
+    slice each time), stepping the event loop between slices, until nothing is left
+    (a catch-up's last seconds of changes are then written before live records come,
+    not among them) or a batch comes (its own checkpoints take over)."""
+
+    def scenario(batch_after: int | None) -> tuple[list[bool], int, InOrder, _App]:
+        """Calls of the writer (paced or not), entries left unwritten, the gate and app;
+        a batch comes ``batch_after`` steps of the event loop into the idle tick."""
+        app = _App()
+        app.consumer._committed_offset[("events", 0)] = 10
+        left = [8]  # changed entries not yet written
+        calls: list[bool] = []
+
+        def write(full: bool, paced: bool) -> dict[int, int]:
+            calls.append(paced)
+            if not paced:
+                left[0] = max(left[0] - 3, 0)  # a slice: three entries
+            return {0: 10} if left[0] else {}  # offset 10 on waits while any is left
+
+        in_order = InOrder(
+            app,  # type: ignore[arg-type]
+            StreamSettings(),
+            Metrics(),
+            lambda raw, msg, token: None,
+            write,
+            topic="events",
+            unwritten=lambda: left[0],
+        )
+
+        async def ticks() -> None:
+            in_order.take([_Event(_Msg(0, o, 1)) for o in range(10, 14)])
+            await in_order.checkpoint_when_idle()  # a batch came since the last: paced
+            if batch_after is not None:
+                loop = asyncio.get_running_loop()
+                loop.call_soon(in_order.take, [_Event(_Msg(0, 14, 1))])
+            await in_order.checkpoint_when_idle()
+
+        asyncio.run(ticks())
+        return calls, left[0], in_order, app
+
+    calls, left, in_order, app = scenario(None)
+    # The batch's roll and the first tick, paced; then 8 entries in slices of 3.
+    assert calls == [True, True, False, False, False] and left == 0
+    assert in_order.n_unacked == 0 and app.consumer.acks[-1] == (0, 13)
+    calls, left, in_order, app = scenario(0)
+    # A batch came after the first slice: its roll (paced), and no more idle slices.
+    assert calls == [True, True, False, True] and left == 5
+    assert in_order.batch_since_tick and in_order.n_unacked == 5 and app.consumer.acks == []
+
+
 def test_a_full_checkpoint_comes_when_too_much_waits_not_after_each_batch_until_delivery(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
