@@ -80,6 +80,9 @@ MAX_UNACKED = 200_000
 #: together: written in one go, ~5,000 bundles held the live events behind them for
 #: ~300 ms.
 ROLLING_WRITES_SHARE = 0.25
+#: The share while writes fall behind (a change has waited twice the interval): on a
+#: slow hour a quarter may not keep up, and the backlog would wait for a full checkpoint.
+ROLLING_WRITES_BEHIND_SHARE = 0.5
 ROLLING_WRITES_LEAST_S = 0.01
 ROLLING_WRITES_MOST_S = 0.02
 #: With no records coming, everything changed is written ahead of its due time, in
@@ -1185,7 +1188,16 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store.discard()  # not written: the events behind it come again from the commit
         store.reset()  # partitions moved: re-index what this worker now holds
 
-    budget = WriteBudget(ROLLING_WRITES_SHARE, ROLLING_WRITES_LEAST_S, ROLLING_WRITES_MOST_S)
+    budget = WriteBudget(
+        ROLLING_WRITES_SHARE,
+        ROLLING_WRITES_LEAST_S,
+        ROLLING_WRITES_MOST_S,
+        behind_share=ROLLING_WRITES_BEHIND_SHARE,
+    )
+
+    def behind() -> bool:
+        oldest = store.oldest_change()
+        return oldest is not None and (time.monotonic() - oldest > 2 * settings.checkpoint_seconds)
 
     def write_state(full: bool, paced: bool) -> dict[int, int]:
         # One write per bundle changed, under its last event (hence its partition); an
@@ -1194,7 +1206,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             store.flush()
         elif not paced:  # nothing waits: everything changed, due or not, a slice
             store.flush(within=IDLE_WRITES_SLICE_S)
-        elif (within := budget.grant()) is not None:
+        elif (within := budget.grant(behind())) is not None:
             store.flush(settings.checkpoint_seconds, within=within)
             budget.spent()
         fold_native_counts()

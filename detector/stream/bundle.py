@@ -64,19 +64,25 @@ class WriteBudget:
         least: float,
         most: float,
         clock: Callable[[], float] = time.monotonic,
+        behind_share: float | None = None,
     ) -> None:
-        if not 0.0 < share <= 1.0 or not 0.0 <= least <= most:
-            raise ValueError("share in (0, 1], 0 <= least <= most")
-        self.share, self.least, self.most = share, least, most
+        behind_share = share if behind_share is None else behind_share
+        if not 0.0 < share <= behind_share <= 1.0 or not 0.0 <= least <= most:
+            raise ValueError("0 < share <= behind_share <= 1, 0 <= least <= most")
+        self.share, self.behind_share, self.least, self.most = share, behind_share, least, most
         self.clock = clock
         self._credit = most
         self._last = clock()
 
-    def grant(self) -> float | None:
+    def grant(self, behind: bool = False) -> float | None:
         """The seconds a flush may take now (then :meth:`spent` when it ends), or None
-        until enough time has gathered (a flush that overran left a debt, paid first)."""
+        until enough time has gathered (a flush that overran left a debt, paid first).
+        ``behind``: writes are falling behind (on a slow hour, a quarter of the time may
+        not keep up), so credit gathers at ``behind_share`` instead, rather than the
+        changes waiting until everything is written at once (a full checkpoint)."""
         now = self.clock()
-        self._credit = min(self._credit + (now - self._last) * self.share, self.most)
+        share = self.behind_share if behind else self.share
+        self._credit = min(self._credit + (now - self._last) * share, self.most)
         self._last = now
         return self._credit if self._credit >= self.least else None
 
@@ -446,6 +452,10 @@ class BundleStore:
     def unwritten(self) -> int:
         """Changed bundles not yet written."""
         return len(self._pending)
+
+    def oldest_change(self) -> float | None:
+        """When (``time.monotonic``) the oldest change not yet written was made, if any."""
+        return self._order[0].since if self._order else None
 
     def peek(self, key: bytes) -> Bundle | None:
         """``key``'s bundle as this worker knows it now, written or not (read-only use)."""

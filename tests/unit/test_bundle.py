@@ -366,6 +366,54 @@ def test_the_write_budget_grants_a_share_of_the_wall_time_and_pays_overruns_firs
         WriteBudget(0.0, 0.01, 0.02)
     with pytest.raises(ValueError):
         WriteBudget(0.25, 0.03, 0.02)
+    with pytest.raises(ValueError):
+        WriteBudget(0.25, 0.01, 0.02, behind_share=0.2)
+
+
+def test_the_write_budget_grants_a_larger_share_while_writes_fall_behind() -> None:
+    """A quarter of the time may not keep up on a slow hour; while a change has waited
+    too long the credit gathers at ``behind_share``, so the backlog is written in
+    flushes as before (more of them) instead of waiting for a full checkpoint."""
+    now = [0.0]
+    budget = WriteBudget(0.25, 0.01, 0.02, clock=lambda: now[0], behind_share=0.5)
+    budget.grant()
+    budget.spent()  # 10 ms (the least a flush costs) off the 20 it started with
+    now[0] += 0.02
+    assert budget.grant() == pytest.approx(0.015)  # 10 + 20 ms at a quarter
+    budget.spent()
+    now[0] += 0.02
+    assert budget.grant(behind=True) == pytest.approx(0.015)  # 5 + 20 ms at a half
+    budget.spent()
+    grants = {False: 0, True: 0}
+    for behind in (False, True):
+        for _ in range(100):  # one second, asked every 10 ms, each flush 5 ms long
+            now[0] += 0.005
+            if budget.grant(behind) is not None:
+                grants[behind] += 1
+                now[0] += 0.005
+                budget.spent()
+            else:
+                now[0] += 0.005
+    assert grants[False] in (24, 25, 26) and grants[True] in (49, 50, 51)
+
+
+def test_the_oldest_unwritten_change_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the oldest change not yet written was made (the worker's checkpoints give
+    writes more time when it has waited too long); none once all are written."""
+    clock = [50.0]
+    monkeypatch.setattr(bundle_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    _, _, store = _recording_store()
+    assert store.oldest_change() is None
+    for offset, key in enumerate(("u:a", "u:b", "u:a")):
+        store.load(key, 0, key, 0.0)
+        store.applied(offset, [])
+        store.save()
+        clock[0] += 1.0
+    assert store.oldest_change() == 50.0
+    store.flush(older_than=2.5)  # at 53: u:a (first changed at 50) is due, u:b (51) not
+    assert store.oldest_change() == 51.0
+    store.flush()
+    assert store.oldest_change() is None
 
 
 def _recording_store() -> tuple[dict[bytes, bytes], list[str], BundleStore]:
