@@ -52,7 +52,7 @@ class WriteBudget:
     """Time for the rolling writes made while records come: a ``share`` of the wall
     time, granted once at least ``least`` seconds have gathered and at most ``most`` at
     a time; each flush costs at least ``least``. A budget per flush did not bound the
-    share: with a flush after every batch, hundreds a second at live rates, a catch-up's
+    share: with a flush after every batch, over a hundred a second at live rates, a catch-up's
     last seconds of changes falling due together took half the worker for a second
     (p99 200-400 ms behind them); and each flush pays per partition (a RocksDB batch, a
     produce request), so fewer flushes with more writes each cost less. ``clock`` is

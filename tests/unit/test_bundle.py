@@ -336,7 +336,7 @@ def test_a_rolling_flush_writes_the_oldest_changes_and_reports_what_is_left() ->
 
 def test_the_write_budget_grants_a_share_of_the_wall_time_and_pays_overruns_first() -> None:
     """Rolling writes while records come get a share of the time, however often a flush
-    is asked for (after every batch, hundreds a second at live rates): a grant once
+    is asked for (after every batch, over a hundred a second at live rates): a grant once
     ``least`` has gathered, at most ``most``; each flush costs at least ``least`` (so
     flushes are few, each with more writes to make together); one that overran its
     grant (its first writes are not cut) leaves a debt that later grants pay first."""
