@@ -80,11 +80,11 @@ MAX_UNACKED = 200_000
 #: together: written in one go, ~5,000 bundles held the live events behind them for
 #: ~300 ms.
 ROLLING_WRITES_SHARE = 0.25
+ROLLING_WRITES_LEAST_S = 0.01
+ROLLING_WRITES_MOST_S = 0.02
 #: The share while writes fall behind (a change has waited twice the interval): on a
 #: slow hour a quarter may not keep up, and the backlog would wait for a full checkpoint.
 ROLLING_WRITES_BEHIND_SHARE = 0.5
-ROLLING_WRITES_LEAST_S = 0.01
-ROLLING_WRITES_MOST_S = 0.02
 #: With no records coming, everything changed is written ahead of its due time, in
 #: slices of this long with the event loop's other work (a record that came) between.
 IDLE_WRITES_SLICE_S = 0.01
