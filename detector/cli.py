@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detector.policy import Policy, PolicyError
-from detector.stream.settings import BrokerUnreachable, NoSuchTopic, TopicMismatch
+from detector.stream.settings import (
+    DELIVERY_TIMEOUT_S,
+    BrokerUnreachable,
+    NoSuchTopic,
+    NotDelivered,
+    TopicMismatch,
+)
 
 if TYPE_CHECKING:
     from detector.engine import Engine
@@ -438,7 +444,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     damaged: list[str] = []
     sent = run_with_broker(
         settings,
-        produce(settings, args.inputs, fp, speed=args.speed, rate=args.rate, damaged=damaged),
+        produce(
+            settings,
+            args.inputs,
+            fp,
+            speed=args.speed,
+            rate=args.rate,
+            damaged=damaged,
+            delivery_timeout=args.delivery_timeout,
+        ),
     )
     print(f"sessionwatch: produced {sent} events", file=sys.stderr)
     return _damaged(damaged, "sent")
@@ -633,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     speed = pp.add_mutually_exclusive_group()
     speed.add_argument("--speed", type=_positive, help="replay recorded time, scaled by X")
     speed.add_argument("--rate", type=_positive, help="send N events per second")
+    pp.add_argument(
+        "--delivery-timeout",
+        type=_positive,
+        default=DELIVERY_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to keep an event the broker does not take yet "
+        f"(default {DELIVERY_TIMEOUT_S:g})",
+    )
     pp.set_defaults(func=cmd_produce)
 
     ap = sub.add_parser("alerts", help="print session-alerts")
@@ -657,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except (BrokerUnreachable, NoSuchTopic) as exc:
+    except (BrokerUnreachable, NoSuchTopic, NotDelivered) as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
     except TopicMismatch as exc:  # a configuration error, like a bad setting

@@ -77,6 +77,8 @@ class Broker:
         self.port = port or free_port()
         self.controller_port = free_port()
         self.secure = secure
+        # Kept for a start after :meth:`halt`: the storage is formatted for this cluster.
+        self.cluster_id = str(uuid.uuid4())
         self.ssl_port = free_port() if secure else 0
         self.sasl_ssl_port = free_port() if secure else 0
         self.scram_password = uuid.uuid4().hex if secure else ""
@@ -195,7 +197,7 @@ class Broker:
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                str(uuid.uuid4()),
+                self.cluster_id,
                 "-c",
                 str(config),
                 "--ignore-formatted",
@@ -213,7 +215,7 @@ class Broker:
             stdout=subprocess.DEVNULL,
             env=env,
         )
-        log = open(self.workdir / "broker.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.workdir / "broker.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [*base, "kafka.Kafka", str(config)],
             stdout=log,
@@ -235,6 +237,13 @@ class Broker:
         raise RuntimeError(f"Kafka did not answer within {timeout:.0f}s; see {self.workdir}")
 
     def stop(self) -> None:
+        """Stops the broker and removes its storage."""
+        self.halt()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stops the broker and keeps its storage: :meth:`start` brings the same broker
+        back, on the same ports, with its topics and committed offsets (an outage)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -243,7 +252,6 @@ class Broker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _api_versions_ok(port: int) -> bool:

@@ -54,6 +54,7 @@ from detector.stream.fetch import install as install_fetch_decoding
 from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.outbox import Outbox, Resumed
 from detector.stream.records import NO_VALUE, record_applier
+from detector.stream.repeats import hold_back_repeats
 from detector.stream.routing import routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
 from detector.stream.sensor import install as install_quick_sensor
@@ -1015,6 +1016,7 @@ def between_events(app: Any, in_order: InOrder, store: BundleStore, events_topic
 
 def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     """Builds the app; nothing connects until a worker starts it."""
+    hold_back_repeats("aiokafka")  # a broker outage is otherwise ~75 ERROR lines a second
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",

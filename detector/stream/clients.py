@@ -16,10 +16,13 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
+from detector.stream.repeats import hold_back_repeats
 from detector.stream.routing import routing_key
 from detector.stream.settings import (
+    DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
     NoSuchTopic,
+    NotDelivered,
     StreamSettings,
     TopicMismatch,
 )
@@ -49,7 +52,10 @@ T = TypeVar("T")
 
 
 def run_with_broker(settings: StreamSettings, client: Coroutine[Any, Any, T]) -> T:
-    """Runs a client coroutine; a refused connection becomes :class:`BrokerUnreachable`."""
+    """Runs a client coroutine; a refused connection becomes :class:`BrokerUnreachable`.
+    While the broker is away, the client's complaints are logged once per kind and window
+    (``hold_back_repeats``), as the worker's are."""
+    hold_back_repeats("aiokafka")
     with _explained_connection_errors(settings):
         return asyncio.run(client)
 
@@ -157,6 +163,42 @@ async def check_partitions(settings: StreamSettings) -> None:
         )
 
 
+class _Deliveries:
+    """What the broker confirmed, and the first event it did not. aiokafka's ``flush``
+    waits for the sends but raises nothing: a batch that outlives the delivery timeout
+    (no partition leader for that long) fails on its own, and later batches still go out.
+    """
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.lost = 0
+        self.first: tuple[str, int, BaseException] | None = None
+
+    def watch(self, sent: asyncio.Future[Any], path: str, line: int) -> None:
+        sent.add_done_callback(lambda f: self._done(f, path, line))
+
+    def _done(self, sent: asyncio.Future[Any], path: str, line: int) -> None:
+        exc = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+        if exc is None:
+            self.delivered += 1
+            return
+        self.lost += 1
+        if self.first is None or (path, line) < self.first[:2]:
+            self.first = (path, line, exc)
+
+    def failure(self, timeout: float) -> NotDelivered:
+        assert self.first is not None
+        path, line, exc = self.first
+        name = "standard input" if path == "-" else path
+        return NotDelivered(
+            f"the broker did not confirm {self.lost} event(s) within {timeout:g} s (the "
+            f"first: {name} line {line}: {type(exc).__name__}) and sending stopped there; "
+            f"{self.delivered} were confirmed, some of them possibly from after that line. "
+            "Check what the topic holds before sending the rest again; "
+            "--delivery-timeout waits longer for a broker that restarts"
+        )
+
+
 async def produce(
     settings: StreamSettings,
     paths: Iterable[str],
@@ -165,6 +207,7 @@ async def produce(
     speed: float | None = None,
     rate: float | None = None,
     damaged: list[str] | None = None,
+    delivery_timeout: float = DELIVERY_TIMEOUT_S,
 ) -> int:
     """Sends recorded events keyed by routing key; order per key is kept (idempotent producer).
 
@@ -172,7 +215,8 @@ async def produce(
     fixed number of events per second; neither sends as fast as the broker takes them.
     Lines that do not decode are sent unkeyed, so the worker dead-letters them. An input
     that stops being readable (a cut gzip) is sent up to there, the reason added to
-    ``damaged``.
+    ``damaged``. Returns the events delivered; an event the broker did not take within
+    ``delivery_timeout`` stops the sending and raises :class:`NotDelivered`.
     """
     damaged = [] if damaged is None else damaged
     await ensure_topics(settings)
@@ -182,15 +226,23 @@ async def produce(
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=1 << 20,
+        # A batch's life in aiokafka: it fails once its partition has had no leader for
+        # this long (the broker down); sends also wait this long for buffer space.
+        request_timeout_ms=int(delivery_timeout * 1000),
     )
-    sent = 0
+    deliveries = _Deliveries()
     first_ts: float | None = None
     try:
         await producer.start()
         start_wall = time.monotonic()  # after the connection: pacing starts with sending
+        sent = 0
         for path in paths:
+            if deliveries.first is not None:
+                break
             with open_input(path) as fh:
-                for line in until_unreadable(fh, path, damaged):
+                for number, line in enumerate(until_unreadable(fh, path, damaged), 1):
+                    if deliveries.first is not None:
+                        break  # later events would land past a gap in their key's order
                     line = line.strip()
                     if not line:
                         continue
@@ -206,12 +258,15 @@ async def produce(
                         delay = start_wall + sent / rate - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    await producer.send(settings.events_topic, value=line, key=key)
+                    pending = await producer.send(settings.events_topic, value=line, key=key)
+                    deliveries.watch(pending, path, number)
                     sent += 1
         await producer.flush()
     finally:
         await producer.stop()
-    return sent
+    if deliveries.first is not None:
+        raise deliveries.failure(delivery_timeout)
+    return deliveries.delivered
 
 
 async def read_alerts(

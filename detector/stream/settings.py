@@ -26,6 +26,16 @@ class NoSuchTopic(Exception):
     """A topic a client only reads is not on the broker; the text names the setting."""
 
 
+#: How long ``produce`` keeps an event it could not deliver yet (a broker restarting,
+#: a leader being elected) before giving up on it: Kafka's own producers default to 120 s.
+DELIVERY_TIMEOUT_S = 120.0
+
+
+class NotDelivered(Exception):
+    """The broker did not confirm some produced events within the delivery timeout; the
+    text says which input line was the first and how many there were."""
+
+
 class InvalidSetting(ValueError):
     """A setting's environment variable cannot be read as its type; the text names it."""
 

@@ -1,0 +1,119 @@
+"""A broker that goes away and comes back (a restart, a network cut) while a worker runs.
+
+Each test halts a broker of its own (the shared one serves the other tests) and starts
+it again on the same ports and storage, as a rolling restart of a one-node cluster does.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.integration.streaming import ROOT, Deployment, alert_ids, simulated_day
+from tests.integration.test_streaming import assert_same_alerts
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Any]:
+    sys.path.insert(0, str(ROOT / "deploy" / "kafka"))
+    from broker import Broker
+
+    broker = Broker().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _produce(d: Deployment, day: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "detector.cli", "produce", "--config",
+         "examples/policy.toml", *extra, str(day)],
+        env=d.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_a_broker_outage_mid_stream_loses_nothing_and_floods_no_log(
+    own_broker: Any, tmp_path: Path
+) -> None:
+    """The broker is down for 12 s while events are sent and processed: the worker stays
+    up and catches up, ``produce`` holds its events until the broker is back, and the
+    alerts are exactly replay's. The worker's log says what went wrong once per kind of
+    complaint, not ~75 times a second."""
+    day, expected = simulated_day(tmp_path)
+    lines = day.read_bytes().splitlines()
+    d = Deployment(own_broker.bootstrap, 4, tmp_path / "d")
+    d.tmp.mkdir()
+    try:
+        worker = d.start_worker("w")
+        producer = _produce(d, day, "--rate", "200")
+        d.collect(d.topics["alerts"], lambda v: len(v) >= 1)
+        assert producer.poll() is None, "the outage must come while events are being sent"
+        own_broker.halt()
+        time.sleep(12)
+        own_broker.start()
+        _, err = producer.communicate(timeout=240)
+        assert producer.returncode == 0, err.decode()
+        got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
+        assert worker.poll() is None, d.logs()
+        assert_same_alerts(got, expected, d)
+        events = d.collect(d.topics["events"], lambda v: len(v) >= len(lines), timeout=30)
+        assert sorted(events) == sorted(lines)  # each once: none lost, none sent twice
+        complaints = [
+            line
+            for line in (d.tmp / "w.log").read_text(errors="replace").splitlines()
+            if "[ERROR]" in line or "[WARNING]" in line
+        ]
+        assert 0 < len(complaints) <= 25, "\n".join(complaints[:50])
+    finally:
+        d.stop()
+
+
+def test_produce_says_which_events_the_broker_did_not_confirm(
+    own_broker: Any, tmp_path: Path
+) -> None:
+    """Past ``--delivery-timeout`` with the broker gone, ``produce`` stops sending and
+    exits 1 naming the first unconfirmed line and the counts, where it used to report
+    every event produced while the client dropped the batches it could not deliver."""
+    day, _ = simulated_day(tmp_path, users=40)
+    n = len(day.read_bytes().splitlines())
+    d = Deployment(own_broker.bootstrap, 2, tmp_path / "d")
+    d.tmp.mkdir()
+    producer = _produce(d, day, "--rate", "200", "--delivery-timeout", "3")
+    d.collect(d.topics["events"], lambda v: len(v) >= 100, timeout=60)
+    own_broker.halt()
+    _, err = producer.communicate(timeout=120)
+    text = err.decode()
+    own_broker.start()
+    assert producer.returncode == 1, text
+    said = re.search(
+        r"sessionwatch: the broker did not confirm (\d+) event\(s\) within 3 s \(the first: "
+        + re.escape(str(day))
+        + r" line (\d+): \w+\) and sending stopped there; (\d+) were confirmed",
+        text,
+    )
+    assert said, text
+    lost, first, confirmed = map(int, said.groups())
+    assert lost > 0 and confirmed >= 100 and 1 <= first <= n
+    assert lost + confirmed < n  # it stopped sending
+    assert "produced" not in text
+    assert len(text.splitlines()) <= 25, text  # the client's complaints, once per kind
+    events = d.collect(d.topics["events"], lambda v: len(v) >= lost + confirmed, timeout=15)
+    # A batch whose confirmation was lost with the broker may still have been written.
+    assert confirmed <= len(events) <= confirmed + lost
+    if len(events) == confirmed:  # then the first unconfirmed event is not there
+        first_id = orjson.loads(day.read_bytes().splitlines()[first - 1])["event_id"]
+        assert first_id not in {orjson.loads(v)["event_id"] for v in events}
