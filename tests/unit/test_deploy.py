@@ -151,6 +151,11 @@ def test_compose_file_is_valid_and_wired_together() -> None:
     for name in ("worker-1", "worker-2"):
         env = services[name]["environment"]
         assert env["SESSIONWATCH_WEB_BIND"] == "0.0.0.0" and env["SESSIONWATCH_WEB_HOST"] == name
+        # A worker that stops on a lost write is started again, and its health is its
+        # own web server answering on the port it listens on.
+        assert services[name]["restart"] == "unless-stopped"
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{env['SESSIONWATCH_WEB_PORT']}/metrics" in probe
     # Grafana gets the provisioning and dashboards this repo ships.
     mounts = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
     assert Path(mounts["/etc/grafana/provisioning"]) == GRAFANA / "provisioning"
