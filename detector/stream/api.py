@@ -12,6 +12,7 @@ configured the API answers 503.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -30,6 +31,11 @@ from detector.fingerprint import FINGERPRINT_PREFIX
 from detector.stream.bundle import BundleStore
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
+
+#: How long a terminate waits for Kafka to confirm its event before answering 503: an
+#: analyst must not read "recorded" for an event still in a buffer while the broker is
+#: away (the worker's producer would hold it for 20 minutes).
+CONFIRM_S = 10.0
 
 
 def _owner_url(app: faust.App, topic: str, partitions: int, key: bytes) -> str | None:
@@ -144,5 +150,26 @@ def install_api(
             if user:
                 event["user"] = user
             key = f"u:{user}" if user else f"s:{fingerprint}"
-            await events_topic.send(key=key.encode(), value=orjson.dumps(event))
-            return self.json({"recorded": event["event_id"], "session": fingerprint}, status=202)
+            sent = await events_topic.send(key=key.encode(), value=orjson.dumps(event))
+            try:
+                where = await asyncio.wait_for(asyncio.shield(sent), CONFIRM_S)
+            except Exception as exc:  # any failure: the analyst must know to retry
+                reason = (
+                    f"not confirmed within {CONFIRM_S:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else f"refused ({type(exc).__name__})"
+                )
+                return self.error(
+                    503,
+                    f"terminate event {event['event_id']} {reason} by Kafka; it may still "
+                    "arrive: check GET /sessions before trying again",
+                )
+            return self.json(
+                {
+                    "recorded": event["event_id"],
+                    "session": fingerprint,
+                    "partition": where.partition,
+                    "offset": where.offset,
+                },
+                status=202,
+            )

@@ -6,10 +6,13 @@ it again on the same ports and storage, as a rolling restart of a one-node clust
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.streaming import ROOT, Deployment, alert_ids, simulated_day
+from tests.integration.streaming import ROOT, Deployment, alert_ids, free_port, simulated_day
 from tests.integration.test_streaming import assert_same_alerts
 
 pytestmark = pytest.mark.kafka
@@ -117,3 +120,53 @@ def test_produce_says_which_events_the_broker_did_not_confirm(
     if len(events) == confirmed:  # then the first unconfirmed event is not there
         first_id = orjson.loads(day.read_bytes().splitlines()[first - 1])["event_id"]
         assert first_id not in {orjson.loads(v)["event_id"] for v in events}
+
+
+def _call(url: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t0ken"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
+
+
+def test_a_terminate_the_broker_does_not_confirm_is_not_reported_recorded(
+    own_broker: Any, tmp_path: Path
+) -> None:
+    """While the broker is away, ``POST .../terminate`` answers 503 after its wait for
+    Kafka's confirmation, not 202 for an event still in the producer's buffer; once the
+    broker is back the same request answers 202 with where the event is."""
+    d = Deployment(own_broker.bootstrap, 2, tmp_path / "d")
+    d.tmp.mkdir()
+    d.env["SESSIONWATCH_API_TOKEN"] = "t0ken"
+    port = free_port()
+    try:
+        d.start_worker("w", web_port=port)
+        base = f"http://127.0.0.1:{port}/sessions"
+        deadline = time.monotonic() + 90
+        while _call(f"{base}?user=alice")[0] != 200:
+            assert time.monotonic() < deadline, d.logs()
+            time.sleep(0.5)
+        terminate = f"{base}/{'ab' * 16}/terminate?user=alice"
+        own_broker.halt()
+        status, body = _call(terminate, "POST")
+        assert status == 503, body
+        assert "not confirmed within 10 s by Kafka" in body["error"], body
+        own_broker.start()
+        deadline = time.monotonic() + 90
+        while (answer := _call(terminate, "POST"))[0] != 202:
+            assert time.monotonic() < deadline, (answer, d.logs())
+            time.sleep(1)
+        recorded = answer[1]["recorded"]
+        assert answer[1]["offset"] >= 0, answer
+        events = d.collect(
+            d.topics["events"],
+            lambda v: recorded in {json.loads(e)["event_id"] for e in v},
+            timeout=30,
+        )
+        assert recorded in {json.loads(e)["event_id"] for e in events}
+    finally:
+        d.stop()

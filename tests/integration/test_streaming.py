@@ -521,6 +521,8 @@ def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None
     assert call("GET", "/sessions?user=alice", {"Authorization": "Bearer nope"})[0] == 401
     status, body = call("POST", f"/sessions/{fp}/terminate?user=alice&actor=soc", auth)
     assert status == 202, body
+    # Confirmed by Kafka: where the event is.
+    assert body["partition"] in (0, 1) and isinstance(body["offset"], int), body
     for _ in range(30):
         if not call("GET", "/sessions?user=alice", auth)[1]["sessions"]:
             break
