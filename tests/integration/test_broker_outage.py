@@ -54,15 +54,23 @@ def test_a_broker_outage_mid_stream_loses_nothing_and_floods_no_log(
 ) -> None:
     """The broker is down for 12 s while events are sent and processed: the worker stays
     up and catches up, ``produce`` holds its events until the broker is back, and the
-    alerts are exactly replay's. The worker's log says what went wrong once per kind of
-    complaint, not ~75 times a second."""
+    alerts are exactly replay's, also as ``alerts --follow`` prints them. The worker's log
+    says what went wrong once per kind of complaint, not ~75 times a second."""
     day, expected = simulated_day(tmp_path)
     lines = day.read_bytes().splitlines()
     d = Deployment(own_broker.bootstrap, 4, tmp_path / "d")
     d.tmp.mkdir()
+    reader: subprocess.Popen[bytes] | None = None
     try:
         worker = d.start_worker("w")
         producer = _produce(d, day, "--rate", "200")
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "detector.cli", "alerts", "--follow"],
+            env=d.env,
+            cwd=ROOT,
+            stdout=open(tmp_path / "followed.jsonl", "wb"),  # noqa: SIM115 - closed with it
+            stderr=subprocess.DEVNULL,
+        )
         d.collect(d.topics["alerts"], lambda v: len(v) >= 1)
         assert producer.poll() is None, "the outage must come while events are being sent"
         own_broker.halt()
@@ -81,7 +89,15 @@ def test_a_broker_outage_mid_stream_loses_nothing_and_floods_no_log(
             if "[ERROR]" in line or "[WARNING]" in line
         ]
         assert 0 < len(complaints) <= 25, "\n".join(complaints[:50])
+        # `alerts --follow` rode it out too.
+        deadline = time.monotonic() + 30
+        while alert_ids((tmp_path / "followed.jsonl").read_bytes().splitlines()) < expected:
+            assert time.monotonic() < deadline and reader.poll() is None
+            time.sleep(0.5)
     finally:
+        if reader is not None:
+            reader.terminate()
+            reader.wait(10)
         d.stop()
 
 
