@@ -172,6 +172,28 @@ def test_stream_benchmark_times_a_real_worker_and_its_alerts(kafka_bootstrap: st
     assert figures(out, "delivery holes in the worker's input") == [0, 0]
 
 
+@pytest.mark.kafka
+def test_scale_out_benchmark_prints_every_figure(kafka_bootstrap: str) -> None:
+    """One and two plain consumers and workers on one topic, at a size of seconds; its
+    topics (the workers' changelogs too) are deleted at the end."""
+    tag = uuid.uuid4().hex[:8]
+    out = run(
+        *("bench/scale_out.py", "--events", "50000", "--partitions", "2", "--rounds", "1"),
+        *("--tag", tag),
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+    )
+    left = asyncio.run(topic_names(kafka_bootstrap))
+    assert not [name for name in left if tag in name]
+    assert figures(out, "events in topic")[-1] == 50000
+    for n in (1, 2):
+        assert figures(out, f"plain consumers x{n}: events/s")[0] > 0
+        workers = next(line for line in out.splitlines() if line.startswith(f"workers x{n}:"))
+        # all taken between two samples of the counts: then no rate (nan)
+        assert "nan" in workers or figures(out, f"workers x{n}: events/s")[0] > 0
+    assert figures(out, "plain consumers x2 / x1:")[0] > 0
+    assert re.search(r"^workers x2 / x1: (nan|[\d.]+)$", out, re.M), out
+
+
 def test_replay_benchmark_prints_every_figure() -> None:
     out = run(
         "bench/replay_throughput.py",
