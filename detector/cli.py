@@ -419,6 +419,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
+    _usable_data_dir(settings.data_dir)
     with _model_refused():  # loads the model: refused before any broker is contacted
         app = create_app(settings, policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
@@ -431,6 +432,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
+
+
+def _usable_data_dir(path: str) -> None:
+    """Exit 2 naming the setting when the worker could not keep its tables in ``path``:
+    Faust would find out only after joining the group, with a traceback."""
+    import tempfile
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        print(
+            f"sessionwatch: the data directory {path!r} cannot be used "
+            f"({err.strerror or err}): set --data-dir or SESSIONWATCH_DATA_DIR to a "
+            "directory the worker can write",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from err
 
 
 def cmd_produce(args: argparse.Namespace) -> int:

@@ -170,6 +170,31 @@ def test_bad_streaming_settings_are_refused_before_connecting(
     assert "invalid streaming settings" in err and says in err
 
 
+def test_a_data_directory_the_worker_cannot_write_is_refused_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Faust would find out after joining its group, with a traceback; the worker says
+    which setting to fix and exits 2 (nothing listens on port 1)."""
+    monkeypatch.setenv("SESSIONWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "worker",
+                "--config",
+                str(ROOT / "examples" / "policy.toml"),
+                "--data-dir",
+                str(blocker / "data"),
+            ]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the data directory '{blocker / 'data'}' cannot be used (Not a directory)" in err
+    assert "SESSIONWATCH_DATA_DIR" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
