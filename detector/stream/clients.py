@@ -11,7 +11,7 @@ from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
@@ -164,31 +164,36 @@ async def check_partitions(settings: StreamSettings) -> None:
 
 
 class _Deliveries:
-    """What the broker confirmed, and the first event it did not. aiokafka's ``flush``
-    waits for the sends but raises nothing: a batch that outlives the delivery timeout
-    (no partition leader for that long) fails on its own, and later batches still go out.
-    """
+    """What the broker confirmed, and the first event (in input order) it did not.
+    aiokafka's ``flush`` waits for the sends but raises nothing: a batch that outlives the
+    delivery timeout (no partition leader for that long) fails on its own, and later
+    batches still go out."""
 
     def __init__(self) -> None:
         self.delivered = 0
         self.lost = 0
-        self.first: tuple[str, int, BaseException] | None = None
+        # (input's index, line number, input's path, the error)
+        self.first: tuple[int, int, str, BaseException] | None = None
 
-    def watch(self, sent: asyncio.Future[Any], path: str, line: int) -> None:
-        sent.add_done_callback(lambda f: self._done(f, path, line))
+    def watch(self, sent: asyncio.Future[Any], index: int, path: str, line: int) -> None:
+        sent.add_done_callback(
+            lambda f: self.failed(
+                asyncio.CancelledError() if f.cancelled() else f.exception(), index, path, line
+            )
+        )
 
-    def _done(self, sent: asyncio.Future[Any], path: str, line: int) -> None:
-        exc = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+    def failed(self, exc: BaseException | None, index: int, path: str, line: int) -> None:
+        """Counts one event's outcome (``exc`` None: confirmed)."""
         if exc is None:
             self.delivered += 1
             return
         self.lost += 1
-        if self.first is None or (path, line) < self.first[:2]:
-            self.first = (path, line, exc)
+        if self.first is None or (index, line) < self.first[:2]:
+            self.first = (index, line, path, exc)
 
     def failure(self, timeout: float) -> NotDelivered:
         assert self.first is not None
-        path, line, exc = self.first
+        _, line, path, exc = self.first
         name = "standard input" if path == "-" else path
         return NotDelivered(
             f"the broker did not confirm {self.lost} event(s) within {timeout:g} s (the "
@@ -236,7 +241,7 @@ async def produce(
         await producer.start()
         start_wall = time.monotonic()  # after the connection: pacing starts with sending
         sent = 0
-        for path in paths:
+        for index, path in enumerate(paths):
             if deliveries.first is not None:
                 break
             with open_input(path) as fh:
@@ -258,8 +263,12 @@ async def produce(
                         delay = start_wall + sent / rate - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    pending = await producer.send(settings.events_topic, value=line, key=key)
-                    deliveries.watch(pending, path, number)
+                    try:
+                        pending = await producer.send(settings.events_topic, value=line, key=key)
+                    except KafkaError as exc:  # no room in the buffer for the timeout
+                        deliveries.failed(exc, index, path, number)
+                        break
+                    deliveries.watch(pending, index, path, number)
                     sent += 1
         await producer.flush()
     finally:
