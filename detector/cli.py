@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -426,12 +427,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # where an unreachable broker or refused credentials stop the worker, with a reason.
     run_with_broker(settings, ensure_topics(settings))
     run_with_broker(settings, check_partitions(settings))
-    worker = Worker(app, loglevel="warning" if args.quiet else "info", quiet=True)
+    worker = _bounded_stop(Worker)(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
+
+
+#: Seconds a worker told to stop (SIGTERM, SIGINT) takes at most: under the 30 s a
+#: Kubernetes pod is given before SIGKILL, so the reason is logged first.
+STOP_WITHIN_S = 25.0
+
+
+def _bounded_stop(worker_class: type[Any]) -> type[Any]:
+    """``worker_class`` whose stop on a signal ends within :data:`STOP_WITHIN_S`.
+
+    A clean stop writes the state changed since the last checkpoint, waits for the
+    broker to confirm it, then commits. With the broker away, the Kafka client holds
+    those writes for up to 20 minutes (Faust's producer timeout) and the stop with them.
+    Past the bound the process exits at once with code 1, as ``kill -9`` would: nothing
+    unconfirmed was committed, so the next start reads those events again (tested)."""
+
+    class BoundedStop(worker_class):  # type: ignore[misc]
+        def _schedule_shutdown(self, signum: Any) -> None:
+            if not self._signal_stop_time:
+                watchdog = threading.Timer(STOP_WITHIN_S, _stop_now)
+                watchdog.daemon = True
+                watchdog.start()
+            super()._schedule_shutdown(signum)
+
+    return BoundedStop
+
+
+def _stop_now() -> None:
+    os.write(
+        2,
+        f"sessionwatch: the worker did not stop within {STOP_WITHIN_S:g} s of the signal "
+        "(is the broker away?); exiting without committing what it could not confirm: "
+        "the next start reads those events again\n".encode(),
+    )
+    os._exit(1)
 
 
 def _usable_data_dir(path: str) -> None:
