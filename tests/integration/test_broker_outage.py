@@ -66,7 +66,7 @@ def test_a_broker_outage_mid_stream_loses_nothing_and_floods_no_log(
     reader: subprocess.Popen[bytes] | None = None
     try:
         worker = d.start_worker("w")
-        producer = _produce(d, day, "--rate", "200")
+        producer = _produce(d, day, "--rate", "120")  # ~33 s: the outage comes mid-way
         reader = subprocess.Popen(
             [sys.executable, "-m", "detector.cli", "alerts", "--follow"],
             env=d.env,
@@ -162,14 +162,25 @@ def test_a_terminate_the_broker_does_not_confirm_is_not_reported_recorded(
     d.tmp.mkdir()
     d.env["SESSIONWATCH_API_TOKEN"] = "t0ken"
     port = free_port()
+    login = tmp_path / "login.jsonl"
+    login.write_bytes(
+        orjson.dumps(
+            {"event_id": "a1", "ts": time.time() - 60, "type": "login", "user": "alice",
+             "session_id": "5D2E8A1C9F3B47E6A0D4C8B2F1E7A93C", "ip": "10.1.2.3"}
+        )
+        + b"\n"
+    )  # fmt: skip
     try:
+        d.produce(login)
         d.start_worker("w", web_port=port)
         base = f"http://127.0.0.1:{port}/sessions"
+        # Started through and through (a halt during its start stops it): it has taken
+        # alice's login.
         deadline = time.monotonic() + 90
-        while _call(f"{base}?user=alice")[0] != 200:
-            assert time.monotonic() < deadline, d.logs()
+        while not (listing := _call(f"{base}?user=alice"))[1].get("sessions"):
+            assert time.monotonic() < deadline, (listing, d.logs())
             time.sleep(0.5)
-        terminate = f"{base}/{'ab' * 16}/terminate?user=alice"
+        terminate = f"{base}/{listing[1]['sessions'][0]['session']}/terminate?user=alice"
         own_broker.halt()
         status, body = _call(terminate, "POST")
         assert status == 503, body
