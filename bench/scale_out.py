@@ -38,22 +38,21 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stream_throughput import (
+    decode_only,
     drop_run_topics,
     fill,
+    processed_rate,
     settings_for,
     start_worker,
-    worker_metrics,
 )
 
 from detector.simulate import benchmark_day
 from detector.stream.settings import StreamSettings
-from tests.tools import total as metric_total
 
 
 async def read_partitions(bootstrap: str, topic: str, parts: list[int]) -> tuple[int, float, float]:
@@ -73,8 +72,7 @@ async def read_partitions(bootstrap: str, topic: str, parts: list[int]) -> tuple
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
-                for record in records:
-                    orjson.loads(record.value)
+                await decode_only(records)
                 seen += len(records)
     finally:
         end = time.perf_counter()
@@ -106,24 +104,7 @@ def worker_rate(s: StreamSettings, processes: int, total: int, run: str) -> floa
     ports = [free_port() for _ in range(processes)]
     workers = [start_worker(ws, d, p) for d, p in zip(dirs, ports, strict=True)]
     try:
-        first: tuple[float, float] | None = None
-        deadline = time.monotonic() + 3600
-        while time.monotonic() < deadline:
-            done = 0.0
-            for port in ports:
-                try:
-                    values = worker_metrics(port)
-                except OSError:  # not serving yet
-                    continue
-                done += metric_total(values, "sessionwatch_events_total")
-                done += metric_total(values, "sessionwatch_invalid_events_total")
-            now = time.perf_counter()
-            if done >= total:
-                return float("nan") if first is None else (done - first[1]) / (now - first[0])
-            if done > 0 and first is None:
-                first = (now, done)
-            time.sleep(0.25)
-        raise SystemExit(f"{processes} worker(s) did not take {total} events within an hour")
+        return processed_rate(ports, total, 3600, every_s=0.25)
     finally:
         for w in workers:
             os.killpg(w.pid, signal.SIGTERM)

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -354,26 +354,31 @@ def worker_metrics(port: int) -> dict[Sample, float]:
     return samples(scrape(f"http://127.0.0.1:{port}/metrics"))
 
 
-def processed_rate(port: int, total: int, timeout: float, every_s: float = 0.5) -> float:
+def processed_rate(
+    ports: int | Sequence[int], total: int, timeout: float, every_s: float = 0.5
+) -> float:
     """Events/s of the worker's own count of events taken (``sessionwatch_events_total``
-    and ``..._invalid_events_total``), sampled every ``every_s``, from the first sample
-    that shows progress to the first that shows all ``total``; returns then.
+    and ``..._invalid_events_total``; summed over the workers on ``ports``), sampled every
+    ``every_s``, from the first sample that shows progress to the first that shows all
+    ``total``; returns then.
 
     Timed by its commits instead (:func:`wait_committed`), a catch-up of ~20 s is seen at
     the pace of the worker's 5 s checkpoints, which its acks follow: a few samples, each
     up to an interval late. This is the rate at which events are decided and their
     alerts sent; their state is durable up to a checkpoint interval later."""
+    ports = [ports] if isinstance(ports, int) else ports
     deadline = time.monotonic() + timeout
     first: tuple[float, float] | None = None
     while time.monotonic() < deadline:
-        try:
-            values = worker_metrics(port)
-        except OSError:  # the worker's web server is not up yet
-            values = {}
+        done = 0.0
+        for port in ports:
+            try:
+                values = worker_metrics(port)
+            except OSError:  # the worker's web server is not up yet
+                continue
+            done += metric_total(values, "sessionwatch_events_total")
+            done += metric_total(values, "sessionwatch_invalid_events_total")
         now = time.perf_counter()
-        done = metric_total(values, "sessionwatch_events_total") + metric_total(
-            values, "sessionwatch_invalid_events_total"
-        )
         if done >= total:
             if first is None:
                 return float("nan")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +27,19 @@ from detector.simulate import Simulation
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "policy.toml"
 KEY = "integration-test-key"
+
+
+def call_api(url: str, token: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    """A session API call with ``token``: the status and JSON body; (0, {}) while nothing
+    answers (a worker starting, or stopped)."""
+    req = urllib.request.Request(url, method=method, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
 
 
 def free_port() -> int:

@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,14 @@ import orjson
 import pytest
 
 from detector.cli import STOP_WITHIN_S
-from tests.integration.streaming import ROOT, Deployment, alert_ids, free_port, simulated_day
+from tests.integration.streaming import (
+    ROOT,
+    Deployment,
+    alert_ids,
+    call_api,
+    free_port,
+    simulated_day,
+)
 from tests.integration.test_streaming import assert_same_alerts
 
 pytestmark = pytest.mark.kafka
@@ -142,14 +147,7 @@ def test_produce_says_which_events_the_broker_did_not_confirm(
 
 
 def _call(url: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t0ken"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, {}
+    return call_api(url, "t0ken", method)
 
 
 def test_a_terminate_the_broker_does_not_confirm_is_not_reported_recorded(

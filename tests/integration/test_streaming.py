@@ -37,6 +37,7 @@ from tests.integration.streaming import (
     Expected,
     Factory,
     alert_ids,
+    call_api,
     collect_records,
     create_topic,
     free_port,
@@ -539,17 +540,6 @@ def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None
     assert [json.loads(a)["kind"] for a in alerts] == ["reuse_after_termination"]
 
 
-def _get_json(url: str, token: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-    except (urllib.error.URLError, ConnectionError):
-        return 0, {}
-
-
 def test_session_api_answers_for_every_worker(deployment_factory: Factory, tmp_path: Path) -> None:
     """Two workers split the partitions; either answers for any user (forwarding)."""
     d = deployment_factory(8)
@@ -583,7 +573,7 @@ def test_session_api_answers_for_every_worker(deployment_factory: Factory, tmp_p
         answers = {}
         for port in ports:
             for user in users:
-                status, body = _get_json(f"http://127.0.0.1:{port}/sessions?user={user}", token)
+                status, body = call_api(f"http://127.0.0.1:{port}/sessions?user={user}", token)
                 if status == 200 and len(body["sessions"]) == 1:
                     answers[(port, user)] = body
         if len(answers) == 2 * len(users):
