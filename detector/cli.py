@@ -20,6 +20,7 @@ from detector.policy import Policy, PolicyError
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
+    FailoverRefused,
     NoSuchTopic,
     NotDelivered,
     TopicMismatch,
@@ -416,7 +417,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from detector.stream.app import create_app
-    from detector.stream.clients import check_partitions, ensure_topics, run_with_broker
+    from detector.stream.clients import (
+        check_failover,
+        check_partitions,
+        ensure_topics,
+        run_with_broker,
+    )
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
@@ -427,6 +433,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # where an unreachable broker or refused credentials stop the worker, with a reason.
     run_with_broker(settings, ensure_topics(settings))
     run_with_broker(settings, check_partitions(settings))
+    run_with_broker(settings, check_failover(settings))
     worker = _bounded_stop(Worker)(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.
@@ -738,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerUnreachable, NoSuchTopic, NotDelivered) as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
-    except TopicMismatch as exc:  # a configuration error, like a bad setting
+    except (TopicMismatch, FailoverRefused) as exc:  # a configuration error, like a bad setting
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 2
 

@@ -71,12 +71,18 @@ class Broker:
     SCRAM_USER = "sessionwatch"
 
     def __init__(
-        self, workdir: Path | None = None, port: int | None = None, secure: bool = False
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        secure: bool = False,
+        properties: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sessionwatch-kafka-"))
         self.port = port or free_port()
         self.controller_port = free_port()
         self.secure = secure
+        #: Server properties over the defaults below (tests of a broker's own limits).
+        self.properties = dict(properties or {})
         # Kept for a start after :meth:`halt`: the storage is formatted for this cluster.
         self.cluster_id = str(uuid.uuid4())
         self.ssl_port = free_port() if secure else 0
@@ -172,6 +178,7 @@ class Broker:
                     "ssl.key.password": self._store_password,
                 }
             )
+        props.update(self.properties)
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path

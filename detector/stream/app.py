@@ -58,7 +58,7 @@ from detector.stream.repeats import hold_back_repeats
 from detector.stream.routing import routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
 from detector.stream.sensor import install as install_quick_sensor
-from detector.stream.settings import StreamSettings
+from detector.stream.settings import StreamSettings, heartbeat_seconds
 
 log = logging.getLogger(__name__)
 
@@ -1035,6 +1035,8 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_linger=PRODUCER_LINGER_S,
+        broker_session_timeout=settings.failover_seconds,
+        broker_heartbeat_interval=heartbeat_seconds(settings.failover_seconds),
     )
     # Faust's producer buffer holds deliveries back from 100 messages on; that limit is
     # kept. Raised to 4 x batch_size, the agent ran ahead of its own sends, so near

@@ -11,6 +11,7 @@ from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from detector.events import Event, decode
@@ -21,6 +22,7 @@ from detector.stream.routing import routing_key
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
+    FailoverRefused,
     NoSuchTopic,
     NotDelivered,
     StreamSettings,
@@ -160,6 +162,48 @@ async def check_partitions(settings: StreamSettings) -> None:
             f"the input {settings.partitions}: this app id's state was built for another "
             "count. Start under a new SESSIONWATCH_APP_ID (state is rebuilt from what the "
             "input still holds) or delete that changelog topic"
+        )
+
+
+#: The brokers' bounds on a group member's session timeout (milliseconds).
+_SESSION_BOUNDS = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+
+
+async def check_failover(settings: StreamSettings) -> None:
+    """Refuses, with :class:`FailoverRefused`, a failover outside what the brokers accept
+    as a group session timeout: their JoinGroup answer is an error the Kafka client logs
+    once, and the worker then stays up without partitions. A cluster that does not let
+    this client read its configuration (no DescribeConfigs right) is not checked."""
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    try:
+        await admin.start()
+        brokers = (await admin.describe_cluster())["brokers"]
+        wanted = dict.fromkeys(_SESSION_BOUNDS)
+        answers = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(b["node_id"]), wanted) for b in brokers]
+        )
+    except KafkaError as exc:
+        log.info("broker limits on the failover not checked: %r", exc)
+        return
+    finally:
+        await admin.close()
+    low, high = 0.0, float("inf")
+    for answer in answers:
+        for resource in answer.to_object()["resources"]:
+            if resource["error_code"]:
+                continue  # not allowed to read it: the join will tell
+            for entry in resource["config_entries"]:
+                if entry["config_names"] in _SESSION_BOUNDS and entry["config_value"]:
+                    ms = int(entry["config_value"]) / 1000
+                    if entry["config_names"] == _SESSION_BOUNDS[0]:
+                        low = max(low, ms)
+                    else:
+                        high = min(high, ms)
+    if not low <= settings.failover_seconds <= high:
+        raise FailoverRefused(
+            f"the brokers accept a group session timeout of {low:g}-{high:g} s "
+            f"({_SESSION_BOUNDS[0]}, {_SESSION_BOUNDS[1]}), not the failover of "
+            f"{settings.failover_seconds:g} s: set SESSIONWATCH_FAILOVER_SECONDS within it"
         )
 
 

@@ -22,6 +22,12 @@ class TopicMismatch(Exception):
     to set. Faust fails on every table write of the partitions beyond the smaller count."""
 
 
+class FailoverRefused(Exception):
+    """The broker's limits on a consumer group's session timeout exclude the configured
+    failover; the text says the range. The Kafka client only logs the broker's refusal and
+    the worker would then wait, detecting nothing."""
+
+
 class NoSuchTopic(Exception):
     """A topic a client only reads is not on the broker; the text names the setting."""
 
@@ -29,6 +35,16 @@ class NoSuchTopic(Exception):
 #: How long ``produce`` keeps an event it could not deliver yet (a broker restarting,
 #: a leader being elected) before giving up on it: Kafka's own producers default to 120 s.
 DELIVERY_TIMEOUT_S = 120.0
+
+
+#: The failover range: Kafka brokers refuse group session timeouts under 6 s by default
+#: (group.min.session.timeout.ms), and Faust requires one under its 90 s request timeout.
+MIN_FAILOVER_S, MAX_FAILOVER_S = 6.0, 90.0
+
+
+def heartbeat_seconds(failover_s: float) -> float:
+    """Three heartbeats per failover window (Kafka's advice), at most Faust's 3 s."""
+    return min(3.0, failover_s / 3)
 
 
 class NotDelivered(Exception):
@@ -111,6 +127,11 @@ class StreamSettings:
     #: committed); 0 = after every batch. Longer: fewer writes, more to read again after
     #: a crash or rebalance.
     checkpoint_seconds: float = _number_env("SESSIONWATCH_CHECKPOINT_SECONDS", 5.0)
+    #: Seconds without a heartbeat after which the group gives a worker's partitions to
+    #: the others (the consumer group's session timeout): how long detection of those
+    #: partitions stops when a worker dies. Faust's 60 s is lowered: its heartbeats come
+    #: from the consumer's own thread, which the detection never blocks for seconds.
+    failover_seconds: float = _number_env("SESSIONWATCH_FAILOVER_SECONDS", 10.0)
 
     def validate(self) -> list[str]:
         problems = []
@@ -144,6 +165,11 @@ class StreamSettings:
         if not 0 <= self.checkpoint_seconds <= 300:
             problems.append(
                 "checkpoint interval must be 0-300 seconds (SESSIONWATCH_CHECKPOINT_SECONDS)"
+            )
+        if not MIN_FAILOVER_S <= self.failover_seconds <= MAX_FAILOVER_S:
+            problems.append(
+                f"failover must be {MIN_FAILOVER_S:g}-{MAX_FAILOVER_S:g} seconds "
+                "(SESSIONWATCH_FAILOVER_SECONDS)"
             )
         if not self.store.startswith(("rocksdb://", "memory://")):
             problems.append(f"store {self.store!r} must be rocksdb:// or memory://")

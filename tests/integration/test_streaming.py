@@ -478,6 +478,55 @@ def test_two_workers_scale_out_and_fail_over(
     assert_same_alerts(got, expected, d)
 
 
+def _partitions_held(port: int) -> set[int]:
+    """The partitions of the events topic a worker reports records behind for (those
+    assigned to it, once their end is known); none while its web server does not answer."""
+    try:
+        values = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+    except OSError:
+        return set()
+    return {
+        int(dict(labels)["partition"])
+        for (name, labels), _ in values.items()
+        if name == "sessionwatch_records_behind"
+    }
+
+
+def _wait_held(ports: list[int], want: int, timeout: float, d: Deployment) -> float:
+    """Seconds until the workers on ``ports`` each hold partitions and ``want`` together."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        held = [_partitions_held(p) for p in ports]
+        if all(held) and len(set().union(*held)) == want and sum(map(len, held)) == want:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise AssertionError(f"partitions {held} after {timeout} s\n{d.logs()}")
+
+
+def test_a_killed_worker_s_partitions_move_within_the_failover_window(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """kill -9 leaves no goodbye to the group: its partitions wait for the group's session
+    timeout (``SESSIONWATCH_FAILOVER_SECONDS``; Faust's own is 60 s). With 6 s the other
+    worker holds all of them well within 30 s, and no alert is lost."""
+    day, expected = simulated_day(tmp_path)
+    d = deployment_factory(8)
+    d.env["SESSIONWATCH_FAILOVER_SECONDS"] = "6"
+    producer = _produce_in_background(d, day, rate=600)
+    port_a, port_b = free_port(), free_port()
+    d.start_worker("a", web_port=port_a)
+    b = d.start_worker("b", web_port=port_b)
+    _wait_held([port_a, port_b], 8, 120, d)
+    os.killpg(b.pid, signal.SIGKILL)
+    b.wait(10)
+    moved = _wait_held([port_a], 8, 60, d)
+    print(f"partitions moved {moved:.1f} s after kill -9 (failover 6 s)")
+    assert moved < 30, d.logs()
+    got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
+    producer.wait(120)
+    assert_same_alerts(got, expected, d)
+
+
 def test_session_review_api(deployment_factory: Factory, tmp_path: Path) -> None:
     """List a user's live sessions by fingerprint, terminate one, see its reuse flagged."""
     d = deployment_factory(2)

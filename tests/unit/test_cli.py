@@ -144,6 +144,12 @@ def test_no_broker_stops_the_clients_with_what_to_check(
         ({"SESSIONWATCH_CHECKPOINT_SECONDS": "-1"}, ["worker"], "must be 0-300 seconds"),
         ({"SESSIONWATCH_CHECKPOINT_SECONDS": "nan"}, ["worker"], "must be 0-300 seconds"),
         (
+            {"SESSIONWATCH_FAILOVER_SECONDS": "3"},
+            ["worker"],
+            "failover must be 6-90 seconds (SESSIONWATCH_FAILOVER_SECONDS)",
+        ),
+        ({"SESSIONWATCH_FAILOVER_SECONDS": "120"}, ["worker"], "failover must be 6-90"),
+        (
             {"SESSIONWATCH_DELIVERY": "batch"},
             ["worker"],
             "delivery 'batch' must be fetch or stream (SESSIONWATCH_DELIVERY)",

@@ -514,3 +514,20 @@ def test_a_live_fetch_of_a_few_records_per_partition_is_one_chunk() -> None:
     assert shapes == [[(0, chunk)], [(0, 20), (1, chunk - 20)], [(1, 20)]]
     runs = [r for c in stream_app._chunks(big) for _, run in c for r in run]
     assert runs == big[TP("events", 0)] + big[TP("events", 1)]
+
+
+@pytest.mark.parametrize(("failover", "heartbeat"), [(10.0, 3.0), (6.0, 2.0), (90.0, 3.0)])
+def test_the_failover_is_the_group_s_session_timeout_with_three_heartbeats_in_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, failover: float, heartbeat: float
+) -> None:
+    """Faust's 60 s would leave a killed worker's partitions undetected for a minute; a
+    heartbeat interval over a third of the timeout would let one late beat end a member."""
+    from detector.policy import Policy
+    from detector.stream.settings import StreamSettings
+
+    monkeypatch.setenv("SESSIONWATCH_KEY", "k")
+    monkeypatch.setenv("SESSIONWATCH_FAILOVER_SECONDS", str(failover))
+    settings = StreamSettings()
+    settings.data_dir = str(tmp_path)
+    conf = stream_app.create_app(settings, Policy.load(None)).conf
+    assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (failover, heartbeat)
