@@ -98,6 +98,8 @@ class Metrics(Collector):
         self.sessions_shed = 0
         #: Worker only: per partition of session-events, records not applied yet.
         self.records_behind: Callable[[], dict[int, int]] | None = None
+        #: Worker only: the partitions of session-events assigned here, and the topic's.
+        self.partitions: Callable[[], tuple[int, int]] | None = None
         self.lag = Histogram(LAG_BUCKETS)
         self.processing = Histogram(PROCESSING_BUCKETS)
         self.census = census
@@ -191,6 +193,19 @@ class Metrics(Collector):
             for partition, n in sorted(self.records_behind().items()):
                 behind.add_metric([str(partition)], n)
             yield behind
+        if self.partitions is not None:
+            assigned, topic = self.partitions()
+            yield GaugeMetricFamily(
+                PREFIX + "partitions_assigned",
+                "Partitions of session-events assigned to this worker: a partition no"
+                " worker holds has nothing detected on it.",
+                value=assigned,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "input_partitions",
+                "Partitions of session-events (every worker reports the same).",
+                value=topic,
+            )
         yield self.lag.family(
             PREFIX + "event_lag_seconds", "Processing time minus event time, per event."
         )

@@ -180,10 +180,24 @@ ROWS: tuple[Row, ...] = (
                 width=8,
             ),
             Panel(
+                "Partitions held by no worker",
+                "Partitions of session-events no worker holds: nothing is detected on them "
+                "until one does (a dead worker's wait SESSIONWATCH_FAILOVER_SECONDS). "
+                "Should be 0; alert SessionwatchPartitionsUnwatched.",
+                (
+                    Query(
+                        "max(sessionwatch_input_partitions)"
+                        " - sum(sessionwatch_partitions_assigned)"
+                    ),
+                ),
+                kind="stat",
+                width=8,
+            ),
+            Panel(
                 "State entries",
                 "Entries kept in the workers' local state, by table.",
                 (Query("sum by (table) (sessionwatch_state_entries)", "{{table}}"),),
-                width=16,
+                width=8,
             ),
         ),
     ),

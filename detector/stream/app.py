@@ -808,6 +808,15 @@ class InOrder:
                 found[tp.partition] = max(end - done, 0)
         return found
 
+    def assigned(self) -> int:
+        """How many partitions of the topic the group gave this worker (read at scrape
+        time; none while the consumer is not started or between revocation and
+        assignment)."""
+        try:
+            return sum(tp.topic == self.topic for tp in self.app.consumer.assignment())
+        except ConsumerNotStarted:
+            return 0
+
     def _next_to_apply(self, tp: TP, current: bool) -> int | None:
         """The next offset of ``tp`` to apply: the gate's once this generation (``current``)
         has had a batch, else the committed offset (None if unknown)."""
@@ -1237,6 +1246,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
             app, in_order.take_fetched, metrics.processing.observe
         )
     metrics.records_behind = in_order.behind
+    metrics.partitions = lambda: (in_order.assigned(), settings.partitions)
     app.sessionwatch_direct = direct  # type: ignore[attr-defined]
     app.timer(WATCH_EVERY_S)(in_order.watch)
     app.timer(0.5, name="checkpoint")(in_order.checkpoint_when_idle)

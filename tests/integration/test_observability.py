@@ -147,6 +147,11 @@ def test_dashboard_queries_return_data_and_counters_agree(
             break
         time.sleep(1)
     assert _value(prom.query("sum(sessionwatch_records_behind)")) == 0
+    # The one worker holds all four partitions: alert SessionwatchPartitionsUnwatched's
+    # expression reads 0 through the real Prometheus.
+    assert _value(prom.query("sum(sessionwatch_partitions_assigned)")) == 4
+    unheld = "max(sessionwatch_input_partitions) - sum(sessionwatch_partitions_assigned)"
+    assert _value(prom.query(unheld)) == 0
     by_kind = {
         r["metric"]["kind"]: float(r["value"][1])
         for r in prom.query("sum by (kind) (sessionwatch_alerts_total)")

@@ -492,6 +492,15 @@ def _partitions_held(port: int) -> set[int]:
     }
 
 
+def _gauges(port: int) -> tuple[float, float]:
+    """A worker's sessionwatch_partitions_assigned and sessionwatch_input_partitions."""
+    values = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+    return (
+        values[("sessionwatch_partitions_assigned", ())],
+        values[("sessionwatch_input_partitions", ())],
+    )
+
+
 def _wait_held(ports: list[int], want: int, timeout: float, d: Deployment) -> float:
     """Seconds until the workers on ``ports`` each hold partitions and ``want`` together."""
     start = time.monotonic()
@@ -517,11 +526,13 @@ def test_a_killed_worker_s_partitions_move_within_the_failover_window(
     d.start_worker("a", web_port=port_a)
     b = d.start_worker("b", web_port=port_b)
     _wait_held([port_a, port_b], 8, 120, d)
+    assert [_gauges(p) for p in (port_a, port_b)] == [(4, 8), (4, 8)]
     os.killpg(b.pid, signal.SIGKILL)
     b.wait(10)
     moved = _wait_held([port_a], 8, 60, d)
     print(f"partitions moved {moved:.1f} s after kill -9 (failover 6 s)")
     assert moved < 30, d.logs()
+    assert _gauges(port_a) == (8, 8)  # what alert SessionwatchPartitionsUnwatched reads
     got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=180)
     producer.wait(120)
     assert_same_alerts(got, expected, d)

@@ -112,7 +112,11 @@ def test_dashboard_reads_only_known_metric_names() -> None:
         "faust_topic_partition_offset_commited",
         "faust_total_rebalances",
     }
-    worker = {"sessionwatch_records_behind"}  # worker only, beyond SPEC.md (README)
+    worker = {  # worker only, beyond SPEC.md (README)
+        "sessionwatch_records_behind",
+        "sessionwatch_partitions_assigned",
+        "sessionwatch_input_partitions",
+    }
     used = set().union(*(metric_names(q) for q in dashboard_queries()))
     known = spec_names | worker | faust
     assert used <= known | {"up"}, used - known

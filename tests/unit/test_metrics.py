@@ -84,6 +84,16 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert h.sum == 13.2
 
 
+def test_the_worker_reports_the_partitions_it_holds_and_the_topic_has(tmp_path: Path) -> None:
+    """What alert SessionwatchPartitionsUnwatched subtracts; replay reports neither."""
+    replayer, _, text = _replay(tmp_path)
+    assert "sessionwatch_partitions_assigned" not in text
+    replayer.metrics.partitions = lambda: (3, 8)
+    values = samples(generate_latest(registry_with(replayer.metrics)).decode())
+    assert values[("sessionwatch_partitions_assigned", ())] == 3
+    assert values[("sessionwatch_input_partitions", ())] == 8
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
