@@ -186,8 +186,7 @@ ROWS: tuple[Row, ...] = (
                 "Should be 0; alert SessionwatchPartitionsUnwatched.",
                 (
                     Query(
-                        "max(sessionwatch_input_partitions)"
-                        " - sum(sessionwatch_partitions_assigned)"
+                        "max(sessionwatch_input_partitions) - sum(sessionwatch_partitions_assigned)"
                     ),
                 ),
                 kind="stat",
