@@ -191,7 +191,7 @@ async def check_failover(settings: StreamSettings) -> None:
     for answer in answers:
         for resource in answer.to_object()["resources"]:
             if resource["error_code"]:
-                continue  # not allowed to read it: the join will tell
+                continue  # not allowed to read it (DescribeConfigs): not checked
             for entry in resource["config_entries"]:
                 if entry["config_names"] in _SESSION_BOUNDS and entry["config_value"]:
                     ms = int(entry["config_value"]) / 1000
