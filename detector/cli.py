@@ -20,7 +20,7 @@ from detector.policy import Policy, PolicyError
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
-    FailoverRefused,
+    ClusterRefuses,
     NoSuchTopic,
     NotDelivered,
     TopicMismatch,
@@ -745,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerUnreachable, NoSuchTopic, NotDelivered) as exc:
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 1
-    except (TopicMismatch, FailoverRefused) as exc:  # a configuration error, like a bad setting
+    except (TopicMismatch, ClusterRefuses) as exc:  # a configuration error, like a bad setting
         print(f"sessionwatch: {exc}", file=sys.stderr)
         return 2
 

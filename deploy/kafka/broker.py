@@ -76,6 +76,7 @@ class Broker:
         port: int | None = None,
         secure: bool = False,
         properties: dict[str, str] | None = None,
+        joins: Broker | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sessionwatch-kafka-"))
         self.port = port or free_port()
@@ -85,6 +86,16 @@ class Broker:
         self.properties = dict(properties or {})
         # Kept for a start after :meth:`halt`: the storage is formatted for this cluster.
         self.cluster_id = str(uuid.uuid4())
+        #: With ``joins``, a broker-only node of that node's cluster (its controller),
+        #: for tests of replicated topics; else node 1, broker and controller.
+        self.joins = joins
+        self.node_id = 1
+        self._joined = 0  # brokers that joined this one's cluster
+        if joins is not None:
+            assert not secure, "a joining broker speaks PLAINTEXT only"
+            self.cluster_id, self.controller_port = joins.cluster_id, joins.controller_port
+            joins._joined += 1
+            self.node_id = joins.node_id + joins._joined
         self.ssl_port = free_port() if secure else 0
         self.sasl_ssl_port = free_port() if secure else 0
         self.scram_password = uuid.uuid4().hex if secure else ""
@@ -160,6 +171,10 @@ class Broker:
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "1000000",
         }
+        if self.joins is not None:
+            props["process.roles"] = "broker"
+            props["node.id"] = str(self.node_id)
+            props["listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
         if self.secure:
             secure = f"SSL://127.0.0.1:{self.ssl_port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
             props["listeners"] += "," + secure

@@ -1033,7 +1033,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_bind or settings.web_host,

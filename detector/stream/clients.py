@@ -22,7 +22,7 @@ from detector.stream.routing import routing_key
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
-    FailoverRefused,
+    ClusterRefuses,
     NoSuchTopic,
     NotDelivered,
     StreamSettings,
@@ -102,14 +102,22 @@ def _explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
         logger.removeHandler(handler)
 
 
-async def ensure_topics(settings: StreamSettings, replication: int = 1) -> None:
-    """Creates the SPEC topics with the configured partition counts if they are missing."""
+async def ensure_topics(settings: StreamSettings) -> None:
+    """Creates the SPEC topics with the configured partition counts and replication if
+    they are missing. A replication over the cluster's broker count is refused with
+    :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)."""
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     try:
         await admin.start()
+        brokers = len((await admin.describe_cluster())["brokers"])
+        if settings.replication > brokers:
+            raise ClusterRefuses(
+                f"a replication of {settings.replication} needs as many brokers and the "
+                f"cluster has {brokers}: set SESSIONWATCH_REPLICATION to at most {brokers}"
+            )
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=n, replication_factor=replication)
+            NewTopic(name, num_partitions=n, replication_factor=settings.replication)
             for name, n in (
                 (settings.events_topic, settings.partitions),
                 (settings.alerts_topic, settings.partitions),
@@ -170,7 +178,7 @@ _SESSION_BOUNDS = ("group.min.session.timeout.ms", "group.max.session.timeout.ms
 
 
 async def check_failover(settings: StreamSettings) -> None:
-    """Refuses, with :class:`FailoverRefused`, a failover outside what the brokers accept
+    """Refuses, with :class:`ClusterRefuses`, a failover outside what the brokers accept
     as a group session timeout: their JoinGroup answer is an error the Kafka client logs
     once, and the worker then stays up without partitions. A cluster that does not let
     this client read its configuration (no DescribeConfigs right) is not checked."""
@@ -200,7 +208,7 @@ async def check_failover(settings: StreamSettings) -> None:
                     else:
                         high = min(high, ms)
     if not low <= settings.failover_seconds <= high:
-        raise FailoverRefused(
+        raise ClusterRefuses(
             f"the brokers accept a group session timeout of {low:g}-{high:g} s "
             f"({_SESSION_BOUNDS[0]}, {_SESSION_BOUNDS[1]}), not the failover of "
             f"{settings.failover_seconds:g} s: set SESSIONWATCH_FAILOVER_SECONDS within it"

@@ -22,10 +22,11 @@ class TopicMismatch(Exception):
     to set. Faust fails on every table write of the partitions beyond the smaller count."""
 
 
-class FailoverRefused(Exception):
-    """The broker's limits on a consumer group's session timeout exclude the configured
-    failover; the text says the range. The Kafka client only logs the broker's refusal and
-    the worker would then wait, detecting nothing."""
+class ClusterRefuses(Exception):
+    """The cluster cannot meet a setting (a failover outside its bounds on a group's
+    session timeout, a replication factor over its broker count); the text says which
+    and what to set. Caught before Faust starts: the Kafka client would only log the
+    broker's refusal, and the worker would wait, detecting nothing."""
 
 
 class NoSuchTopic(Exception):
@@ -132,6 +133,10 @@ class StreamSettings:
     #: partitions stops when a worker dies. Faust's 60 s is lowered: its heartbeats come
     #: from the consumer's own thread, which the detection never blocks for seconds.
     failover_seconds: float = _number_env("SESSIONWATCH_FAILOVER_SECONDS", 10.0)
+    #: Copies the cluster keeps of each topic the worker or ``produce`` creates (events,
+    #: alerts, actions, dead letters, the state changelog): 1 loses state and alerts with
+    #: one broker's disk. Existing topics keep theirs.
+    replication: int = _int_env("SESSIONWATCH_REPLICATION", 1)
 
     def validate(self) -> list[str]:
         problems = []
@@ -171,6 +176,8 @@ class StreamSettings:
                 f"failover must be {MIN_FAILOVER_S:g}-{MAX_FAILOVER_S:g} seconds "
                 "(SESSIONWATCH_FAILOVER_SECONDS)"
             )
+        if self.replication < 1:
+            problems.append("replication must be at least 1 (SESSIONWATCH_REPLICATION)")
         if not self.store.startswith(("rocksdb://", "memory://")):
             problems.append(f"store {self.store!r} must be rocksdb:// or memory://")
         try:

@@ -150,6 +150,11 @@ def test_no_broker_stops_the_clients_with_what_to_check(
         ),
         ({"SESSIONWATCH_FAILOVER_SECONDS": "120"}, ["worker"], "failover must be 6-90"),
         (
+            {"SESSIONWATCH_REPLICATION": "0"},
+            ["alerts"],
+            "replication must be at least 1 (SESSIONWATCH_REPLICATION)",
+        ),
+        (
             {"SESSIONWATCH_DELIVERY": "batch"},
             ["worker"],
             "delivery 'batch' must be fetch or stream (SESSIONWATCH_DELIVERY)",
