@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # Debian packages the tests use as real outside tools (command:package); installed
 # only when missing.
-SYSTEM_TOOLS := kcat:kcat promtool:prometheus prometheus:prometheus docker-compose:docker-compose
+SYSTEM_TOOLS := kcat:kcat promtool:prometheus prometheus:prometheus docker-compose:docker-compose openssl:openssl
 KAFKA_LIB := deploy/kafka/lib
 
 # The compiled replay path (native/, Rust) needs cargo (on PATH, or rustup's default

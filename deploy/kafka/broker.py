@@ -98,6 +98,11 @@ class Broker:
             self.node_id = joins.node_id + joins._joined
         self.ssl_port = free_port() if secure else 0
         self.sasl_ssl_port = free_port() if secure else 0
+        #: An SSL listener that requires a client certificate (mutual TLS): the one in
+        #: :attr:`client_cert` / :attr:`client_key` (PEM, made with openssl), trusted alone.
+        self.mtls_port = free_port() if secure else 0
+        self.client_cert = self.workdir / "client.pem"
+        self.client_key = self.workdir / "client.key"
         self.scram_password = uuid.uuid4().hex if secure else ""
         self._store_password = uuid.uuid4().hex
         self.cafile = self.workdir / "ca.pem"
@@ -114,6 +119,34 @@ class Broker:
     @property
     def sasl_ssl_bootstrap(self) -> str:
         return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.mtls_port}"
+
+    def _client_truststore(self) -> Path:
+        """A client key pair (self-signed, PEM) and a truststore holding its certificate."""
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7"),
+                *("-subj", "/CN=sessionwatch-client", "-keyout", str(self.client_key)),
+                *("-out", str(self.client_cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        truststore = self.workdir / "clients.p12"
+        keytool = str(Path(_java()).resolve().with_name("keytool"))
+        subprocess.run(
+            [
+                *(keytool, "-importcert", "-noprompt", "-alias", "client"),
+                *("-file", str(self.client_cert), "-keystore", str(truststore)),
+                *("-storetype", "PKCS12", "-storepass", self._store_password),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return truststore
 
     def _keystore(self) -> Path:
         """A self-signed key pair for 127.0.0.1 (PKCS12) and its certificate in PEM."""
@@ -176,10 +209,17 @@ class Broker:
             props["node.id"] = str(self.node_id)
             props["listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
         if self.secure:
-            secure = f"SSL://127.0.0.1:{self.ssl_port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            secure = (
+                f"SSL://127.0.0.1:{self.ssl_port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port},"
+                f"MTLS://127.0.0.1:{self.mtls_port}"
+            )
             props["listeners"] += "," + secure
             props["advertised.listeners"] += "," + secure
-            props["listener.security.protocol.map"] += ",SSL:SSL,SASL_SSL:SASL_SSL"
+            props["listener.security.protocol.map"] += ",SSL:SSL,SASL_SSL:SASL_SSL,MTLS:SSL"
+            props["listener.name.mtls.ssl.client.auth"] = "required"
+            props["listener.name.mtls.ssl.truststore.location"] = str(self._client_truststore())
+            props["listener.name.mtls.ssl.truststore.type"] = "PKCS12"
+            props["listener.name.mtls.ssl.truststore.password"] = self._store_password
             props["sasl.enabled.mechanisms"] = "SCRAM-SHA-256,SCRAM-SHA-512"
             for mechanism in ("scram-sha-256", "scram-sha-512"):
                 props[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"] = (

@@ -103,17 +103,9 @@ _json = msgspec.json.Encoder()
 
 def _broker_credentials(settings: StreamSettings) -> Any:
     if settings.security_protocol == "SSL":
-        from aiokafka.helpers import create_ssl_context
-
-        return faust.SSLCredentials(create_ssl_context(cafile=settings.ssl_cafile or None))
+        return faust.SSLCredentials(settings.ssl_context())
     if settings.security_protocol.startswith("SASL"):
-        from aiokafka.helpers import create_ssl_context
-
-        ssl = (
-            create_ssl_context(cafile=settings.ssl_cafile or None)
-            if settings.security_protocol == "SASL_SSL"
-            else None
-        )
+        ssl = settings.ssl_context() if settings.security_protocol == "SASL_SSL" else None
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password,

@@ -89,6 +89,17 @@ def _explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
             "no broker answered: check SESSIONWATCH_BOOTSTRAP_SERVERS and "
             "SESSIONWATCH_SECURITY_PROTOCOL",
         )
+        if settings.security_protocol in ("SSL", "SASL_SSL") and cause.endswith(" closed"):
+            # TLS 1.3: a broker that wants a client certificate (or does not trust the
+            # one given) closes the connection only after the client's side of the
+            # handshake has succeeded, with no reason the client can read.
+            hint = (
+                "the broker closed the connection after the TLS handshake: if its listener "
+                "requires a client certificate, set SESSIONWATCH_SSL_CERTFILE (and "
+                "SESSIONWATCH_SSL_KEYFILE) to one it trusts"
+                + ("" if settings.ssl_certfile else " (none is set)")
+                + "; else check SESSIONWATCH_SECURITY_PROTOCOL"
+            )
         who = (
             f" as {settings.sasl_username!r} ({settings.sasl_mechanism})"
             if settings.security_protocol.startswith("SASL")

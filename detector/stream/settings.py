@@ -7,6 +7,7 @@ so the README's table and ``sessionwatch worker --help`` cannot drift apart.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,11 @@ class StreamSettings:
     sasl_username: str = _env("SESSIONWATCH_SASL_USERNAME", "")
     sasl_password: str = _env("SESSIONWATCH_SASL_PASSWORD", "")
     ssl_cafile: str = _env("SESSIONWATCH_SSL_CAFILE", "")
+    #: A client certificate (PEM) for brokers that require one (mutual TLS), its key if
+    #: not in the same file, and the key's password if it is encrypted.
+    ssl_certfile: str = _env("SESSIONWATCH_SSL_CERTFILE", "")
+    ssl_keyfile: str = _env("SESSIONWATCH_SSL_KEYFILE", "")
+    ssl_key_password: str = _env("SESSIONWATCH_SSL_KEY_PASSWORD", "")
     app_id: str = _env("SESSIONWATCH_APP_ID", "sessionwatch")
     partitions: int = _int_env("SESSIONWATCH_PARTITIONS", 8)
     events_topic: str = _env("SESSIONWATCH_TOPIC_EVENTS", "session-events")
@@ -149,6 +155,12 @@ class StreamSettings:
             self.sasl_username and self.sasl_password
         ):
             problems.append("SASL needs SESSIONWATCH_SASL_USERNAME and SESSIONWATCH_SASL_PASSWORD")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            problems.append(
+                "SESSIONWATCH_SSL_KEYFILE needs SESSIONWATCH_SSL_CERTFILE (the certificate)"
+            )
+        elif self.security_protocol in ("SSL", "SASL_SSL"):
+            problems.extend(self._tls_problems())
         if self.sasl_mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"):
             problems.append(f"SASL mechanism {self.sasl_mechanism!r} is not supported")
         if self.partitions < 1:
@@ -186,6 +198,41 @@ class StreamSettings:
             problems.append(str(err))
         return problems
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of every client (the worker's, ``produce``'s, ``alerts``'s):
+        the CA to trust and, for mutual TLS, the client certificate."""
+        from aiokafka.helpers import create_ssl_context
+
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=self.ssl_cafile or None,
+            certfile=self.ssl_certfile or None,
+            keyfile=self.ssl_keyfile or None,
+            password=self.ssl_key_password or None,
+        )
+        return context
+
+    def _tls_problems(self) -> list[str]:
+        """Files that cannot be read or do not hold what they should, named by their
+        variable (else the first connection fails with a bare OSError or SSLError)."""
+        if self.ssl_cafile:
+            try:
+                ssl.create_default_context(cafile=self.ssl_cafile)
+            except (OSError, ssl.SSLError) as err:
+                return [f"SESSIONWATCH_SSL_CAFILE {self.ssl_cafile!r}: no CA certificate ({err})"]
+        if self.ssl_certfile:
+            try:
+                ssl.create_default_context().load_cert_chain(
+                    self.ssl_certfile, self.ssl_keyfile or None, self.ssl_key_password or None
+                )
+            except (OSError, ssl.SSLError) as err:
+                key = repr(self.ssl_keyfile) if self.ssl_keyfile else "none: in the same file"
+                return [
+                    f"SESSIONWATCH_SSL_CERTFILE {self.ssl_certfile!r} (SESSIONWATCH_SSL_KEYFILE "
+                    f"{key}): no client certificate and key read ({err}; an encrypted key "
+                    "needs SESSIONWATCH_SSL_KEY_PASSWORD)"
+                ]
+        return []
+
     def vendor_inputs(self) -> list[tuple[str, str]]:
         """``SESSIONWATCH_INPUT_TOPICS`` as (topic, format) pairs; ValueError if malformed."""
         from detector.adapters import ADAPTERS
@@ -210,9 +257,7 @@ class StreamSettings:
             "security_protocol": self.security_protocol,
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            kw["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile or None)
+            kw["ssl_context"] = self.ssl_context()
         if self.security_protocol.startswith("SASL"):
             kw.update(
                 sasl_mechanism=self.sasl_mechanism,

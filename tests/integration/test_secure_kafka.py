@@ -46,6 +46,19 @@ def _cli(
     )
 
 
+def _alerts_read(env: dict[str, str], expected: set[str]) -> set[str]:
+    """The alert ids ``sessionwatch alerts`` prints, once as many as expected (or a minute
+    of tries)."""
+    got: set[str] = set()
+    for _ in range(60):
+        out = _cli(env, "alerts")
+        assert out.returncode == 0, out.stderr.decode()
+        got = alert_ids(out.stdout.splitlines())
+        if len(got) >= len(expected):
+            break
+    return got
+
+
 def test_worker_and_clients_over_ssl_and_sasl_ssl_scram(secure_kafka: Any, tmp_path: Path) -> None:
     day, expected = simulated_day(tmp_path)
     d = Deployment(secure_kafka.sasl_ssl_bootstrap, 4, tmp_path / "d")
@@ -58,14 +71,7 @@ def test_worker_and_clients_over_ssl_and_sasl_ssl_scram(secure_kafka: Any, tmp_p
         d.env = _over(d, secure_kafka, "SASL_SSL", "SCRAM-SHA-512")
         d.start_worker()
         reader = _over(d, secure_kafka, "SASL_SSL", "SCRAM-SHA-256")
-        got: set[str] = set()
-        for _ in range(60):
-            out = _cli(reader, "alerts")
-            assert out.returncode == 0, out.stderr.decode()
-            got = alert_ids(out.stdout.splitlines())
-            if len(got) >= len(expected):
-                break
-        assert got == expected, d.logs()
+        assert _alerts_read(reader, expected) == expected, d.logs()
     finally:
         d.stop()
 
@@ -95,3 +101,53 @@ def test_wrong_credentials_are_refused_with_a_clear_message(
     assert out.returncode != 0
     assert "SESSIONWATCH_SSL_CAFILE" in err, err
     assert "Traceback" not in err, err
+
+
+def test_mutual_tls_with_a_client_certificate(secure_kafka: Any, tmp_path: Path) -> None:
+    """A listener that requires a client certificate: with SESSIONWATCH_SSL_CERTFILE and
+    _KEYFILE, ``produce``, the worker and ``alerts`` work and the alerts are replay's;
+    without the certificate, or with one the broker does not trust, they stop with the
+    reason and the setting; a certificate file that cannot be read is refused before any
+    connection (exit 2)."""
+    day, expected = simulated_day(tmp_path, users=20, hours=8)
+    d = Deployment(secure_kafka.mtls_bootstrap, 2, tmp_path / "d")
+    d.tmp.mkdir()
+    d.env.update(
+        SESSIONWATCH_SECURITY_PROTOCOL="SSL",
+        SESSIONWATCH_SSL_CAFILE=str(secure_kafka.cafile),
+        SESSIONWATCH_SSL_CERTFILE=str(secure_kafka.client_cert),
+        SESSIONWATCH_SSL_KEYFILE=str(secure_kafka.client_key),
+    )
+    try:
+        produced = _cli(d.env, "produce", "--config", str(POLICY), str(day))
+        assert produced.returncode == 0, produced.stderr.decode()
+        d.start_worker()
+        assert _alerts_read(d.env, expected) == expected, d.logs()
+    finally:
+        d.stop()
+    without = {k: v for k, v in d.env.items() if "CERTFILE" not in k and "KEYFILE" not in k}
+    out = _cli(without, "alerts", timeout=60)
+    print(out.stderr.decode()[-1500:])
+    assert out.returncode == 1 and "SESSIONWATCH_SSL_CERTFILE" in out.stderr.decode()
+    assert "Traceback" not in out.stderr.decode()
+    # A certificate of its own making, which the broker does not trust.
+    subprocess.run(
+        [*("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+         *("-subj", "/CN=stranger", "-keyout", str(tmp_path / "s.key")),
+         *("-out", str(tmp_path / "s.pem"))],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    stranger = {
+        **d.env,
+        "SESSIONWATCH_SSL_CERTFILE": str(tmp_path / "s.pem"),
+        "SESSIONWATCH_SSL_KEYFILE": str(tmp_path / "s.key"),
+    }
+    out = _cli(stranger, "alerts", timeout=60)
+    print(out.stderr.decode()[-1500:])
+    assert out.returncode == 1 and "SESSIONWATCH_SSL_CERTFILE" in out.stderr.decode()
+    assert "Traceback" not in out.stderr.decode()
+    missing = {**d.env, "SESSIONWATCH_SSL_KEYFILE": str(tmp_path / "nowhere.key")}
+    out = _cli(missing, "alerts", timeout=60)
+    err = out.stderr.decode()
+    assert out.returncode == 2 and "no client certificate and key read" in err, err
+    assert "SESSIONWATCH_SSL_KEYFILE" in err and "Traceback" not in err

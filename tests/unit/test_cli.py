@@ -150,6 +150,22 @@ def test_no_broker_stops_the_clients_with_what_to_check(
         ),
         ({"SESSIONWATCH_FAILOVER_SECONDS": "120"}, ["worker"], "failover must be 6-90"),
         (
+            {"SESSIONWATCH_SECURITY_PROTOCOL": "SSL", "SESSIONWATCH_SSL_CAFILE": "/no/ca.pem"},
+            ["alerts"],
+            "SESSIONWATCH_SSL_CAFILE '/no/ca.pem': no CA certificate",
+        ),
+        (
+            {"SESSIONWATCH_SECURITY_PROTOCOL": "SSL", "SESSIONWATCH_SSL_CERTFILE": "/no/c.pem"},
+            ["worker"],
+            "SESSIONWATCH_SSL_CERTFILE '/no/c.pem' (SESSIONWATCH_SSL_KEYFILE none: in the same "
+            "file): no client certificate and key read",
+        ),
+        (
+            {"SESSIONWATCH_SSL_KEYFILE": "/no/c.key"},
+            ["alerts"],
+            "SESSIONWATCH_SSL_KEYFILE needs SESSIONWATCH_SSL_CERTFILE",
+        ),
+        (
             {"SESSIONWATCH_REPLICATION": "0"},
             ["alerts"],
             "replication must be at least 1 (SESSIONWATCH_REPLICATION)",
