@@ -44,7 +44,9 @@ class HeldBackRepeats(logging.Filter):
                 f"{record.getMessage()} (and {seen[1]} more like it held back in the last "
                 f"{now - seen[0]:.0f} s)"
             )
-            record.args = None
+            # An empty tuple, not None: mode's formatter (the worker's log) wraps a
+            # non-tuple in one, and formatting the text with (None,) then fails.
+            record.args = ()
         return True
 
 

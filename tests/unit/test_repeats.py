@@ -80,3 +80,26 @@ def test_installed_once_on_every_client_logger() -> None:
     for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.conn"):
         filters = [f for f in logging.getLogger(name).filters if isinstance(f, HeldBackRepeats)]
         assert len(filters) == 1, name
+
+
+def test_the_count_line_formats_through_the_worker_s_log_formatter() -> None:
+    """mode's formatter (Faust's worker log) turns non-tuple args into a tuple: a count
+    line with args None then failed to format ("not all arguments converted"), and the
+    logging module printed a traceback instead of the line."""
+    from mode.utils.logging import ExtensionFormatter
+
+    clock = Clock()
+    held = HeldBackRepeats(window_s=30, clock=clock)
+    records: list[logging.LogRecord] = []
+    for _ in range(3):
+        record = logging.LogRecord(
+            "aiokafka", logging.ERROR, __file__, 1, "Coordinator failed: %s", ("E15",), None
+        )
+        if held.filter(record):
+            records.append(record)
+        clock.now += 20
+    formatter = ExtensionFormatter(fmt="%(message)s")
+    assert [formatter.format(r) for r in records] == [
+        "Coordinator failed: E15",
+        "Coordinator failed: E15 (and 1 more like it held back in the last 40 s)",
+    ]
