@@ -418,6 +418,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from detector.stream.app import create_app
     from detector.stream.clients import (
+        changelog_topic,
         check_failover,
         check_partitions,
         ensure_topics,
@@ -431,7 +432,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app = create_app(settings, policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
     # where an unreachable broker or refused credentials stop the worker, with a reason.
-    run_with_broker(settings, ensure_topics(settings))
+    run_with_broker(settings, ensure_topics(settings, (changelog_topic(settings),)))
     run_with_broker(settings, check_partitions(settings))
     run_with_broker(settings, check_failover(settings))
     worker = _bounded_stop(Worker)(app, loglevel="warning" if args.quiet else "info", quiet=True)

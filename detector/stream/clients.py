@@ -113,19 +113,14 @@ def _explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
         logger.removeHandler(handler)
 
 
-async def ensure_topics(settings: StreamSettings) -> None:
+async def ensure_topics(settings: StreamSettings, made_later: tuple[str, ...] = ()) -> None:
     """Creates the SPEC topics with the configured partition counts and replication if
     they are missing. A replication over the cluster's broker count is refused with
-    :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)."""
+    :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)
+    when there is a topic to make, here or, among ``made_later``, by Faust."""
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     try:
         await admin.start()
-        brokers = len((await admin.describe_cluster())["brokers"])
-        if settings.replication > brokers:
-            raise ClusterRefuses(
-                f"a replication of {settings.replication} needs as many brokers and the "
-                f"cluster has {brokers}: set SESSIONWATCH_REPLICATION to at most {brokers}"
-            )
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=n, replication_factor=settings.replication)
@@ -138,6 +133,15 @@ async def ensure_topics(settings: StreamSettings) -> None:
             )
             if name not in existing
         ]
+        # Only where a topic is still to be made: a restart while one broker of three is
+        # down must not be refused.
+        if wanted or not existing.issuperset(made_later):
+            brokers = len((await admin.describe_cluster())["brokers"])
+            if settings.replication > brokers:
+                raise ClusterRefuses(
+                    f"a replication of {settings.replication} needs as many brokers and the "
+                    f"cluster has {brokers}: set SESSIONWATCH_REPLICATION to at most {brokers}"
+                )
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
                 await admin.create_topics(wanted)
