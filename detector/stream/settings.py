@@ -58,8 +58,14 @@ class InvalidSetting(ValueError):
     """A setting's environment variable cannot be read as its type; the text names it."""
 
 
-def _env(name: str, default: str) -> Any:
-    return field(default_factory=lambda: os.environ.get(name, default), metadata={"env": name})
+def _env(name: str, default: str, secret: bool = False) -> Any:
+    """A string setting; a ``secret`` one is left out of the settings' repr (a traceback
+    or a debug line showing them must not show it)."""
+    return field(
+        default_factory=lambda: os.environ.get(name, default),
+        metadata={"env": name},
+        repr=not secret,
+    )
 
 
 def _number_env(name: str, default: float, kind: type[float] = float) -> Any:
@@ -96,13 +102,13 @@ class StreamSettings:
     security_protocol: str = _env("SESSIONWATCH_SECURITY_PROTOCOL", "PLAINTEXT")
     sasl_mechanism: str = _env("SESSIONWATCH_SASL_MECHANISM", "SCRAM-SHA-512")
     sasl_username: str = _env("SESSIONWATCH_SASL_USERNAME", "")
-    sasl_password: str = _env("SESSIONWATCH_SASL_PASSWORD", "")
+    sasl_password: str = _env("SESSIONWATCH_SASL_PASSWORD", "", secret=True)
     ssl_cafile: str = _env("SESSIONWATCH_SSL_CAFILE", "")
     #: A client certificate (PEM) for brokers that require one (mutual TLS), its key if
     #: not in the same file, and the key's password if it is encrypted.
     ssl_certfile: str = _env("SESSIONWATCH_SSL_CERTFILE", "")
     ssl_keyfile: str = _env("SESSIONWATCH_SSL_KEYFILE", "")
-    ssl_key_password: str = _env("SESSIONWATCH_SSL_KEY_PASSWORD", "")
+    ssl_key_password: str = _env("SESSIONWATCH_SSL_KEY_PASSWORD", "", secret=True)
     app_id: str = _env("SESSIONWATCH_APP_ID", "sessionwatch")
     partitions: int = _int_env("SESSIONWATCH_PARTITIONS", 8)
     events_topic: str = _env("SESSIONWATCH_TOPIC_EVENTS", "session-events")
@@ -116,7 +122,7 @@ class StreamSettings:
     #: while web_host is the name other workers reach it by (API forwarding).
     web_bind: str = _env("SESSIONWATCH_WEB_BIND", "")
     web_port: int = _int_env("SESSIONWATCH_WEB_PORT", 6066)
-    api_token: str = _env("SESSIONWATCH_API_TOKEN", "")
+    api_token: str = _env("SESSIONWATCH_API_TOKEN", "", secret=True)
     #: Vendor-format topics, ``topic:format,...`` (formats of detector.adapters): each
     #: is normalised onto session-events with the routing key (see README: Streaming).
     input_topics: str = _env("SESSIONWATCH_INPUT_TOPICS", "")

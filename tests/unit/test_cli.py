@@ -364,3 +364,21 @@ def test_evaluate_refuses_a_labels_file_that_is_not_labels(
     assert main(["evaluate", str(SAMPLE), str(labels)]) == 2
     err = capsys.readouterr().err
     assert f"{labels}:3 is not a label" in err and "Traceback" not in err
+
+
+def test_the_settings_repr_shows_no_password_or_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A traceback or debug line that shows the settings must not show the secrets."""
+    from detector.stream.settings import StreamSettings
+
+    secrets = {
+        "SESSIONWATCH_SASL_PASSWORD": "sasl-secret-1",
+        "SESSIONWATCH_SSL_KEY_PASSWORD": "key-secret-2",
+        "SESSIONWATCH_API_TOKEN": "token-secret-3",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    settings = StreamSettings()
+    assert settings.sasl_password == "sasl-secret-1"  # read, only not shown
+    shown = repr(settings)
+    assert "sasl_username" in shown
+    assert not [v for v in secrets.values() if v in shown], shown
