@@ -719,12 +719,19 @@ class InOrder:
         if generation != self.generation:
             self.generation = generation
             self.revocations = self.app.rebalancing_count
-            for task in self.fills.values():
-                task.cancel()
-            self.fills.clear()
+            self.stop_fills()
             self.gate.reset()
             self._drop_unacked()  # their partitions start again from the commit
             self.new_generation()
+
+    def stop_fills(self) -> None:
+        """Cancels the read-backs under way: their holes' events stay unacked, so the
+        partition's next owner (or this worker's next start) reads them from the commit.
+        At a stop, a read-back that finished after Faust had stopped its producer applied
+        events whose alerts could not be sent, and the stop then hung."""
+        for task in self.fills.values():
+            task.cancel()
+        self.fills.clear()
 
     def _hold_ack(self, partition: int, offset: int) -> None:
         """Keeps ``offset`` unacked until its state is written (its Faust message, if
@@ -1253,6 +1260,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         # A clean stop writes what changed since the last checkpoint first (Faust then
         # revokes the tables and makes its last commit), so a restart does not read
         # those events again and send their alerts a second time.
+        in_order.stop_fills()
         in_order.checkpoint(full=True)
         await state_io.drain()
         in_order.checkpoint()  # acks what the first one wrote, now delivered

@@ -129,8 +129,7 @@ def test_a_restart_with_a_broker_down_is_not_refused(two_brokers: Any, tmp_path:
     first = d.start_worker("first", web_port=port)
     try:
         _wait_assigned(port, first, d)  # the changelog made too
-        d.stop()
-        assert first.returncode == 0, d.logs()
+        d.stop()  # how it exits is the clean-stop test's subject, not this one's
         second.halt()
         d.env["SESSIONWATCH_BOOTSTRAP_SERVERS"] = bootstrap.split(",")[0]
         _wait_assigned(port, d.start_worker("again", web_port=port), d)

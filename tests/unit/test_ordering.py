@@ -725,3 +725,32 @@ def test_between_events_a_worker_left_without_events_partitions_forgets_its_cens
         if not w.store.scanning:
             break
     assert w.engine.census() == counted
+
+
+def test_stopping_the_fills_leaves_a_hole_s_events_unapplied_and_unacked() -> None:
+    """A clean stop cancels the read-backs under way (the worker's stop_consumer): one
+    that finished after Faust stopped its producer applied events whose alerts could not
+    be sent. The held events stay unacked, for the next start to read from the commit."""
+    app, applied = _App(), list[int]()
+    in_order = _in_order(app, applied)
+    release = asyncio.Event()
+
+    async def slow_kafka(
+        settings: StreamSettings, topic: str, partition: int, start: int | None, end: int
+    ) -> tuple[int, list[tuple[int, bytes | None]]]:
+        await release.wait()
+        return start or 0, [(o, b"{}") for o in range(start or 0, end)]
+
+    async def scenario() -> None:
+        app.consumer._committed_offset[TP("events", 0)] = 0
+        in_order.read_back = slow_kafka
+        in_order.take([_Event(_Msg(0, o, 1)) for o in (0, 1, 4, 5)])  # 2..3 missing
+        await asyncio.sleep(0)
+        assert list(in_order.fills) == [0]
+        in_order.stop_fills()
+        release.set()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert applied == [0, 1] and in_order.fills == {}
+    assert all(offset < 2 for _, offset in app.consumer.acks)
