@@ -113,40 +113,65 @@ def _explained_connection_errors(settings: StreamSettings) -> Iterator[None]:
         logger.removeHandler(handler)
 
 
-async def ensure_topics(settings: StreamSettings, made_later: tuple[str, ...] = ()) -> None:
+@contextlib.asynccontextmanager
+async def _admin(settings: StreamSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: StreamSettings) -> None:
+    """Creates the SPEC topics if they are missing (``produce``; the worker's own start
+    does it in :func:`prepare_worker`)."""
+    async with _admin(settings) as admin:
+        await _ensure_topics(admin, settings)
+
+
+async def prepare_worker(settings: StreamSettings) -> None:
+    """What the worker checks and makes before Faust starts, over one connection: the
+    topics (:func:`_ensure_topics`, the changelog Faust makes counted as still to be
+    made), their partition counts (:func:`_check_partitions`) and the failover
+    (:func:`_check_failover`)."""
+    async with _admin(settings) as admin:
+        await _ensure_topics(admin, settings, (changelog_topic(settings),))
+        await _check_partitions(admin, settings)
+        await _check_failover(admin, settings)
+
+
+async def _ensure_topics(
+    admin: AIOKafkaAdminClient, settings: StreamSettings, made_later: tuple[str, ...] = ()
+) -> None:
     """Creates the SPEC topics with the configured partition counts and replication if
     they are missing. A replication over the cluster's broker count is refused with
     :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)
     when there is a topic to make, here or, among ``made_later``, by Faust."""
-    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name, num_partitions=n, replication_factor=settings.replication)
-            for name, n in (
-                (settings.events_topic, settings.partitions),
-                (settings.alerts_topic, settings.partitions),
-                (settings.actions_topic, settings.partitions),
-                (settings.dlq_topic, 1),
-                *((topic, settings.partitions) for topic, _ in settings.vendor_inputs()),
+    existing = set(await admin.list_topics())
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=settings.replication)
+        for name, n in (
+            (settings.events_topic, settings.partitions),
+            (settings.alerts_topic, settings.partitions),
+            (settings.actions_topic, settings.partitions),
+            (settings.dlq_topic, 1),
+            *((topic, settings.partitions) for topic, _ in settings.vendor_inputs()),
+        )
+        if name not in existing
+    ]
+    # Only where a topic is still to be made: a restart while one broker of three is
+    # down must not be refused.
+    if wanted or not existing.issuperset(made_later):
+        brokers = len((await admin.describe_cluster())["brokers"])
+        if settings.replication > brokers:
+            raise ClusterRefuses(
+                f"a replication of {settings.replication} needs as many brokers and the "
+                f"cluster has {brokers}: set SESSIONWATCH_REPLICATION to at most {brokers}"
             )
-            if name not in existing
-        ]
-        # Only where a topic is still to be made: a restart while one broker of three is
-        # down must not be refused.
-        if wanted or not existing.issuperset(made_later):
-            brokers = len((await admin.describe_cluster())["brokers"])
-            if settings.replication > brokers:
-                raise ClusterRefuses(
-                    f"a replication of {settings.replication} needs as many brokers and the "
-                    f"cluster has {brokers}: set SESSIONWATCH_REPLICATION to at most {brokers}"
-                )
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
-                await admin.create_topics(wanted)
-    finally:
-        await admin.close()
+    if wanted:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
+            await admin.create_topics(wanted)
 
 
 def changelog_topic(settings: StreamSettings) -> str:
@@ -154,7 +179,7 @@ def changelog_topic(settings: StreamSettings) -> str:
     return f"{settings.app_id}-state-changelog"
 
 
-async def check_partitions(settings: StreamSettings) -> None:
+async def _check_partitions(admin: AIOKafkaAdminClient, settings: StreamSettings) -> None:
     """Refuses, with :class:`TopicMismatch`, a worker whose partition count differs from
     existing input or changelog topics': the state table is partitioned like the input,
     so events of the partitions beyond the changelog's count could not keep state (Faust
@@ -163,12 +188,7 @@ async def check_partitions(settings: StreamSettings) -> None:
     # Vendor input topics may have any count: the normaliser re-keys their records onto
     # the input topic and keeps no state of its own.
     names = [settings.events_topic, changelog_topic(settings)]
-    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
-    try:
-        await admin.start()
-        described = await admin.describe_topics(names)
-    finally:
-        await admin.close()
+    described = await admin.describe_topics(names)
     counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
     changelog = counts.pop(changelog_topic(settings), settings.partitions)
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}
@@ -192,14 +212,12 @@ async def check_partitions(settings: StreamSettings) -> None:
 _SESSION_BOUNDS = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
 
-async def check_failover(settings: StreamSettings) -> None:
+async def _check_failover(admin: AIOKafkaAdminClient, settings: StreamSettings) -> None:
     """Refuses, with :class:`ClusterRefuses`, a failover outside what the brokers accept
     as a group session timeout: their JoinGroup answer is an error the Kafka client logs
     once, and the worker then stays up without partitions. A cluster that does not let
     this client read its configuration (no DescribeConfigs right) is not checked."""
-    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     try:
-        await admin.start()
         brokers = (await admin.describe_cluster())["brokers"]
         wanted = dict.fromkeys(_SESSION_BOUNDS)
         answers = await admin.describe_configs(
@@ -208,8 +226,6 @@ async def check_failover(settings: StreamSettings) -> None:
     except KafkaError as exc:
         log.info("broker limits on the failover not checked: %r", exc)
         return
-    finally:
-        await admin.close()
     low, high = 0.0, float("inf")
     for answer in answers:
         for resource in answer.to_object()["resources"]:

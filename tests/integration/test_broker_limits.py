@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from detector.stream.clients import check_failover
+from detector.stream.clients import prepare_worker
 from detector.stream.settings import StreamSettings
 from tests.integration.streaming import POLICY, ROOT, Deployment
 
@@ -60,5 +60,5 @@ def test_a_failover_the_broker_refuses_stops_the_worker_with_the_range(
 
 def test_a_failover_within_the_broker_s_range_passes(strict_broker: Any) -> None:
     base = replace(StreamSettings(), bootstrap_servers=strict_broker.bootstrap)
-    asyncio.run(check_failover(replace(base, failover_seconds=20.0)))
-    asyncio.run(check_failover(replace(base, failover_seconds=90.0)))
+    asyncio.run(prepare_worker(replace(base, failover_seconds=20.0)))
+    asyncio.run(prepare_worker(replace(base, failover_seconds=90.0)))
