@@ -491,6 +491,7 @@ def _usable_data_dir(path: str) -> None:
 
 def cmd_produce(args: argparse.Namespace) -> int:
 
+    from detector.events import MAX_LINE_BYTES
     from detector.fingerprint import Fingerprinter
     from detector.stream.clients import produce, run_with_broker
 
@@ -498,6 +499,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     fp = Fingerprinter.from_env(policy.fingerprint_key_env)
     settings = _stream_settings(args)
     damaged: list[str] = []
+    refused: list[str] = []
     sent = run_with_broker(
         settings,
         produce(
@@ -507,10 +509,17 @@ def cmd_produce(args: argparse.Namespace) -> int:
             speed=args.speed,
             rate=args.rate,
             damaged=damaged,
+            refused=refused,
             delivery_timeout=args.delivery_timeout,
         ),
     )
     print(f"sessionwatch: produced {sent} events", file=sys.stderr)
+    if refused:
+        print(
+            f"sessionwatch: {len(refused)} line(s) over {MAX_LINE_BYTES} bytes, never an "
+            f"event, sent to {settings.dlq_topic} instead (the first: {refused[0]})",
+            file=sys.stderr,
+        )
     return _damaged(damaged, "sent")
 
 

@@ -141,7 +141,11 @@ def _classify(err: msgspec.ValidationError) -> InvalidEvent:
 def decode(line: bytes | str) -> Event | InvalidEvent:
     """Decode and validate one JSON record; never raises on bad input."""
     if len(line) > MAX_LINE_BYTES:
-        return InvalidEvent("oversized", f"record of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
+        # Measured without the line's ending, which replay's lines keep and Kafka's
+        # records do not: a record must get the same verdict from both.
+        size = len(line.strip())
+        if size > MAX_LINE_BYTES:
+            return InvalidEvent("oversized", f"record of {size} bytes exceeds {MAX_LINE_BYTES}")
     try:
         ev = _decoder.decode(line)
     except msgspec.ValidationError as err:

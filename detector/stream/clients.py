@@ -9,12 +9,14 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from detector.events import Event, decode
+from detector.deadletter import dead_letter
+from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.repeats import hold_back_repeats
@@ -246,6 +248,9 @@ async def _check_failover(admin: AIOKafkaAdminClient, settings: StreamSettings) 
         )
 
 
+_LETTERS = msgspec.json.Encoder()
+
+
 class _Deliveries:
     """What the broker confirmed, and the first event (in input order) it did not.
     aiokafka's ``flush`` waits for the sends but raises nothing: a batch that outlives the
@@ -254,21 +259,33 @@ class _Deliveries:
 
     def __init__(self) -> None:
         self.delivered = 0
+        self.letters = 0  # dead letters delivered (not counted in ``delivered``)
         self.lost = 0
         # (input's index, line number, input's path, the error)
         self.first: tuple[int, int, str, BaseException] | None = None
 
-    def watch(self, sent: asyncio.Future[Any], index: int, path: str, line: int) -> None:
+    def watch(
+        self, sent: asyncio.Future[Any], index: int, path: str, line: int, letter: bool = False
+    ) -> None:
         sent.add_done_callback(
             lambda f: self.failed(
-                asyncio.CancelledError() if f.cancelled() else f.exception(), index, path, line
+                asyncio.CancelledError() if f.cancelled() else f.exception(),
+                index,
+                path,
+                line,
+                letter,
             )
         )
 
-    def failed(self, exc: BaseException | None, index: int, path: str, line: int) -> None:
-        """Counts one event's outcome (``exc`` None: confirmed)."""
+    def failed(
+        self, exc: BaseException | None, index: int, path: str, line: int, letter: bool = False
+    ) -> None:
+        """Counts one event's (or dead letter's) outcome (``exc`` None: confirmed)."""
         if exc is None:
-            self.delivered += 1
+            if letter:
+                self.letters += 1
+            else:
+                self.delivered += 1
             return
         self.lost += 1
         if self.first is None or (index, line) < self.first[:2]:
@@ -295,6 +312,7 @@ async def produce(
     speed: float | None = None,
     rate: float | None = None,
     damaged: list[str] | None = None,
+    refused: list[str] | None = None,
     delivery_timeout: float = DELIVERY_TIMEOUT_S,
 ) -> int:
     """Sends recorded events keyed by routing key; order per key is kept (idempotent producer).
@@ -303,10 +321,15 @@ async def produce(
     fixed number of events per second; neither sends as fast as the broker takes them.
     Lines that do not decode are sent unkeyed, so the worker dead-letters them. An input
     that stops being readable (a cut gzip) is sent up to there, the reason added to
-    ``damaged``. Returns the events delivered; an event the broker did not take within
-    ``delivery_timeout`` stops the sending and raises :class:`NotDelivered`.
+    ``damaged``. A line over the event size limit is never an event, and may be over the
+    broker's message size (1 MB by default), which would stop the sending: it goes to
+    the dead-letter topic from here, as replay would write it (the file and its line
+    number), and ``refused`` gets "path line N". Returns the events delivered; an event
+    the broker did not take within ``delivery_timeout`` stops the sending and raises
+    :class:`NotDelivered`.
     """
     damaged = [] if damaged is None else damaged
+    refused = [] if refused is None else refused
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         **settings.aiokafka_kwargs(),
@@ -335,6 +358,19 @@ async def produce(
                     if not line:
                         continue
                     ev = decode(line)
+                    if type(ev) is InvalidEvent and ev.reason == "oversized":
+                        source = "stdin" if path == "-" else path
+                        letter = dead_letter(ev, line, source, number, fingerprint)
+                        try:
+                            pending = await producer.send(
+                                settings.dlq_topic, value=_LETTERS.encode(letter)
+                            )
+                        except KafkaError as exc:
+                            deliveries.failed(exc, index, path, number, letter=True)
+                            break
+                        deliveries.watch(pending, index, path, number, letter=True)
+                        refused.append(f"{source} line {number}")
+                        continue
                     key = routing_key(ev, fingerprint).encode() if type(ev) is Event else None
                     if speed and type(ev) is Event:
                         first_ts = ev.epoch if first_ts is None else first_ts

@@ -198,6 +198,48 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
     assert worker.poll() is None, d.logs()
 
 
+def test_produce_dead_letters_lines_too_large_to_be_events(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """A line over the event size limit, here one over the broker's 1 MB message size
+    too, used to stop ``produce`` with "the broker did not confirm" and leave the rest
+    unsent. It goes to the dead-letter topic as replay writes it, and the rest is sent."""
+    d = deployment_factory(2)
+    sid = "9F3A1C7E5B2D48A6C0E1F7B3D95A2C4E"
+
+    def event(eid: str, ts: str, kind: str, session: str, **extra: str) -> bytes:
+        fields = {"event_id": eid, "ts": ts, "type": kind, "session_id": session, "user": "alice"}
+        return orjson.dumps({**fields, "ip": "10.1.2.3", **extra})
+
+    lines = [
+        event("g1", "2026-11-22T08:00:00Z", "login", sid),
+        event("big", "2026-11-22T08:01:00Z", "transaction", "S3CR3T-BIG", url="/" + "q" * 2**21),
+        event("mid", "2026-11-22T08:02:00Z", "transaction", "S3CR3T-MID", url="/" + "q" * 10**5),
+        event("g2", "2026-11-22T08:10:00Z", "logout", sid),
+        event("g3", "2026-11-22T08:30:00Z", "transaction", sid),
+    ]
+    src = tmp_path / "large.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = d.cli("produce", "--config", str(POLICY), str(src))
+    assert b"produced 3 events" in out.stderr
+    assert f"2 line(s) over 65536 bytes, never an event, sent to {d.topics['dlq']}".encode() in (
+        out.stderr
+    )
+    dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= 2)
+    replayed = tmp_path / "replay-dlq.jsonl"
+    d.cli("replay", "-q", "--config", str(POLICY), "--dead-letter-out", str(replayed), str(src))
+    letters = [orjson.loads(v) for v in dlq]
+    assert letters == [orjson.loads(v) for v in replayed.read_bytes().splitlines()], (
+        "the dead letters are replay's: the file, its line numbers, the reason"
+    )
+    assert [letter["offset"] for letter in letters] == [2, 3]
+    assert b"S3CR3T" not in b"".join(dlq)
+    worker = d.start_worker()
+    alerts = d.collect(d.topics["alerts"], lambda v: len(v) >= 1)
+    assert [orjson.loads(a)["kind"] for a in alerts] == ["reuse_after_logout"]
+    assert worker.poll() is None, d.logs()
+
+
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_outside_client_kcat(deployment_factory: Factory, tmp_path: Path, compression: str) -> None:

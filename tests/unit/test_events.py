@@ -69,6 +69,18 @@ def test_oversized_line_is_refused_unread() -> None:
     assert bad(line) == "oversized"
 
 
+def test_a_line_s_ending_does_not_count_toward_the_size_limit() -> None:
+    """Replay's lines keep their newline, Kafka's records do not: one record, one verdict."""
+    head, tail = b'{"event_id":"1","ts":1,"type":"unlock","user":"', b'"}'
+    fits = head + b"u" * (MAX_LINE_BYTES - len(head) - len(tail)) + tail
+    assert len(fits) == MAX_LINE_BYTES
+    assert ok(fits + b"\r\n").user == ok(fits).user
+    over = head + b"u" + fits[len(head) :]
+    refused = decode(over + b"\n")
+    assert isinstance(refused, InvalidEvent)
+    assert refused.message == f"record of {MAX_LINE_BYTES + 1} bytes exceeds {MAX_LINE_BYTES}"
+
+
 def test_own_epoch_field_is_just_an_extra() -> None:
     ev = ok(b'{"event_id":"1","ts":5,"type":"unlock","user":"u","epoch":"whatever"}')
     assert ev.epoch == 5.0
