@@ -218,7 +218,8 @@ async def _check_failover(admin: AIOKafkaAdminClient, settings: StreamSettings) 
     """Refuses, with :class:`ClusterRefuses`, a failover outside what the brokers accept
     as a group session timeout: their JoinGroup answer is an error the Kafka client logs
     once, and the worker then stays up without partitions. A cluster that does not let
-    this client read its configuration (no DescribeConfigs right) is not checked."""
+    this client read its configuration (no DescribeConfigs right, as on managed clusters)
+    is not checked, and the log says what to look at if the worker then holds nothing."""
     try:
         brokers = (await admin.describe_cluster())["brokers"]
         wanted = dict.fromkeys(_SESSION_BOUNDS)
@@ -226,13 +227,15 @@ async def _check_failover(admin: AIOKafkaAdminClient, settings: StreamSettings) 
             [ConfigResource(ConfigResourceType.BROKER, str(b["node_id"]), wanted) for b in brokers]
         )
     except KafkaError as exc:
-        log.info("broker limits on the failover not checked: %r", exc)
+        _failover_unchecked(settings, type(exc).__name__)
         return
     low, high = 0.0, float("inf")
+    unread: list[int] = []  # brokers whose limits this client may not read
     for answer in answers:
         for resource in answer.to_object()["resources"]:
             if resource["error_code"]:
-                continue  # not allowed to read it (DescribeConfigs): not checked
+                unread.append(resource["error_code"])
+                continue
             for entry in resource["config_entries"]:
                 if entry["config_names"] in _SESSION_BOUNDS and entry["config_value"]:
                     ms = int(entry["config_value"]) / 1000
@@ -246,6 +249,21 @@ async def _check_failover(admin: AIOKafkaAdminClient, settings: StreamSettings) 
             f"({_SESSION_BOUNDS[0]}, {_SESSION_BOUNDS[1]}), not the failover of "
             f"{settings.failover_seconds:g} s: set SESSIONWATCH_FAILOVER_SECONDS within it"
         )
+    if unread:
+        _failover_unchecked(settings, f"error code {unread[0]}")
+
+
+def _failover_unchecked(settings: StreamSettings, why: str) -> None:
+    log.warning(
+        "the brokers' limits on a group session could not be read (%s; reading them "
+        "needs the DescribeConfigs right on the cluster), so the failover of %g s is not "
+        "checked against them. If this worker never holds a partition (sessionwatch_partitions_"
+        "assigned 0, alert SessionwatchPartitionsUnwatched), set "
+        "SESSIONWATCH_FAILOVER_SECONDS within the brokers' group.min.session.timeout.ms - "
+        "group.max.session.timeout.ms",
+        why,
+        settings.failover_seconds,
+    )
 
 
 _LETTERS = msgspec.json.Encoder()
