@@ -280,13 +280,19 @@ class Tally:
         if len(self._heap) > 2 * sum(self._live) + 1024:
             # Mostly rewritten entries' leftovers. Here, not at the census: a worker
             # nobody scrapes would otherwise grow the heap by every write.
-            self._heap = [
-                (until, g, k, guest)
-                for k, (g, _, _, live) in self._of.items()
-                for until, guest in live
-                if until >= self._now
-            ]
-            heapq.heapify(self._heap)
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drops the heap's leftovers: times of rewritten or deleted entries, and past
+        ones. It goes over the heap, not over every entry, so one write's cost stays in
+        proportion to the live sessions, not to the table (``bench/state_scans.py``)."""
+        of, now = self._of, self._now
+        self._heap = [
+            item
+            for item in self._heap
+            if item[0] >= now and (counted := of.get(item[2])) is not None and counted[0] == item[1]
+        ]
+        heapq.heapify(self._heap)
 
     def census(self, now: float) -> Census:
         heap, of = self._heap, self._of

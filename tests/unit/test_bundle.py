@@ -629,3 +629,53 @@ def test_the_tally_stays_the_size_of_the_table_when_nobody_asks_for_a_census() -
         tally.set(f"k{i % 10}".encode(), b)
     assert len(tally._heap) <= 2 * 30 + 1024
     assert tuple(tally.census(0.0))[:2] == (30, 0)
+
+
+def test_the_tally_s_census_is_a_recount_through_rewrites_deletes_and_clean_ups() -> None:
+    """Random writes, rewrites and deletes of a few hundred entries, with censuses at
+    moving times: each census equals a count of the entries as last written, through
+    many clean-ups of the heap's leftovers (each rewrite leaves one)."""
+    rng = random.Random(7)
+    engine = Engine(policy(), Fingerprinter(KEY))
+    tally = bundle_module.Tally(engine.active_until)
+    held: dict[bytes, bundle_module.Bundle] = {}
+    now, cleanups, compact = 0.0, 0, tally._compact
+
+    def counted() -> None:
+        nonlocal cleanups
+        cleanups += 1
+        compact()
+
+    tally._compact = counted  # type: ignore[method-assign]
+    for step in range(30_000):
+        key = b"k%d" % rng.randrange(400)
+        if rng.random() < 0.05:
+            tally.set(key, None)
+            held.pop(key, None)
+        else:
+            sessions = {
+                f"s{j}": SessionState(
+                    start=now - rng.uniform(0, 600),
+                    last=now + rng.uniform(-2400, 600),
+                    guest=rng.random() < 0.3,
+                    ended="logout" if rng.random() < 0.2 else None,
+                )
+                for j in range(rng.randrange(4))
+            }
+            b = bundle_module.Bundle(sessions=sessions, user=None)
+            tally.set(key, b)
+            held[key] = b
+        if step % 97 == 0:
+            now += rng.uniform(0, 60)
+            census = tally.census(now)
+            live = [
+                s
+                for b in held.values()
+                for s in b.sessions.values()
+                if engine.active_until(s) >= now
+            ]
+            assert census.user_sessions == sum(not s.guest for s in live)
+            assert census.guest_sessions == sum(s.guest for s in live)
+            assert census.entries["state"] == len(held)
+            assert census.entries["sessions"] == sum(len(b.sessions) for b in held.values())
+    assert cleanups > 10, cleanups
