@@ -397,9 +397,13 @@ def test_kill_9_before_a_checkpoint_reads_the_unwritten_events_again(
     d.produce(tmp_path / "after.jsonl")
     d.start_worker("second")  # a fresh data directory: state from the changelog only
     got = d.collect(d.topics["alerts"], lambda v: len(v) >= 1, timeout=90)
-    assert [(a["kind"], a["event_id"]) for a in map(orjson.loads, got)] == [
-        ("reuse_after_logout", "k3")
-    ], d.logs()
+    alerts = [orjson.loads(a) for a in got]
+    assert {(a["kind"], a["event_id"]) for a in alerts} == {("reuse_after_logout", "k3")}, d.logs()
+    # Sometimes the alert comes twice (on a04db36 as well: 1 run in 3 on a fresh broker),
+    # most likely from a rebalance of the second worker re-delivering what it had not
+    # checkpointed (300 s here). The issue allows a duplicate after a crash if it carries
+    # the same alert_id, which a consumer de-duplicates on.
+    assert len({a["alert_id"] for a in alerts}) == 1, alerts
 
 
 def test_records_behind_is_what_a_catching_up_worker_has_yet_to_apply(
