@@ -13,13 +13,20 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from detector.deadletter import dead_letter
 from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.repeats import hold_back_repeats
+from detector.stream.rights import READ, WRITE, missing_rights, refusal
 from detector.stream.routing import routing_key
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
@@ -126,30 +133,97 @@ async def _admin(settings: StreamSettings) -> AsyncIterator[AIOKafkaAdminClient]
 
 
 async def ensure_topics(settings: StreamSettings) -> None:
-    """Creates the SPEC topics if they are missing (``produce``; the worker's own start
-    does it in :func:`prepare_worker`)."""
+    """Creates the SPEC topics if they are missing (the benchmarks; the worker's own
+    start does it in :func:`prepare_worker`, ``produce``'s in :func:`_prepare_produce`)."""
     async with _admin(settings) as admin:
         await _ensure_topics(admin, settings)
+
+
+async def _prepare_produce(settings: StreamSettings) -> None:
+    """The topics ``produce`` writes, made if missing, and its right to write them."""
+    mine = (settings.events_topic, settings.dlq_topic)
+    async with _admin(settings) as admin:
+        await _ensure_topics(admin, settings, needed=mine)
+        await _check_rights(admin, settings, dict.fromkeys(mine, (WRITE,)))
 
 
 async def prepare_worker(settings: StreamSettings) -> None:
     """What the worker checks and makes before Faust starts, over one connection: the
     topics (:func:`_ensure_topics`, the changelog Faust makes counted as still to be
-    made), their partition counts (:func:`_check_partitions`) and the failover
-    (:func:`_check_failover`)."""
+    made), their partition counts (:func:`_check_partitions`), the failover
+    (:func:`_check_failover`) and its rights on the cluster (:func:`_check_rights`)."""
     async with _admin(settings) as admin:
         await _ensure_topics(admin, settings, (changelog_topic(settings),))
         await _check_partitions(admin, settings)
         await _check_failover(admin, settings)
+        faust_made = {changelog_topic(settings): settings.partitions, leader_topic(settings): 1}
+        needs = {
+            settings.events_topic: (READ,),
+            **{topic: (READ,) for topic, _ in settings.vendor_inputs()},
+            settings.alerts_topic: (WRITE,),
+            settings.actions_topic: (WRITE,),
+            settings.dlq_topic: (WRITE,),
+            **dict.fromkeys(faust_made, (READ, WRITE)),
+        }
+        await _check_rights(admin, settings, needs, settings.app_id, faust_made)
+
+
+_NOT_AUTHORIZED_TOPIC = TopicAuthorizationFailedError.errno
+
+
+def leader_topic(settings: StreamSettings) -> str:
+    """The topic Faust's partition assignor makes to elect a leader among the workers."""
+    return f"{settings.app_id}-__assignor-__leader"
+
+
+async def _check_rights(
+    admin: AIOKafkaAdminClient,
+    settings: StreamSettings,
+    needs: dict[str, tuple[int, ...]],
+    group: str | None = None,
+    made_later: dict[str, int] | None = None,
+) -> None:
+    """Refuses, with :class:`ClusterRefuses`, a client the cluster's ACLs do not let do
+    its work (:mod:`detector.stream.rights`). Of ``made_later`` (name: partitions),
+    topics Faust makes at its start, those still missing are asked for with a CreateTopics
+    that only validates: without CREATE, Faust would stop with a traceback."""
+    missing = await missing_rights(admin, needs, group)
+    existing = set(await admin.list_topics()) if made_later else set()
+    todo = [
+        NewTopic(name, num_partitions=n, replication_factor=settings.replication)
+        for name, n in (made_later or {}).items()
+        if name not in existing
+    ]
+    if todo:
+        response = await admin.create_topics(todo, validate_only=True)
+        missing += [
+            f"CREATE on topic {name!r}"
+            for name, code, *_ in response.topic_errors
+            if code == _NOT_AUTHORIZED_TOPIC
+        ]
+    if missing:
+        who = (
+            f"user {settings.sasl_username!r}"
+            if settings.security_protocol.startswith("SASL")
+            else "this client"
+        )
+        raise ClusterRefuses(refusal(missing, who))
 
 
 async def _ensure_topics(
-    admin: AIOKafkaAdminClient, settings: StreamSettings, made_later: tuple[str, ...] = ()
+    admin: AIOKafkaAdminClient,
+    settings: StreamSettings,
+    made_later: tuple[str, ...] = (),
+    needed: tuple[str, ...] | None = None,
 ) -> None:
     """Creates the SPEC topics with the configured partition counts and replication if
     they are missing. A replication over the cluster's broker count is refused with
     :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)
-    when there is a topic to make, here or, among ``made_later``, by Faust."""
+    when there is a topic to make, here or, among ``made_later``, by Faust; so is a
+    topic the cluster will not make (no CREATE right), which the Kafka client reports
+    only as a missing topic, after its whole delivery timeout: of the client's
+    ``needed`` topics (None: all), as the others are made only for convenience (``produce``
+    makes the alerts topic that ``alerts`` then reads)."""
     existing = set(await admin.list_topics())
     wanted = [
         NewTopic(name, num_partitions=n, replication_factor=settings.replication)
@@ -173,7 +247,25 @@ async def _ensure_topics(
             )
     if wanted:
         with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
-            await admin.create_topics(wanted)
+            response = await admin.create_topics(wanted)
+            errors = [  # (name, code, message) each; v0 no message
+                error for error in response.topic_errors if needed is None or error[0] in needed
+            ]
+            hidden = [repr(name) for name, code, *_ in errors if code == _NOT_AUTHORIZED_TOPIC]
+            if hidden:  # or it exists, and this client may not even see it
+                raise ClusterRefuses(
+                    f"the cluster neither shows this client nor lets it create topic(s) "
+                    f"{', '.join(hidden)}: if they exist, grant this client its rights on "
+                    "them; if not, create them beforehand or grant CREATE (README: Kafka "
+                    "rights)"
+                )
+            refused = [
+                f"{name!r} ({for_code(code).__name__}{': ' + rest[0] if rest and rest[0] else ''})"
+                for name, code, *rest in errors
+                if code not in (0, TopicAlreadyExistsError.errno)
+            ]
+            if refused:
+                raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
 
 
 def changelog_topic(settings: StreamSettings) -> str:
@@ -348,7 +440,7 @@ async def produce(
     """
     damaged = [] if damaged is None else damaged
     refused = [] if refused is None else refused
-    await ensure_topics(settings)
+    await _prepare_produce(settings)
     producer = AIOKafkaProducer(
         **settings.aiokafka_kwargs(),
         acks="all",
@@ -424,6 +516,8 @@ async def read_alerts(
     wrong name); with it, the client waits for a worker to create the topic. Subscribed
     to a missing topic, aiokafka would log an error ten times a second and wait forever.
     """
+    async with _admin(settings) as admin:
+        await _check_rights(admin, settings, {settings.alerts_topic: (READ,)})
     consumer = AIOKafkaConsumer(
         **settings.aiokafka_kwargs(),
         enable_auto_commit=False,

@@ -15,9 +15,22 @@ import org.apache.kafka.common.resource.ResourceType;
  * a cluster that withholds rights, as managed clusters do. Run from source with the broker's
  * jars: java -cp 'deploy/kafka/lib/*' Acls.java BOOTSTRAP ACL...; each ACL is
  * PERMISSION:PRINCIPAL_TYPE:PRINCIPAL:OPERATION:RESOURCE_TYPE:NAME, for example
- * DENY:User:ANONYMOUS:DESCRIBE_CONFIGS:CLUSTER:kafka-cluster.
+ * DENY:User:ANONYMOUS:DESCRIBE_CONFIGS:CLUSTER:kafka-cluster. A NAME ending in * (other than
+ * * itself, every resource) is a prefix: TOPIC:sw-* is every topic whose name starts sw-.
  */
 public class Acls {
+    static boolean prefixed(String name) {
+        return name.length() > 1 && name.endsWith("*");
+    }
+
+    static String name(String name) {
+        return prefixed(name) ? name.substring(0, name.length() - 1) : name;
+    }
+
+    static PatternType pattern(String name) {
+        return prefixed(name) ? PatternType.PREFIXED : PatternType.LITERAL;
+    }
+
     public static void main(String[] args) throws Exception {
         Properties props = new Properties();
         props.put("bootstrap.servers", args[0]);
@@ -28,7 +41,7 @@ public class Acls {
                 throw new IllegalArgumentException("not PERMISSION:TYPE:PRINCIPAL:OPERATION:RESOURCE:NAME: " + args[i]);
             }
             bindings.add(new AclBinding(
-                new ResourcePattern(ResourceType.fromString(f[4]), f[5], PatternType.LITERAL),
+                new ResourcePattern(ResourceType.fromString(f[4]), name(f[5]), pattern(f[5])),
                 new AccessControlEntry(f[1] + ":" + f[2], "*", AclOperation.fromString(f[3]),
                                        AclPermissionType.fromString(f[0]))));
         }
