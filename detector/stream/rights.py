@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Kafka's ACL operation codes (``org.apache.kafka.common.acl.AclOperation``): bit
 #: ``1 << code`` of an authorized-operations field.
-READ, WRITE, DESCRIBE = 3, 4, 8
+ALL, READ, WRITE, DESCRIBE = 2, 3, 4, 8
 _NAMES = {READ: "READ", WRITE: "WRITE", DESCRIBE: "DESCRIBE"}
 #: The field's value when the broker did not compute it.
 _UNSET = -(2**31)
@@ -149,7 +149,7 @@ async def missing_rights(
             continue
         if error == _TOPIC_AUTHORIZATION_FAILED:  # not even DESCRIBE
             missing.append(f"{_spelled(needs)} on topic {name!r}")
-        elif granted != _UNSET and not granted & (1 << 2):  # ALL grants everything
+        elif granted != _UNSET and not granted & (1 << ALL):
             lacking = {op for op in needs if not granted & (1 << op)}
             if lacking:
                 missing.append(f"{_spelled(lacking)} on topic {name!r}")
@@ -165,7 +165,8 @@ async def missing_rights(
         except (IncompatibleBrokerVersion, KafkaError) as exc:
             log.info("the group's rights could not be read (%r): not checked", exc)
             return missing
-        if error == 30 or (granted != _UNSET and not granted & ((1 << READ) | (1 << 2))):
+        refused = error == GroupAuthorizationFailedError.errno
+        if refused or (granted != _UNSET and not granted & ((1 << READ) | (1 << ALL))):
             missing.append(f"READ on group {group!r}")
     return missing
 
