@@ -17,7 +17,6 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,
     for_code,
 )
 
@@ -26,7 +25,7 @@ from detector.events import Event, InvalidEvent, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.repeats import hold_back_repeats
-from detector.stream.rights import READ, WRITE, missing_rights, refusal
+from detector.stream.rights import NOT_AUTHORIZED_TOPIC, READ, WRITE, missing_rights, refusal
 from detector.stream.routing import routing_key
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
@@ -153,7 +152,7 @@ async def prepare_worker(settings: StreamSettings) -> None:
     made), their partition counts (:func:`_check_partitions`), the failover
     (:func:`_check_failover`) and its rights on the cluster (:func:`_check_rights`)."""
     async with _admin(settings) as admin:
-        await _ensure_topics(admin, settings, (changelog_topic(settings),))
+        existing = await _ensure_topics(admin, settings, (changelog_topic(settings),))
         await _check_partitions(admin, settings)
         await _check_failover(admin, settings)
         faust_made = {changelog_topic(settings): settings.partitions, leader_topic(settings): 1}
@@ -165,10 +164,8 @@ async def prepare_worker(settings: StreamSettings) -> None:
             settings.dlq_topic: (WRITE,),
             **dict.fromkeys(faust_made, (READ, WRITE)),
         }
-        await _check_rights(admin, settings, needs, settings.app_id, faust_made)
-
-
-_NOT_AUTHORIZED_TOPIC = TopicAuthorizationFailedError.errno
+        todo = {name: n for name, n in faust_made.items() if name not in existing}
+        await _check_rights(admin, settings, needs, settings.app_id, todo)
 
 
 def leader_topic(settings: StreamSettings) -> str:
@@ -184,22 +181,20 @@ async def _check_rights(
     made_later: dict[str, int] | None = None,
 ) -> None:
     """Refuses, with :class:`ClusterRefuses`, a client the cluster's ACLs do not let do
-    its work (:mod:`detector.stream.rights`). Of ``made_later`` (name: partitions),
-    topics Faust makes at its start, those still missing are asked for with a CreateTopics
-    that only validates: without CREATE, Faust would stop with a traceback."""
+    its work (:mod:`detector.stream.rights`). ``made_later`` (name: partitions) are the
+    missing topics Faust makes at its start, asked for with a CreateTopics that only
+    validates: without CREATE, Faust would stop with a traceback."""
     missing = await missing_rights(admin, needs, group)
-    existing = set(await admin.list_topics()) if made_later else set()
     todo = [
         NewTopic(name, num_partitions=n, replication_factor=settings.replication)
         for name, n in (made_later or {}).items()
-        if name not in existing
     ]
     if todo:
         response = await admin.create_topics(todo, validate_only=True)
         missing += [
             f"CREATE on topic {name!r}"
             for name, code, *_ in response.topic_errors
-            if code == _NOT_AUTHORIZED_TOPIC
+            if code == NOT_AUTHORIZED_TOPIC
         ]
     if missing:
         who = (
@@ -215,7 +210,7 @@ async def _ensure_topics(
     settings: StreamSettings,
     made_later: tuple[str, ...] = (),
     needed: tuple[str, ...] | None = None,
-) -> None:
+) -> set[str]:
     """Creates the SPEC topics with the configured partition counts and replication if
     they are missing. A replication over the cluster's broker count is refused with
     :class:`ClusterRefuses` (the broker's own answer names neither count nor setting)
@@ -223,7 +218,8 @@ async def _ensure_topics(
     topic the cluster will not make (no CREATE right), which the Kafka client reports
     only as a missing topic, after its whole delivery timeout: of the client's
     ``needed`` topics (None: all), as the others are made only for convenience (``produce``
-    makes the alerts topic that ``alerts`` then reads)."""
+    makes the alerts topic that ``alerts`` then reads). Returns the topics this client
+    saw before (those it may describe)."""
     existing = set(await admin.list_topics())
     wanted = [
         NewTopic(name, num_partitions=n, replication_factor=settings.replication)
@@ -251,7 +247,7 @@ async def _ensure_topics(
             errors = [  # (name, code, message) each; v0 no message
                 error for error in response.topic_errors if needed is None or error[0] in needed
             ]
-            hidden = [repr(name) for name, code, *_ in errors if code == _NOT_AUTHORIZED_TOPIC]
+            hidden = [repr(name) for name, code, *_ in errors if code == NOT_AUTHORIZED_TOPIC]
             if hidden:  # or it exists, and this client may not even see it
                 raise ClusterRefuses(
                     f"the cluster neither shows this client nor lets it create topic(s) "
@@ -266,6 +262,7 @@ async def _ensure_topics(
             ]
             if refused:
                 raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
+    return existing
 
 
 def changelog_topic(settings: StreamSettings) -> str:

@@ -20,6 +20,8 @@ from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
     IncompatibleBrokerVersion,
     KafkaError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 from aiokafka.protocol.admin import DescribeGroupsResponse_v3
 from aiokafka.protocol.api import Request, RequestStruct, Response
@@ -33,8 +35,8 @@ ALL, READ, WRITE, DESCRIBE = 2, 3, 4, 8
 _NAMES = {READ: "READ", WRITE: "WRITE", DESCRIBE: "DESCRIBE"}
 #: The field's value when the broker did not compute it.
 _UNSET = -(2**31)
-_TOPIC_AUTHORIZATION_FAILED = 29
-_UNKNOWN_TOPIC = 3
+#: A topic this client may not even describe (CreateTopics: may not make or see).
+NOT_AUTHORIZED_TOPIC = TopicAuthorizationFailedError.errno
 
 
 class _MetadataResponseV8(Response):  # type: ignore[misc]
@@ -145,9 +147,9 @@ async def missing_rights(
     for topic in response.topics:
         error, name, granted = topic[0], topic[1], topic[4]
         needs = set(topics[name]) | {DESCRIBE}
-        if error == _UNKNOWN_TOPIC:
+        if error == UnknownTopicOrPartitionError.errno:
             continue
-        if error == _TOPIC_AUTHORIZATION_FAILED:  # not even DESCRIBE
+        if error == NOT_AUTHORIZED_TOPIC:
             missing.append(f"{_spelled(needs)} on topic {name!r}")
         elif granted != _UNSET and not granted & (1 << ALL):
             lacking = {op for op in needs if not granted & (1 << op)}
