@@ -417,7 +417,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from detector.stream.app import create_app
-    from detector.stream.clients import prepare_worker, run_with_broker
+    from detector.stream.clients import faust_topics, prepare_worker, run_with_broker
 
     policy = load_policy(args.config)
     settings = _stream_settings(args)
@@ -426,7 +426,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app = create_app(settings, policy)
     # Source and sink topics with explicit partition counts, before Faust subscribes; also
     # where an unreachable broker or refused credentials stop the worker, with a reason.
-    run_with_broker(settings, prepare_worker(settings))
+    run_with_broker(settings, prepare_worker(settings, faust_topics(app)))
     worker = _bounded_stop(Worker)(app, loglevel="warning" if args.quiet else "info", quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG to spin on every record:
     # every aiokafka debug message would then be built, a large cost per event.

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
-from typing import IO, Any, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,6 +19,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from mode.utils.times import want_seconds
 
 from detector.deadletter import dead_letter
 from detector.events import Event, InvalidEvent, decode
@@ -36,6 +37,9 @@ from detector.stream.settings import (
     StreamSettings,
     TopicMismatch,
 )
+
+if TYPE_CHECKING:
+    import faust
 
 _HINTS = (
     (
@@ -146,31 +150,79 @@ async def _prepare_produce(settings: StreamSettings) -> None:
         await _check_rights(admin, settings, dict.fromkeys(mine, (WRITE,)))
 
 
-async def prepare_worker(settings: StreamSettings) -> None:
+async def prepare_worker(settings: StreamSettings, faust_made: Sequence[NewTopic] = ()) -> None:
     """What the worker checks and makes before Faust starts, over one connection: the
-    topics (:func:`_ensure_topics`, the changelog Faust makes counted as still to be
-    made), their partition counts (:func:`_check_partitions`), the failover
-    (:func:`_check_failover`) and its rights on the cluster (:func:`_check_rights`)."""
+    topics (:func:`_ensure_topics`, and ``faust_made``, Faust's own as :func:`faust_topics`
+    gives them), their partition counts (:func:`_check_partitions`), the failover
+    (:func:`_check_failover`) and its rights on the cluster (:func:`_check_rights`).
+    Faust's topics are made here, not by Faust, so that the rights on them are known at
+    the first start too: a topic that does not exist has no rights to ask about, and
+    Faust stopped with a traceback on the first record it could not read or write."""
+    names = tuple(topic.name for topic in faust_made)
     async with _admin(settings) as admin:
-        existing = await _ensure_topics(admin, settings, (changelog_topic(settings),))
+        existing = await _ensure_topics(admin, settings, names)
         await _check_partitions(admin, settings)
         await _check_failover(admin, settings)
-        faust_made = {changelog_topic(settings): settings.partitions, leader_topic(settings): 1}
+        uncreated = await _make(admin, [t for t in faust_made if t.name not in existing])
         needs = {
             settings.events_topic: (READ,),
             **{topic: (READ,) for topic, _ in settings.vendor_inputs()},
             settings.alerts_topic: (WRITE,),
             settings.actions_topic: (WRITE,),
             settings.dlq_topic: (WRITE,),
-            **dict.fromkeys(faust_made, (READ, WRITE)),
+            **dict.fromkeys(names, (READ, WRITE)),
         }
-        todo = {name: n for name, n in faust_made.items() if name not in existing}
-        await _check_rights(admin, settings, needs, settings.app_id, todo)
+        await _check_rights(admin, settings, needs, settings.app_id, uncreated)
 
 
-def leader_topic(settings: StreamSettings) -> str:
-    """The topic Faust's partition assignor makes to elect a leader among the workers."""
-    return f"{settings.app_id}-__assignor-__leader"
+def faust_topics(app: faust.App) -> list[NewTopic]:
+    """The topics Faust makes at its start, as it would make them: each table's changelog
+    and the partition assignor's leader topic (Faust's ``Topic.declare``, its Kafka
+    driver's ``_topic_config``)."""
+    topics: list[Any] = [table.changelog_topic for table in app.tables.values()]
+    if not app.conf.topic_disable_leader:
+        assignor: Any = app._leader_assignor  # its topic is not in Faust's interface
+        topics.append(assignor._leader_topic)
+    made = []
+    for topic in topics:
+        cleanup = ({"compact"} if topic.compacting else set()) | (
+            {"delete"} if topic.deleting else set()
+        )
+        config = {"cleanup.policy": ",".join(sorted(cleanup))} if cleanup else {}
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000.0))
+        config.update({key: str(value) for key, value in (topic.config or {}).items()})
+        made += [
+            NewTopic(
+                name,
+                num_partitions=topic.partitions or app.conf.topic_partitions,
+                replication_factor=topic.replicas or app.conf.topic_replication_factor,
+                topic_configs=config,
+            )
+            for name in topic.topics
+        ]
+    return made
+
+
+async def _make(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> list[str]:
+    """Makes ``topics``; returns "CREATE on topic 'x'" for each the cluster does not let
+    this client make. Refuses, with :class:`ClusterRefuses`, a topic not made for any
+    other reason but that it exists (another worker's start made it first)."""
+    if not topics:
+        return []
+    response = await admin.create_topics(topics)
+    refused = [
+        f"{name!r} ({for_code(code).__name__}{': ' + rest[0] if rest and rest[0] else ''})"
+        for name, code, *rest in response.topic_errors
+        if code not in (0, TopicAlreadyExistsError.errno, NOT_AUTHORIZED_TOPIC)
+    ]
+    if refused:
+        raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
+    return [
+        f"CREATE on topic {name!r}"
+        for name, code, *_ in response.topic_errors
+        if code == NOT_AUTHORIZED_TOPIC
+    ]
 
 
 async def _check_rights(
@@ -178,24 +230,12 @@ async def _check_rights(
     settings: StreamSettings,
     needs: dict[str, tuple[int, ...]],
     group: str | None = None,
-    made_later: dict[str, int] | None = None,
+    also_missing: Sequence[str] = (),
 ) -> None:
     """Refuses, with :class:`ClusterRefuses`, a client the cluster's ACLs do not let do
-    its work (:mod:`detector.stream.rights`). ``made_later`` (name: partitions) are the
-    missing topics Faust makes at its start, asked for with a CreateTopics that only
-    validates: without CREATE, Faust would stop with a traceback."""
-    missing = await missing_rights(admin, needs, group)
-    todo = [
-        NewTopic(name, num_partitions=n, replication_factor=settings.replication)
-        for name, n in (made_later or {}).items()
-    ]
-    if todo:
-        response = await admin.create_topics(todo, validate_only=True)
-        missing += [
-            f"CREATE on topic {name!r}"
-            for name, code, *_ in response.topic_errors
-            if code == NOT_AUTHORIZED_TOPIC
-        ]
+    its work (:mod:`detector.stream.rights`), naming every right missing, with
+    ``also_missing`` (those found by other means) first."""
+    missing = [*also_missing, *await missing_rights(admin, needs, group)]
     if missing:
         who = (
             f"user {settings.sasl_username!r}"

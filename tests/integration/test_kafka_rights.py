@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from detector.stream.clients import ensure_topics
 from detector.stream.settings import StreamSettings
@@ -104,6 +106,25 @@ def _deployment(broker: Any, tmp: Path, grants: list[str], *, made: bool = True)
     return d
 
 
+async def _topics(bootstrap: str, names: list[str]) -> dict[str, tuple[int, str]]:
+    """Each topic's partition count and cleanup policy, as the super user reads them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+    finally:
+        await admin.close()
+    policy = {
+        resource[3]: dict((entry[0], entry[1]) for entry in resource[4])["cleanup.policy"]
+        for response in configs
+        for resource in response.resources
+    }
+    return {t["topic"]: (len(t["partitions"]), policy[t["topic"]]) for t in described}
+
+
 def _worker(d: Deployment, tmp: Path) -> subprocess.CompletedProcess[bytes]:
     """A worker expected to be refused at start."""
     return _cli(
@@ -130,6 +151,15 @@ def test_the_rights_readme_lists_are_enough(acl_broker: Any, tmp_path: Path) -> 
         assert "Traceback" not in d.logs()
         # Without DESCRIBE_CONFIGS on the cluster the failover is not checked, and said so.
         assert "the failover of 10 s is not checked" in d.logs()
+        # Faust's topics, made by the worker before Faust's start, as Faust makes them.
+        app = d.env["SESSIONWATCH_APP_ID"]
+        made = asyncio.run(
+            _topics(acl_broker.bootstrap, [f"{app}-state-changelog", f"{app}-__assignor-__leader"])
+        )
+        assert made == {
+            f"{app}-state-changelog": (2, "compact"),
+            f"{app}-__assignor-__leader": (1, "delete"),
+        }
     finally:
         d.stop()
 
@@ -142,9 +172,12 @@ def test_the_rights_readme_lists_are_enough(acl_broker: Any, tmp_path: Path) -> 
         # It used to stop at its first alert; without DESCRIBE the topic is not even seen.
         ("WRITE:TOPIC:ALERTS", "neither shows this client nor lets it create topic(s) 'ALERTS'"),
         ("READ:TOPIC:EVENTS", "neither shows this client nor lets it create topic(s) 'EVENTS'"),
-        # Faust's own topics: it used to stop with a traceback.
+        # Faust's own topics: it used to stop with a traceback, at the first start also
+        # without READ or WRITE on them (the worker now makes them before Faust starts).
         ("CREATE:TOPIC:APP-*", "CREATE on topic 'APP-state-changelog'"),
         ("CREATE:TOPIC:APP-*", "CREATE on topic 'APP-__assignor-__leader'"),
+        ("READ:TOPIC:APP-*", "READ on topic 'APP-state-changelog'"),
+        ("WRITE:TOPIC:APP-*", "WRITE on topic 'APP-__assignor-__leader'"),
     ],
 )  # fmt: skip
 def test_a_worker_without_a_right_is_refused_at_start_naming_it(
