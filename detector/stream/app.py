@@ -97,6 +97,12 @@ FETCH_MAX_WAIT_MS = 100
 #: nearly every changelog write or alert went out in a request of its own; Kafka's own
 #: producer waits 5 ms by default). Adds at most this much to an alert's latency.
 PRODUCER_LINGER_S = 0.005
+#: How old the consumer's view of the cluster may grow (Faust's and Kafka's default: 5
+#: minutes). A worker that subscribed while its broker was away kept the failed view:
+#: its group's assignment then ignored every topic as missing, and the worker, up and
+#: holding nothing, waited out the whole age before it asked again and rejoined. One
+#: metadata request this often per worker is nothing to the broker.
+METADATA_MAX_AGE_S = 5.0
 
 _json = msgspec.json.Encoder()
 
@@ -1043,6 +1049,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_linger=PRODUCER_LINGER_S,
+        consumer_metadata_max_age_ms=int(METADATA_MAX_AGE_S * 1000),
         broker_session_timeout=settings.failover_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.failover_seconds),
     )

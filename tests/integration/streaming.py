@@ -88,8 +88,10 @@ class Deployment:
         )
 
     def start_worker(
-        self, name: str = "w0", web_port: int | None = None
+        self, name: str = "w0", web_port: int | None = None, quiet: bool = True
     ) -> subprocess.Popen[bytes]:
+        """A worker logging to ``{name}.log`` in the deployment's directory (warnings and
+        worse, or everything unless ``quiet``)."""
         data = self.tmp / f"data-{name}"
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
@@ -98,7 +100,7 @@ class Deployment:
                 "-m",
                 "detector.cli",
                 "worker",
-                "-q",
+                *(["-q"] if quiet else []),
                 "--config",
                 str(POLICY),
                 "--data-dir",

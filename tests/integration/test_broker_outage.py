@@ -109,6 +109,35 @@ def test_a_broker_outage_mid_stream_loses_nothing_and_floods_no_log(
         d.stop()
 
 
+def test_a_worker_whose_broker_goes_away_as_it_subscribes_takes_its_partitions_when_back(
+    own_broker: Any, tmp_path: Path
+) -> None:
+    """The broker goes away just before the worker subscribes (Faust's conductor waits a
+    second for the tables first) and is back 10 s later: the worker, still up, joins its
+    group and gives replay's alerts. It used to join with the view of the cluster it
+    could not fetch, take no partition (every topic "missing") and hold none for the 5
+    minutes until that view was due again."""
+    day, expected = simulated_day(tmp_path, users=10, hours=4)
+    d = Deployment(own_broker.bootstrap, 2, tmp_path / "d")
+    d.tmp.mkdir()
+    d.produce(day)
+    try:
+        worker = d.start_worker("w", quiet=False)
+        log = d.tmp / "w.log"
+        deadline = time.monotonic() + 60
+        while b"Waiting for tables to be registered" not in log.read_bytes():
+            assert time.monotonic() < deadline and worker.poll() is None, d.logs()
+            time.sleep(0.05)
+        own_broker.halt()
+        time.sleep(10)
+        own_broker.start()
+        got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=90)
+        assert worker.poll() is None, d.logs()
+        assert_same_alerts(got, expected, d)
+    finally:
+        d.stop()
+
+
 def test_produce_says_which_events_the_broker_did_not_confirm(
     own_broker: Any, tmp_path: Path
 ) -> None:
