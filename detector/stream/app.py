@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 import traceback
 import weakref
@@ -1275,11 +1276,46 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
 
     app._stop_consumer = stop_consumer  # type: ignore[method-assign]
 
+    app.on_partitions_assigned.connect(partitions_past(settings))
+
     for topic_name, fmt in settings.vendor_inputs():
         install_normalizer(
             app, settings, topic_name, fmt, events_topic, dlq_topic, fingerprint, metrics, direct
         )
     return app
+
+
+def partitions_past(settings: StreamSettings) -> Callable[..., Awaitable[None]]:
+    """A receiver of Faust's assignments that stops the worker at once (exit 2) when one
+    assigns it a partition of the input topic past its configured count: partitions were
+    added to the topic while it ran. The state's changelog has only the configured count,
+    and keys moved to the new partitions would meet none of their state: the worker used
+    to detect on without it (false alerts) until its first state write there stopped it
+    with Faust's "Unrecognized partition". A restart is then refused by the start check,
+    which says what to do. Nothing is committed (as with ``kill -9``): the events read
+    since the last commit are read again by the next worker."""
+
+    async def check(sender: Any, assigned: set[TP], **_: Any) -> None:
+        past = sorted(
+            tp.partition
+            for tp in assigned
+            if tp.topic == settings.events_topic and tp.partition >= settings.partitions
+        )
+        if past:
+            message = (
+                f"sessionwatch: the input topic {settings.events_topic!r} has gained "
+                f"partitions while the worker ran (assigned {', '.join(map(str, past))}; "
+                f"the worker and its state changelog have {settings.partitions}): events of "
+                "the new partitions would have none of their keys' state, so the worker "
+                "stops here without committing. A topic's partitions cannot be reduced: "
+                "start the workers under a new SESSIONWATCH_APP_ID with "
+                "SESSIONWATCH_PARTITIONS set to the new count (state is rebuilt from what "
+                "the input still holds)\n"
+            )
+            os.write(2, message.encode())
+            os._exit(2)
+
+    return check
 
 
 def install_normalizer(

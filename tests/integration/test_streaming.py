@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.partitioner import DefaultPartitioner
 
 from detector.events import decode
@@ -891,6 +892,55 @@ def test_a_worker_whose_partition_count_differs_from_existing_topics_is_refused(
     err = refused.stderr.decode()
     assert f"changelog 'mismatch-{tag}-state-changelog' has 2 partitions, the input 8" in err
     assert "new SESSIONWATCH_APP_ID" in err
+
+
+def test_a_worker_stops_when_its_input_gains_partitions_while_it_runs(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """Partitions added to the input topic under a running worker: its state changelog
+    keeps the old count, and keys moved to the new partitions meet none of their state.
+    The worker used to detect on without it (3 false alerts in 34 here, one missed) until
+    its first state write there stopped it with Faust's "Unrecognized partition". Now it
+    stops at the assignment that hands it a new partition (exit 2, saying what to do),
+    before a second day's events reach it: no alert but replay's of the first day."""
+    d = deployment_factory(2)
+    day, expected = simulated_day(tmp_path, users=10, hours=4)
+    d.produce(day)
+    worker = d.start_worker("w")
+    assert_same_alerts(
+        d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected), expected, d
+    )
+    asyncio.run(_add_partitions(d.bootstrap, d.topics["events"], 4))
+    (tmp_path / "two").mkdir()
+    second, _ = simulated_day(tmp_path / "two", users=10, hours=4, seed=6)
+    d.produce(second)
+    assert worker.wait(60) == 2, d.logs()
+    says = d.logs()
+    assert f"the input topic {d.topics['events']!r} has gained partitions" in says, says
+    assert "the worker and its state changelog have 2" in says
+    assert "new SESSIONWATCH_APP_ID" in says
+    assert "Traceback" not in says
+    # Day one's alerts, and none of an event in a new partition (the second day's events
+    # of the old ones, whose keys stayed there with their state, may have been read).
+    events = len(day.read_bytes().splitlines()) + len(second.read_bytes().splitlines())
+    partition = {
+        orjson.loads(r.value)["event_id"]: r.partition
+        for r in _records(d.bootstrap, d.topics["events"], events)
+    }
+    assert len(partition) == events
+    alerts = [orjson.loads(v) for v in d.collect(d.topics["alerts"], lambda v: False, 5)]
+    assert {a["alert_id"] for a in alerts} >= expected
+    assert {partition[a["event_id"]] for a in alerts} <= {0, 1}
+    assert any(p >= 2 for p in partition.values())  # the new partitions had events
+
+
+async def _add_partitions(bootstrap: str, topic: str, total: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(total_count=total)})
+    finally:
+        await admin.close()
 
 
 def test_a_user_with_thousands_of_sessions_does_not_stop_the_worker(
