@@ -54,6 +54,14 @@ MAX_LINE_BYTES: Final = 64 * 1024
 _MIN_EPOCH: Final = 0.0
 _MAX_EPOCH: Final = 4_102_444_800.0
 
+#: Seconds an event time may be ahead of the detecting host's clock (``decode``'s
+#: ``now``). Event time is the detector's clock: one event dated years ahead (a source's
+#: wrong clock or time zone) moved it there, and every session then looked expired: on a
+#: simulated day one such event wiped the state, 43 unknown_session and 5
+#: idle_timeout_exceeded alerts followed and 2 lifespan_exceeded alerts were lost. Five
+#: minutes is far beyond clock drift under NTP and well inside the idle timeouts.
+MAX_AHEAD_S: Final = 300.0
+
 #: Reasons an input record is refused; the set is closed so it can label metrics.
 REASONS: Final = (
     "not_json",
@@ -138,8 +146,10 @@ def _classify(err: msgspec.ValidationError) -> InvalidEvent:
     return InvalidEvent("wrong_type", text)
 
 
-def decode(line: bytes | str) -> Event | InvalidEvent:
-    """Decode and validate one JSON record; never raises on bad input."""
+def decode(line: bytes | str, now: float | None = None) -> Event | InvalidEvent:
+    """Decode and validate one JSON record; never raises on bad input. With ``now`` (the
+    host's clock, as the detector reads it), an event time more than :data:`MAX_AHEAD_S`
+    after it is refused too."""
     if len(line) > MAX_LINE_BYTES:
         # Measured without the line's ending, which replay's lines keep and Kafka's
         # records do not: a record must get the same verdict from both.
@@ -152,10 +162,10 @@ def decode(line: bytes | str) -> Event | InvalidEvent:
         return _classify(err)
     except msgspec.DecodeError as err:
         return InvalidEvent("not_json", str(err))
-    return validate(ev)
+    return validate(ev, now)
 
 
-def validate(ev: Event) -> Event | InvalidEvent:
+def validate(ev: Event, now: float | None = None) -> Event | InvalidEvent:
     """Checks msgspec's types cannot express: per-type required fields, zones, IPs."""
     ts = ev.ts
     if isinstance(ts, datetime):
@@ -166,6 +176,12 @@ def validate(ev: Event) -> Event | InvalidEvent:
         epoch = float(ts)
     if not _MIN_EPOCH <= epoch < _MAX_EPOCH:
         return InvalidEvent("bad_time", f"event time {epoch!r} is outside 1970..2100")
+    if now is not None and epoch > now + MAX_AHEAD_S:
+        return InvalidEvent(
+            "bad_time",
+            f"event time {epoch!r} is {epoch - now:.0f} s ahead of this host's clock (at most "
+            f"{MAX_AHEAD_S:g} s): the source's clock or time zone is wrong",
+        )
     ev.epoch = epoch
     kind = ev.type
     if kind in _NEEDS_SESSION and not ev.session_id:

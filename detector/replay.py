@@ -175,7 +175,7 @@ class Replayer:
                 i += 1
                 if len(line) < 3 and not line.strip():
                     continue  # blank line (JSON Lines tolerates a trailing one)
-                ev = decode(line)
+                ev = decode(line, now)
                 if type(ev) is Event:
                     by_type[ev.type] += 1
                     late = now - ev.epoch

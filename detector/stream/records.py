@@ -129,7 +129,7 @@ def record_applier(
             refuse(NO_VALUE, b"", msg)
             metrics.count_invalid(NO_VALUE.reason)
             return
-        ev = decode(raw)
+        ev = decode(raw, time.time())
         if type(ev) is not Event:
             assert isinstance(ev, InvalidEvent)
             refuse(ev, raw, msg)

@@ -47,6 +47,9 @@ mod scan;
 const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Mirrors the `[1970, 2100)` event-time range of `detector.events.validate`.
 const MAX_EPOCH: f64 = 4_102_444_800.0;
+/// Mirrors `detector.events.MAX_AHEAD_S`: a later event time than `now` plus this is the
+/// Python path's to refuse.
+const MAX_AHEAD_S: f64 = 300.0;
 /// Mirrors `detector.fingerprint.FINGERPRINT_PREFIX` (already-hashed IDs).
 const FP_PREFIX: &str = "sw-fp:";
 
@@ -1789,6 +1792,7 @@ impl FastPath {
             },
         };
         need!((0.0..MAX_EPOCH).contains(&ts));
+        need!(ts <= now + MAX_AHEAD_S);
         let (Some(sid), Some(ip)) = (&ev.session_id, &ev.ip) else {
             return Ok(HandBack);
         };

@@ -183,6 +183,8 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
         b'{"event_id":"b3","ts":1,"type":"explode","user":"x"}',
         b'{"event_id":"b4","ts":1,"type":"login","session_id":"S3CR3T-SESSION-ID","user":"u","ip":"999.1.1.1"}',
         b"[1,2,3]",
+        # Dated in 2099 (a source's wrong clock): it used to expire every session.
+        good_reuse.replace(b"g3", b"b6").replace(b"2026-11-22T08:30", b"2099-01-01T00:00"),
     ]
     src.write_bytes(b"\n".join([good_login, *bad, logout, good_reuse]) + b"\n")
     d.produce(src)
@@ -190,7 +192,10 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(
     worker = d.start_worker()
     dlq = d.collect(d.topics["dlq"], lambda v: len(v) >= len(bad) + 1)
     reasons = sorted(orjson.loads(v)["reason"].split(":")[0] for v in dlq)
-    assert reasons == ["bad_ip", "bad_time", "not_json", "not_json", "not_object", "unknown_type"]
+    assert reasons == [
+        "bad_ip", "bad_time", "bad_time", "not_json", "not_json", "not_object", "unknown_type"
+    ]  # fmt: skip
+    assert sum("ahead of this host's clock" in orjson.loads(v)["reason"] for v in dlq) == 1
     assert sum("has no value" in orjson.loads(v)["reason"] for v in dlq) == 1
     assert all(orjson.loads(v)["source"].startswith(d.topics["events"] + "/") for v in dlq)
     assert b"S3CR3T-SESSION-ID" not in b"".join(dlq)

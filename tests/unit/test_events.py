@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detector.events import MAX_LINE_BYTES, Event, InvalidEvent, decode
+from detector.events import MAX_AHEAD_S, MAX_LINE_BYTES, Event, InvalidEvent, decode
 
 
 def ok(line: bytes) -> Event:
@@ -100,3 +100,18 @@ def test_alert_times_are_datetime_s_rfc3339(epoch: float) -> None:
     expected = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     expected += f".{micros:06d}".rstrip("0") if micros else ""
     assert rfc3339(epoch) == expected + "Z"
+
+
+def test_an_event_time_ahead_of_the_host_s_clock_is_refused_past_the_margin() -> None:
+    """Given the host's clock (replay and the worker give it), an event more than
+    MAX_AHEAD_S after it is a bad time; without it (routing, ``produce``) it is not."""
+    now = 1_800_000_000.0
+
+    def line(ts: float) -> bytes:
+        return b'{"event_id":"1","ts":%r,"type":"unlock","user":"u"}' % ts
+
+    assert isinstance(decode(line(now + MAX_AHEAD_S), now), Event)
+    late = decode(line(now + MAX_AHEAD_S + 1.5), now)
+    assert isinstance(late, InvalidEvent) and late.reason == "bad_time"
+    assert "302 s ahead of this host's clock (at most 300 s)" in late.message
+    assert isinstance(decode(line(now + 10 * MAX_AHEAD_S)), Event)

@@ -9,6 +9,7 @@ import io
 import ipaddress
 import math
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,45 @@ TIGHT = {
         "allow_cidrs": ["10.0.0.0/12"],
     },
 }
+
+
+def ahead_of_now(lines: list[bytes]) -> tuple[list[bytes], list[int]]:
+    """``lines`` with a plain login (a new session) dated in 2099 a third of the way in and
+    a transaction an hour from now half of the way in (the host's clock), and where they
+    are (1-based)."""
+    out = list(lines)
+    for share, kind, ts in (
+        (3, b'"login"', "2099-01-01T00:00:00Z"),
+        (2, b'"transaction"', time.time() + 3600),
+    ):
+        i = len(out) // share
+        src = next(orjson.loads(x) for x in out[i:] if kind in x)
+        sid = "9F3B47E6A0D4C8B2F1E7A93C5D2E8A1C" if kind == b'"login"' else src["session_id"]
+        ahead = {**src, "event_id": f"ahead-{share}", "ts": ts, "session_id": sid}
+        out.insert(i, orjson.dumps(ahead))
+    return out, [n for n, x in enumerate(out, 1) if b'"ahead-' in x]
+
+
+@pytest.mark.parametrize("mode", ["native", "python", "full"])
+def test_events_dated_ahead_of_the_host_s_clock_are_refused_and_change_nothing(
+    mode: str,
+) -> None:
+    """One event dated years ahead moved event time there and every session expired (on
+    this day: 43 unknown_session and 5 idle_timeout_exceeded alerts after it, 2
+    lifespan_exceeded lost). Refused as a bad time, it leaves the alerts and the state
+    exactly those of the day without it, on every path."""
+    buf = io.BytesIO()
+    Simulation(users=60, hours=24, seed=5).write(buf)
+    lines = buf.getvalue().splitlines()
+    with_them, at = ahead_of_now(lines)
+    alerts, dead, state, _ = _replay(with_them, SIM_CONFIG, mode)
+    clean = _replay(lines, SIM_CONFIG, mode)
+    assert (alerts, state) == (clean[0], clean[2])
+    refused = [orjson.loads(x) for x in dead.splitlines()]
+    assert [(d["offset"], d["reason"].split(":")[0]) for d in refused] == [
+        (n, "bad_time") for n in at
+    ]
+    assert all("ahead of this host's clock" in d["reason"] for d in refused)
 
 
 @pytest.mark.parametrize("cfg", [SIM_CONFIG, TIGHT], ids=["simulation policy", "tight policy"])

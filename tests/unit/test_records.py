@@ -28,7 +28,7 @@ from detector.stream.records import record_applier
 from detector.stream.routing import routing_key
 from tests.helpers import KEY, SID, SID2, SID3, Story, decoded_records, policy
 from tests.tools import containers
-from tests.unit.test_fastpath import HAS_RUST, MODEL, TIGHT, _offline
+from tests.unit.test_fastpath import HAS_RUST, MODEL, TIGHT, _offline, ahead_of_now
 
 if not HAS_RUST:  # no Rust here: the worker runs on the Python path alone
     pytest.importorskip("sessionwatch_native")
@@ -454,6 +454,37 @@ def test_a_record_without_a_value_is_refused_and_the_rest_applied(runs: bool | s
     assert_same(fast, slow)
     assert fast.dead == [("not_json", 2)]
     assert fast.native is not None and fast.native.applied == 2
+
+
+@RUNS
+def test_events_dated_ahead_of_the_host_s_clock_are_refused_and_change_nothing(
+    runs: bool | str,
+) -> None:
+    """As in replay (test_fastpath): refused as a bad time on both paths, the alerts and
+    the table those of the day without them. The compiled path must refuse them itself
+    here: a record whose partition's sweep falls due is loaded through the store and
+    then applied in the extension."""
+    lines = day(60, 24, seed=5)
+    with_them, at = ahead_of_now(lines)
+    records = fetched(partitioned(with_them))
+    fast, slow = both(records, SIM_CONFIG, runs=runs)
+    assert_same(fast, slow)
+    clean_fast, _ = both(fetched(partitioned(lines)), SIM_CONFIG, runs=runs)
+    assert sorted(fast.alerts) == sorted(clean_fast.alerts)
+    assert _offsetless(fast.table) == _offsetless(clean_fast.table)
+    ahead = {(p, o) for p, o, raw in records if b'"ahead-' in raw}
+    assert len(ahead) == len(at) == 2
+    assert sorted(r for r in fast.dead) == sorted(("bad_time", o) for _, o in ahead)
+
+
+def _offsetless(table: dict[bytes, bytes]) -> dict[bytes, Any]:
+    """The table's bundles without the source offsets (records put in between move
+    them), the outboxes' included."""
+    out = {}
+    for key, raw in table.items():
+        b = decode_bundle(raw)
+        out[key] = msgspec.structs.replace(b, offset=0, outbox=tuple(a for _, a in b.outbox))
+    return out
 
 
 class _FlakyRecord:
