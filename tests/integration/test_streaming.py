@@ -758,10 +758,23 @@ def test_produce_paces_by_recorded_time_or_rate(
     for i in range(1, len(recorded)):
         assert sent_ms[i] - sent_ms[0] >= (recorded[i] - recorded[0]) * 1000 / 20 - 10
 
+    # An event dated in 2099 (which the worker refuses) goes at once and paces nothing:
+    # it used to hold the rest back for 73 years / 20.
+    lines = path.read_bytes().splitlines()
+    ahead = lines[2].replace(b'"e2"', b'"ahead"').replace(b"1700000003.0", b"4070908800.0")
+    assert ahead != lines[2]
+    path.write_bytes(b"\n".join([*lines[:3], ahead, *lines[3:]]) + b"\n")
+    d3 = deployment_factory(1)
+    d3.cli("produce", "--config", str(POLICY), "--speed", "20", str(path), timeout=60)
+    got = {
+        orjson.loads(r.value)["event_id"] for r in _records(d3.bootstrap, d3.topics["events"], 7)
+    }
+    assert got == {f"e{i}" for i in range(len(recorded))} | {"ahead"}
+
     d2 = deployment_factory(1)
     d2.produce(path, "--rate", "10")  # one event every 100 ms
-    stamps = sorted(r.timestamp for r in _records(d2.bootstrap, d2.topics["events"], 6))
-    assert stamps[-1] - stamps[0] >= (len(recorded) - 1) * 100 - 10
+    stamps = sorted(r.timestamp for r in _records(d2.bootstrap, d2.topics["events"], 7))
+    assert stamps[-1] - stamps[0] >= len(recorded) * 100 - 10
 
 
 def test_produce_sends_a_cut_gzip_up_to_the_cut_and_exits_1(
