@@ -180,7 +180,7 @@ def validate(ev: Event, now: float | None = None) -> Event | InvalidEvent:
         return InvalidEvent(
             "bad_time",
             f"event time {epoch!r} is {epoch - now:.0f} s ahead of this host's clock (at most "
-            f"{MAX_AHEAD_S:g} s): the source's clock or time zone is wrong",
+            f"{MAX_AHEAD_S:g} s): the source's clock or time zone, or this host's clock, is wrong",
         )
     ev.epoch = epoch
     kind = ev.type
