@@ -211,13 +211,7 @@ async def _make(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> list[str]
     if not topics:
         return []
     response = await admin.create_topics(topics)
-    refused = [
-        f"{name!r} ({for_code(code).__name__}{': ' + rest[0] if rest and rest[0] else ''})"
-        for name, code, *rest in response.topic_errors
-        if code not in (0, TopicAlreadyExistsError.errno, NOT_AUTHORIZED_TOPIC)
-    ]
-    if refused:
-        raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
+    _refuse_failed_creations(response.topic_errors, NOT_AUTHORIZED_TOPIC)
     return [
         f"CREATE on topic {name!r}"
         for name, code, *_ in response.topic_errors
@@ -295,14 +289,21 @@ async def _ensure_topics(
                     "them; if not, create them beforehand or grant CREATE (README: Kafka "
                     "rights)"
                 )
-            refused = [
-                f"{name!r} ({for_code(code).__name__}{': ' + rest[0] if rest and rest[0] else ''})"
-                for name, code, *rest in errors
-                if code not in (0, TopicAlreadyExistsError.errno)
-            ]
-            if refused:
-                raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
+            _refuse_failed_creations(errors)
     return existing
+
+
+def _refuse_failed_creations(errors: Iterable[Any], *also_fine: int) -> None:
+    """Refuses, with :class:`ClusterRefuses`, a CreateTopics answer's errors (name, code,
+    and from v1 a message) but for none, a topic that exists already and ``also_fine``,
+    naming each topic with the broker's error."""
+    refused = [
+        f"{name!r} ({for_code(code).__name__}{': ' + rest[0] if rest and rest[0] else ''})"
+        for name, code, *rest in errors
+        if code not in (0, TopicAlreadyExistsError.errno, *also_fine)
+    ]
+    if refused:
+        raise ClusterRefuses(f"the cluster did not create {', '.join(refused)}")
 
 
 def changelog_topic(settings: StreamSettings) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError
+import pytest
+from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, TopicAlreadyExistsError
 
-from detector.stream.clients import _Deliveries
+from detector.stream.clients import _Deliveries, _refuse_failed_creations
+from detector.stream.rights import NOT_AUTHORIZED_TOPIC
+from detector.stream.settings import ClusterRefuses
 
 
 def test_the_first_unconfirmed_event_is_the_first_in_input_order() -> None:
@@ -27,3 +30,18 @@ def test_standard_input_is_named_as_such() -> None:
     d = _Deliveries()
     d.failed(LeaderNotAvailableError(), 0, "-", 3)
     assert "(the first: standard input line 3: LeaderNotAvailableError)" in str(d.failure(120))
+
+
+def test_a_topic_the_cluster_would_not_create_is_named_with_the_broker_s_error() -> None:
+    """CreateTopics answers per topic: a topic that exists already (another client's start
+    made it) is fine; any other error stops the command naming the topic and the error."""
+    _refuse_failed_creations([("a", 0, None), ("b", TopicAlreadyExistsError.errno, "exists")])
+    _refuse_failed_creations([("c", NOT_AUTHORIZED_TOPIC, "no")], NOT_AUTHORIZED_TOPIC)
+    with pytest.raises(ClusterRefuses) as refused:
+        _refuse_failed_creations([("a", 0, None), ("d", 38, "Replication factor: 3 larger")])
+    assert str(refused.value) == (
+        "the cluster did not create 'd' (InvalidReplicationFactorError: Replication factor: 3 "
+        "larger)"
+    )
+    with pytest.raises(ClusterRefuses, match=r"'c' \(TopicAuthorizationFailedError"):
+        _refuse_failed_creations([("c", NOT_AUTHORIZED_TOPIC)])
