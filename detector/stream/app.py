@@ -49,7 +49,7 @@ from detector.policy import Policy
 from detector.stream.api import install_api
 from detector.stream.bundle import BundleStore, WriteBudget
 from detector.stream.changelog import ChangelogIO
-from detector.stream.clients import fetch_range, resume_offset
+from detector.stream.clients import fetch_range, partition_count, resume_offset
 from detector.stream.fetch import decode_topic
 from detector.stream.fetch import install as install_fetch_decoding
 from detector.stream.ordering import Hole, OffsetGate, Verdict
@@ -1285,15 +1285,21 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
     return app
 
 
+#: Longest wait at an assignment for the cluster's partition count of the input topic.
+PARTITION_COUNT_TIMEOUT_S = 5.0
+
+
 def partitions_past(settings: StreamSettings) -> Callable[..., Awaitable[None]]:
-    """A receiver of Faust's assignments that stops the worker at once (exit 2) when one
-    assigns it a partition of the input topic past its configured count: partitions were
-    added to the topic while it ran. The state's changelog has only the configured count,
-    and keys moved to the new partitions would meet none of their state: the worker used
-    to detect on without it (false alerts) until its first state write there stopped it
-    with Faust's "Unrecognized partition". A restart is then refused by the start check,
-    which says what to do. Nothing is committed (as with ``kill -9``): the events read
-    since the last commit are read again by the next worker."""
+    """A receiver of Faust's assignments that stops the worker at once (exit 2) when the
+    input topic has gained partitions while it ran: when it is assigned one past its
+    configured count, or the cluster gives the topic more (partitions added at once
+    rebalance every worker of the group). The state's changelog has only the configured
+    count, and a key's partition is its hash modulo the count, so keys move, to the new
+    partitions and (unless the count grew by a multiple) between the old ones, where
+    none of their state is: the worker used to detect on without it (false alerts) until
+    a state write in a new partition stopped it with Faust's "Unrecognized partition". A
+    restart is then refused by the start check, which says what to do. Nothing is
+    committed (as with ``kill -9``): the next worker reads those events again."""
 
     async def check(sender: Any, assigned: set[TP], **_: Any) -> None:
         past = sorted(
@@ -1301,16 +1307,24 @@ def partitions_past(settings: StreamSettings) -> Callable[..., Awaitable[None]]:
             for tp in assigned
             if tp.topic == settings.events_topic and tp.partition >= settings.partitions
         )
-        if past:
+        count: int | None = None
+        if not past:
+            try:
+                count = await asyncio.wait_for(
+                    partition_count(settings, settings.events_topic), PARTITION_COUNT_TIMEOUT_S
+                )
+            except Exception as exc:  # the broker away: the assignment's own check stands
+                log.warning("the input topic's partition count could not be read: %r", exc)
+        if past or (count is not None and count > settings.partitions):
+            held = f"assigned {', '.join(map(str, past))}" if past else f"it has {count}"
             message = (
                 f"sessionwatch: the input topic {settings.events_topic!r} has gained "
-                f"partitions while the worker ran (assigned {', '.join(map(str, past))}; "
-                f"the worker and its state changelog have {settings.partitions}): events of "
-                "the new partitions would have none of their keys' state, so the worker "
-                "stops here without committing. A topic's partitions cannot be reduced: "
-                "start the workers under a new SESSIONWATCH_APP_ID with "
-                "SESSIONWATCH_PARTITIONS set to the new count (state is rebuilt from what "
-                "the input still holds)\n"
+                f"partitions while the worker ran ({held}; the worker and its state "
+                f"changelog have {settings.partitions}): keys have moved to partitions "
+                "that hold none of their state, so the worker stops here without "
+                "committing. A topic's partitions cannot be reduced: start the workers "
+                "under a new SESSIONWATCH_APP_ID with SESSIONWATCH_PARTITIONS set to the "
+                "new count (state is rebuilt from what the input still holds)\n"
             )
             os.write(2, message.encode())
             os._exit(2)

@@ -629,6 +629,13 @@ async def fetch_range(
     return start, records
 
 
+async def partition_count(settings: StreamSettings, topic: str) -> int | None:
+    """How many partitions the cluster says ``topic`` has now (None: it does not say)."""
+    async with _admin(settings) as admin:
+        (found,) = await admin.describe_topics([topic])
+    return len(found["partitions"]) if found["error_code"] == 0 else None
+
+
 async def resume_offset(settings: StreamSettings, topic: str, partition: int) -> int:
     """Where the worker group resumes ``partition``: its committed offset, or the start
     of the log if it has committed none (the workers read from the earliest offset)."""

@@ -952,6 +952,28 @@ def test_a_worker_stops_when_its_input_gains_partitions_while_it_runs(
     assert any(p >= 2 for p in partition.values())  # the new partitions had events
 
 
+def test_every_worker_stops_when_the_input_grows_by_other_than_a_multiple(
+    deployment_factory: Factory, tmp_path: Path
+) -> None:
+    """From 2 partitions to 3 keys move between the old partitions too, so a worker that
+    is handed no new partition must stop as well: it reads the topic's count at the
+    rebalance the growth brings (before, it went on detecting without the moved keys'
+    state)."""
+    d = deployment_factory(2)
+    day, expected = simulated_day(tmp_path, users=10, hours=4)
+    d.produce(day)
+    workers = [d.start_worker("a"), d.start_worker("b")]
+    assert_same_alerts(
+        d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected), expected, d
+    )
+    asyncio.run(_add_partitions(d.bootstrap, d.topics["events"], 3))
+    assert [w.wait(60) for w in workers] == [2, 2], d.logs()
+    says = d.logs()
+    assert says.count("has gained partitions while the worker ran") == 2, says
+    assert "(it has 3; the worker and its state changelog have 2)" in says, says
+    assert "Traceback" not in says
+
+
 async def _add_partitions(bootstrap: str, topic: str, total: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
