@@ -146,6 +146,12 @@ def _classify(err: msgspec.ValidationError) -> InvalidEvent:
     return InvalidEvent("wrong_type", text)
 
 
+def dated_ahead(epoch: float, now: float) -> bool:
+    """An event time the detector refuses, ``now`` being the host's clock (the compiled
+    path's check mirrors it)."""
+    return epoch > now + MAX_AHEAD_S
+
+
 def decode(line: bytes | str, now: float | None = None) -> Event | InvalidEvent:
     """Decode and validate one JSON record; never raises on bad input. With ``now`` (the
     host's clock, as the detector reads it), an event time more than :data:`MAX_AHEAD_S`
@@ -176,7 +182,7 @@ def validate(ev: Event, now: float | None = None) -> Event | InvalidEvent:
         epoch = float(ts)
     if not _MIN_EPOCH <= epoch < _MAX_EPOCH:
         return InvalidEvent("bad_time", f"event time {epoch!r} is outside 1970..2100")
-    if now is not None and epoch > now + MAX_AHEAD_S:
+    if now is not None and dated_ahead(epoch, now):
         return InvalidEvent(
             "bad_time",
             f"event time {epoch!r} is {epoch - now:.0f} s ahead of this host's clock (at most "

@@ -22,7 +22,7 @@ from aiokafka.errors import (
 from mode.utils.times import want_seconds
 
 from detector.deadletter import dead_letter
-from detector.events import MAX_AHEAD_S, Event, InvalidEvent, decode
+from detector.events import Event, InvalidEvent, dated_ahead, decode
 from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.repeats import hold_back_repeats
@@ -176,28 +176,25 @@ async def prepare_worker(settings: StreamSettings, faust_made: Sequence[NewTopic
 
 
 def faust_topics(app: faust.App) -> list[NewTopic]:
-    """The topics Faust makes at its start, as it would make them: each table's changelog
-    and the partition assignor's leader topic (Faust's ``Topic.declare``, its Kafka
-    driver's ``_topic_config``)."""
+    """The topics Faust makes at its start, as it would make them (its ``Topic.declare``,
+    with its Kafka transport's own ``_topic_config``): each table's changelog and the
+    partition assignor's leader topic."""
     topics: list[Any] = [table.changelog_topic for table in app.tables.values()]
     if not app.conf.topic_disable_leader:
         assignor: Any = app._leader_assignor  # its topic is not in Faust's interface
         topics.append(assignor._leader_topic)
+    transport: Any = app.transport  # the Kafka driver's; its config is not interface
     made = []
     for topic in topics:
-        cleanup = ({"compact"} if topic.compacting else set()) | (
-            {"delete"} if topic.deleting else set()
-        )
-        config = {"cleanup.policy": ",".join(sorted(cleanup))} if cleanup else {}
-        if topic.retention:
-            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000.0))
-        config.update({key: str(value) for key, value in (topic.config or {}).items()})
+        retention_ms = int(want_seconds(topic.retention) * 1000.0) if topic.retention else None
+        config = transport._topic_config(retention_ms, topic.compacting, topic.deleting)
+        config.update(topic.config or {})
         made += [
             NewTopic(
                 name,
                 num_partitions=topic.partitions or app.conf.topic_partitions,
                 replication_factor=topic.replicas or app.conf.topic_replication_factor,
-                topic_configs=config,
+                topic_configs={key: str(value) for key, value in config.items()},
             )
             for name in topic.topics
         ]
@@ -319,9 +316,7 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: StreamSettings
     with another ``--partitions``, or an earlier deployment, are the usual cause."""
     # Vendor input topics may have any count: the normaliser re-keys their records onto
     # the input topic and keeps no state of its own.
-    names = [settings.events_topic, changelog_topic(settings)]
-    described = await admin.describe_topics(names)
-    counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+    counts = await _partition_counts(admin, [settings.events_topic, changelog_topic(settings)])
     changelog = counts.pop(changelog_topic(settings), settings.partitions)
     wrong = {name: n for name, n in counts.items() if n != settings.partitions}
     if wrong:
@@ -523,7 +518,7 @@ async def produce(
                     key = routing_key(ev, fingerprint).encode() if type(ev) is Event else None
                     # An event the worker will refuse as dated ahead of the clock does
                     # not pace: one dated 2099 would hold the rest back for decades.
-                    if speed and type(ev) is Event and ev.epoch <= time.time() + MAX_AHEAD_S:
+                    if speed and type(ev) is Event and not dated_ahead(ev.epoch, time.time()):
                         first_ts = ev.epoch if first_ts is None else first_ts
                         due = start_wall + (ev.epoch - first_ts) / speed
                         delay = due - time.monotonic()
@@ -632,8 +627,13 @@ async def fetch_range(
 async def partition_count(settings: StreamSettings, topic: str) -> int | None:
     """How many partitions the cluster says ``topic`` has now (None: it does not say)."""
     async with _admin(settings) as admin:
-        (found,) = await admin.describe_topics([topic])
-    return len(found["partitions"]) if found["error_code"] == 0 else None
+        return (await _partition_counts(admin, [topic])).get(topic)
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Each of ``names`` the cluster describes, with its partition count."""
+    described = await admin.describe_topics(names)
+    return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
 
 
 async def resume_offset(settings: StreamSettings, topic: str, partition: int) -> int:
