@@ -489,6 +489,10 @@ async def produce(
     first_ts: float | None = None
     try:
         await producer.start()
+        # The topic's metadata before the clock starts: the first send would otherwise
+        # wait for it (tens of ms on a busy host) after the pace was anchored, and the
+        # first gap would come out short by that much.
+        await producer.partitions_for(settings.events_topic)
         start_wall = time.monotonic()  # after the connection: pacing starts with sending
         sent = 0
         for index, path in enumerate(paths):
