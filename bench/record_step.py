@@ -99,6 +99,7 @@ def worker_step(native: bool) -> tuple[Applier, BundleStore]:
         sweep_every_s=900.0,
         io=MappingIO(table),
         active_until=engine.active_until,
+        active_terms=engine.active_terms(),
     )
     engine.store = store
     path = bundle_path(engine, LAG_BUCKETS) if native else None

@@ -181,6 +181,21 @@ class Engine:
         keep = max(p.state_retention_s, p.remember_me_retention_s)
         return (p.state_retention_s, keep, p.idle_timeout_s, p.guest_idle_timeout_s)
 
+    def active_terms(self) -> tuple[float, float, float, float, float, float]:
+        """:meth:`active_until` as six numbers (a Remember-me session's keep, the idle
+        timeouts of users and guests, the clock skew, the life spans of users and guests),
+        for the compiled census tally, which reckons it the same way."""
+        p = self.policy
+        keep = max(p.state_retention_s, p.remember_me_retention_s)
+        return (
+            keep,
+            p.idle_timeout_s,
+            p.guest_idle_timeout_s,
+            p.clock_skew_s,
+            p.life_span_s,
+            p.guest_life_span_s,
+        )
+
     def is_active(self, s: SessionState, now: float) -> bool:
         """Live as the platform would see it at ``now``: not ended, within its timeouts."""
         return now <= self.active_until(s)

@@ -12,7 +12,7 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 #: The extension's interface version this code is written against (native/src/lib.rs).
-ABI = 18
+ABI = 19
 
 
 def native_module() -> ModuleType | None:

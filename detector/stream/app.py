@@ -1107,6 +1107,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         committed=committed,
         io=state_io,
         active_until=engine.active_until,
+        active_terms=engine.active_terms(),
     )
     engine.store = store
     install_api(app, settings.api_token, store, events_topic, engine, settings.partitions)

@@ -42,6 +42,7 @@ use serde::{Deserialize, Deserializer};
 
 mod kafka;
 mod scan;
+mod tally;
 
 /// Mirrors `detector.events.MAX_LINE_BYTES`: longer lines are the Python path's to refuse.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -2975,9 +2976,10 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FastPath>()?;
     m.add_class::<Entropy>()?;
     m.add_class::<kafka::Record>()?;
+    m.add_class::<tally::Tally>()?;
     m.add_function(wrap_pyfunction!(kafka::decode_batches, m)?)?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
-    m.add("ABI", 18)?;
+    m.add("ABI", 19)?;
     Ok(())
 }

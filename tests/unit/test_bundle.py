@@ -17,7 +17,7 @@ from detector.engine import Engine
 from detector.events import Event, decode
 from detector.fingerprint import Fingerprinter
 from detector.simulate import Simulation
-from detector.state import SessionState
+from detector.state import SessionState, UserState
 from detector.store import ExpiryIndex
 from detector.stream.bundle import BundleStore, MappingIO, WriteBudget, decode_bundle
 from detector.stream.routing import routing_key
@@ -629,6 +629,104 @@ def test_the_tally_stays_the_size_of_the_table_when_nobody_asks_for_a_census() -
         tally.set(f"k{i % 10}".encode(), b)
     assert len(tally._heap) <= 2 * 30 + 1024
     assert tuple(tally.census(0.0))[:2] == (30, 0)
+
+
+def _random_bundle(rng: random.Random, now: float) -> bundle_module.Bundle:
+    """A bundle of up to 4 sessions of every kind the census tells apart."""
+    sessions = {
+        f"s{j}": SessionState(
+            start=now - rng.uniform(0, 40_000),
+            last=now + rng.uniform(-40_000, 600),
+            guest=rng.random() < 0.3,
+            remember_me=rng.random() < 0.2,
+            ended="logout" if rng.random() < 0.2 else None,
+        )
+        for j in range(rng.randrange(5))
+    }
+    user = UserState(last=now) if rng.random() < 0.5 else None
+    return bundle_module.Bundle(sessions=sessions, user=user)
+
+
+#: Default terms (no life spans, Remember-me kept 30 days) and ServiceNow-like ones.
+TALLY_POLICIES = [
+    {},
+    {
+        "policy": {
+            "glide.ui.active.session.life_span": 600,
+            "glide.guest.active.session.life_span": 60,
+        },
+        "detector": {"remember_me_retention_days": 1, "clock_skew_seconds": 7},
+    },
+]
+
+
+@pytest.mark.parametrize("config", TALLY_POLICIES)
+def test_the_compiled_tally_counts_what_the_interpreter_s_counts(config: dict[str, Any]) -> None:
+    """The extension's tally against the Python one and a recount, through random writes,
+    rewrites, deletes and censuses at moving times (life spans, Remember-me, guests, ended
+    sessions, users), many clean-ups of the heap's leftovers included."""
+    native = pytest.importorskip("sessionwatch_native")
+    rng = random.Random(11)
+    engine = Engine(policy(config), Fingerprinter(KEY))
+    python = bundle_module.Tally(engine.active_until)
+    compiled = bundle_module.CompiledTally(native, engine.active_terms())
+    held: dict[bytes, bundle_module.Bundle] = {}
+    now, largest_heap = 0.0, 0
+    for step in range(30_000):
+        key = b"k%d" % rng.randrange(400)
+        if rng.random() < 0.05:
+            python.set(key, None)
+            compiled.set(key, None)
+            held.pop(key, None)
+        else:
+            b = _random_bundle(rng, now)
+            python.set(key, b)
+            compiled.set(key, b)
+            held[key] = b
+        largest_heap = max(largest_heap, compiled.heap_len())
+        if step % 97 == 0:
+            now += rng.uniform(0, 600)
+            census = compiled.census(now)
+            assert census == python.census(now)
+            sessions = [s for b in held.values() for s in b.sessions.values()]
+            live = [s for s in sessions if engine.active_until(s) >= now]
+            assert census.user_sessions == sum(not s.guest for s in live)
+            assert census.guest_sessions == sum(s.guest for s in live)
+            assert census.entries == {
+                "state": len(held),
+                "sessions": sum(len(b.sessions) for b in held.values()),
+                "users": sum(b.user is not None for b in held.values()),
+            }
+            assert census.user_sessions > 0  # the draw keeps some live throughout
+    # Clean-ups happened and bounded it (every rewrite leaves its old times behind).
+    assert largest_heap <= 2 * 400 * 4 + 1024 + 4
+    assert compiled.census(now + 1e9) == python.census(now + 1e9)
+    compiled.clear()
+    assert compiled.census(now) == (0, 0, {"state": 0, "sessions": 0, "users": 0})
+    assert compiled.heap_len() == 0
+
+
+def test_the_worker_s_store_keeps_the_compiled_tally_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given the engine's terms, the store counts with the extension's tally; with
+    SESSIONWATCH_NATIVE=0 or without terms, with the interpreter's."""
+    pytest.importorskip("sessionwatch_native")
+    engine = Engine(policy(), Fingerprinter(KEY))
+
+    def store(terms: bool) -> BundleStore:
+        return BundleStore(
+            {},
+            engine.session_expiry,
+            engine.user_expiry,
+            active_until=engine.active_until,
+            active_terms=engine.active_terms() if terms else None,
+        )
+
+    assert isinstance(store(True).tally, bundle_module.CompiledTally)
+    assert isinstance(store(False).tally, bundle_module.Tally)
+    monkeypatch.setenv("SESSIONWATCH_NATIVE", "0")
+    assert isinstance(store(True).tally, bundle_module.Tally)
 
 
 def test_the_tally_s_census_is_a_recount_through_rewrites_deletes_and_clean_ups() -> None:
