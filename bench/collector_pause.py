@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from record_step import records, worker_step  # noqa: E402
 
-from detector.fastpath import native_wanted  # noqa: E402
+from detector.native import native_wanted  # noqa: E402
 from tests.tools import containers  # noqa: E402
 
 

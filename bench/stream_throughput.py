@@ -209,7 +209,7 @@ async def engine_consumer(
     Returns seconds, the number of alerts and the number of state writes."""
     import msgspec
 
-    from detector import fastpath
+    from detector import native as native_switch
     from detector.cli import build_engine
     from detector.policy import Policy
     from detector.replay import Replayer
@@ -217,7 +217,7 @@ async def engine_consumer(
     from detector.stream.bundle import Bundle
 
     if not native:
-        os.environ[fastpath.ENV] = "0"
+        os.environ[native_switch.ENV] = "0"
     engine = build_engine(
         Policy.load(ROOT / "examples" / "policy.toml"), Fingerprinter(KEY.encode())
     )
@@ -779,7 +779,7 @@ def main() -> None:
             f"ratio worker / plain consumer          {ratio:>12.3f}   (target >= 0.5; "
             f"{worker_rate / plain_after:.3f} against the plain consumer after it)"
         )
-        from detector.fastpath import native_wanted
+        from detector.native import native_wanted
 
         compiled = native_wanted() is not None
         ceiling_s = merged_s if compiled else python_merged_s
@@ -841,7 +841,9 @@ def main() -> None:
             print(f"  (none of {steps} paced runs kept up; more with --sustain-steps)")
         print(f"sustainable live rate                  {sustainable:>12,.0f} events/s")
         rates = [
-            sustainable / 2 if r == "half" else float(r) for r in args.latency_rates.split(",")
+            sustainable / 2 if r == "half" else float(r)
+            for r in args.latency_rates.split(",")
+            if r.strip()  # --latency-rates "": no latency phase
         ]
         for rate in rates:
             if rate <= 0:

@@ -29,7 +29,6 @@ only the user's sessions, which the bundle holds).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -37,13 +36,10 @@ from detector.anomaly import features
 from detector.engine import Engine
 from detector.indicators.weak_id import ENTROPY
 from detector.metrics import Metrics
-from detector.native import native_module
+from detector.native import native_wanted
 from detector.state import SessionState, UserState
 from detector.store import MemoryStore, StateStore
 from detector.useragent import classify, same_browser
-
-#: Set to ``0`` to run replay on the Python path alone (comparisons, debugging).
-ENV: str = "SESSIONWATCH_NATIVE"
 
 
 class FastPath(Protocol):
@@ -137,13 +133,6 @@ def bundle_path(engine: Engine, lag_bounds: tuple[float, ...]) -> BundlePath | N
         *_path_args(engine, state, set(), checkpoints, login, lag_bounds)
     )
     return path
-
-
-def native_wanted() -> Any:
-    """The extension, if installed and not turned off (``SESSIONWATCH_NATIVE=0``)."""
-    if os.environ.get(ENV, "1") == "0":
-        return None
-    return native_module()
 
 
 def _native_for(engine: Engine) -> Any:

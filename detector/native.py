@@ -7,9 +7,13 @@ can use the extension without importing the engine.
 from __future__ import annotations
 
 import logging
+import os
 from types import ModuleType
 
 log = logging.getLogger(__name__)
+
+#: Set to ``0`` to run the Python code alone (comparisons, debugging).
+ENV: str = "SESSIONWATCH_NATIVE"
 
 #: The extension's interface version this code is written against (native/src/lib.rs).
 ABI = 19
@@ -31,3 +35,10 @@ def native_module() -> ModuleType | None:
         )
         return None
     return sessionwatch_native
+
+
+def native_wanted() -> ModuleType | None:
+    """The extension, if installed and not turned off (``SESSIONWATCH_NATIVE=0``)."""
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    return native_module()

@@ -21,7 +21,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from yarl import URL
 
@@ -29,6 +28,7 @@ from detector.alerts import rfc3339
 from detector.engine import Engine
 from detector.fingerprint import FINGERPRINT_PREFIX
 from detector.stream.bundle import BundleStore
+from detector.stream.routing import partition_of
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 
@@ -44,7 +44,7 @@ def _owner_url(app: faust.App, topic: str, partitions: int, key: bytes) -> str |
     The partition comes from Kafka's default (murmur2) partitioner, as for the
     events themselves; owners from the partition assignor's distribution map.
     """
-    partition = (murmur2(key) & 0x7FFFFFFF) % partitions
+    partition = partition_of(key, partitions)
     assignor: Any = app.assignor
     mine = {tp.partition for tp in assignor.assigned_actives() if tp.topic == topic}
     if partition in mine:

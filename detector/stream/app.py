@@ -56,7 +56,7 @@ from detector.stream.ordering import Hole, OffsetGate, Verdict
 from detector.stream.outbox import Outbox, Resumed
 from detector.stream.records import NO_VALUE, record_applier
 from detector.stream.repeats import hold_back_repeats
-from detector.stream.routing import routing_key
+from detector.stream.routing import KeyPartitioner, routing_key
 from detector.stream.sensor import QuickPrometheusMonitor
 from detector.stream.sensor import install as install_quick_sensor
 from detector.stream.settings import StreamSettings, heartbeat_seconds
@@ -1050,6 +1050,7 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_linger=PRODUCER_LINGER_S,
+        producer_partitioner=KeyPartitioner(),  # alerts and actions by session, hashed natively
         consumer_metadata_max_age_ms=int(METADATA_MAX_AGE_S * 1000),
         broker_session_timeout=settings.failover_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.failover_seconds),

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from detector.native import native_wanted
 from detector.state import SessionState, UserState
 from detector.store import Census, ExpiryIndex
 
@@ -353,8 +354,6 @@ def make_tally(
     """The compiled tally when the extension is there and wanted and ``terms``
     (``Engine.active_terms``) are given, else the interpreter's."""
     if terms is not None:
-        from detector.fastpath import native_wanted  # the engine's module: imported late
-
         native = native_wanted()
         if native is not None:
             return CompiledTally(native, terms)

@@ -27,7 +27,7 @@ from detector.fingerprint import Fingerprinter
 from detector.replay import open_input, until_unreadable
 from detector.stream.repeats import hold_back_repeats
 from detector.stream.rights import NOT_AUTHORIZED_TOPIC, READ, WRITE, missing_rights, refusal
-from detector.stream.routing import routing_key
+from detector.stream.routing import KeyPartitioner, routing_key
 from detector.stream.settings import (
     DELIVERY_TIMEOUT_S,
     BrokerUnreachable,
@@ -479,6 +479,7 @@ async def produce(
         **settings.aiokafka_kwargs(),
         acks="all",
         enable_idempotence=True,
+        partitioner=KeyPartitioner(),  # every event keyed: the hash natively
         linger_ms=5,
         max_batch_size=1 << 20,
         # A batch's life in aiokafka: it fails once its partition has had no leader for

@@ -2978,6 +2978,7 @@ fn sessionwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kafka::Record>()?;
     m.add_class::<tally::Tally>()?;
     m.add_function(wrap_pyfunction!(kafka::decode_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka::murmur2, m)?)?;
     // Bumped with any change of what the Python side may rely on: a stale build (an
     // older extension left installed) is then refused instead of misapplied.
     m.add("ABI", 19)?;
