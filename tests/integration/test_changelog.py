@@ -142,6 +142,15 @@ def test_a_checkpoints_writes_reach_the_store_and_changelog_as_faust_writes_them
             if store == "rocksdb://":  # where Faust's recovery of each partition resumes
                 assert table.data.persisted_offset(TP(topic, 0)) == p0[-1][0]
                 assert table.data.persisted_offset(TP(topic, 1)) == p1[-1][0]
+                # Without RocksDB's own log (the changelog is the state's log), and kept
+                # over a clean close, which flushes what the log would have held.
+                paths = [table.data.partition_path(p) for p in range(PARTITIONS)]
+                assert [f.stat().st_size for p in paths for f in p.glob("*.log")] == [0, 0]
+                before = local(table)
+                await table.data.stop()  # Faust's stop: its handles dropped, so closed
+                assert local(table) == before
+                assert table.data.persisted_offset(TP(topic, 0)) == p0[-1][0]
+                assert table.data.persisted_offset(TP(topic, 1)) == p1[-1][0]
             else:
                 assert table.data.persisted_offset(TP(topic, 0)) is None
 
