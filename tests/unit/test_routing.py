@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -52,5 +53,5 @@ def test_the_worker_s_producer_uses_it(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("SESSIONWATCH_KEY", "k")
     settings = StreamSettings()
     settings.data_dir = str(tmp_path)
-    conf = create_app(settings, Policy.load(None)).conf
+    conf: Any = create_app(settings, Policy.load(None)).conf  # its Params confuse mypy
     assert isinstance(conf.producer_partitioner, KeyPartitioner)
