@@ -53,7 +53,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,7 +62,7 @@ from detector.events import Event, decode  # noqa: E402
 from detector.fingerprint import Fingerprinter  # noqa: E402
 from detector.simulate import benchmark_day  # noqa: E402
 from detector.stream.clients import ensure_topics  # noqa: E402
-from detector.stream.routing import routing_key  # noqa: E402
+from detector.stream.routing import partition_of, routing_key  # noqa: E402
 from detector.stream.settings import StreamSettings  # noqa: E402
 from tests.tools import Sample, samples, scrape  # noqa: E402
 from tests.tools import total as metric_total  # noqa: E402
@@ -510,15 +509,14 @@ def _prepared(
     events: Iterator[dict[str, Any]],
     count: int,
     fp: Fingerprinter,
-    partition_of: DefaultPartitioner,
-    partitions: list[int],
+    partitions: int,
 ) -> list[tuple[dict[str, Any], bytes, int]]:
     """The first ``count`` of ``events`` with their routing key and partition (neither
     depends on the time stamp, which is set when each is sent)."""
     out = []
     for ev in itertools.islice(events, count):
         key = routing_key(decode(orjson.dumps(ev)), fp).encode()  # type: ignore[arg-type]
-        out.append((ev, key, partition_of(key, partitions, partitions)))
+        out.append((ev, key, partition_of(key, partitions)))
     return out
 
 
@@ -551,13 +549,11 @@ async def latency(
     # partitioned as ``producer.send`` would. The machine is shared: at 8,000
     # events/s a send per event took 37-46 % of a core here and the broker 31-64 %; with
     # batches, 23-30 % and 23-44 %.
-    partition_of = DefaultPartitioner()
-    partitions = list(range(s.partitions))
     # The background's keys and partitions, found before the clock starts: decoding each
     # line for its routing key and hashing it took ~12 us an event of the two cores the
     # worker shares (13 % of a core at 11,000 events/s); stamping and encoding, ~1 us.
     needed = int(rate * seconds * (PROBE_EVERY - 1) / PROBE_EVERY) + 1000
-    background = iter(_prepared(_background(lines, tag), needed, fp, partition_of, partitions))
+    background = iter(_prepared(_background(lines, tag), needed, fp, s.partitions))
     batches: dict[int, Any] = {}
 
     async def send_gathered() -> None:
@@ -597,7 +593,7 @@ async def latency(
                 probes += 1
                 line = orjson.dumps(ev)
                 key = routing_key(decode(line), fp).encode()  # type: ignore[arg-type]
-                p = partition_of(key, partitions, partitions)
+                p = partition_of(key, s.partitions)
             batch = batches.get(p)
             if batch is None:
                 batch = batches[p] = producer.create_batch()

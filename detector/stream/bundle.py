@@ -312,9 +312,6 @@ class _CompiledTally(Protocol):
     """The extension's ``Tally``: :class:`Tally`'s bookkeeping with the engine's
     ``active_until`` reckoned from its policy terms (``Engine.active_terms``)."""
 
-    sessions: int
-    users: int
-
     def clear(self) -> None: ...
     def set(self, key: bytes, bundle: Bundle | None) -> None: ...
     def counts(self, now: float) -> tuple[int, int, int, int, int]: ...
@@ -331,14 +328,6 @@ class CompiledTally:
         self._tally: _CompiledTally = native.Tally(terms)
         self.set = self._tally.set  # the extension's method itself: no frame per write
         self.clear = self._tally.clear
-
-    @property
-    def sessions(self) -> int:
-        return self._tally.sessions
-
-    @property
-    def users(self) -> int:
-        return self._tally.users
 
     def heap_len(self) -> int:
         return self._tally.heap_len()

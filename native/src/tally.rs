@@ -73,9 +73,8 @@ pub struct Tally {
     now: f64,
     /// Live user sessions and guest sessions at `now`.
     live: [i64; 2],
-    #[pyo3(get)]
+    /// Sessions and users held by the entries counted.
     sessions: i64,
-    #[pyo3(get)]
     users: i64,
 }
 
