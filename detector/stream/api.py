@@ -150,9 +150,16 @@ def install_api(
             if user:
                 event["user"] = user
             key = f"u:{user}" if user else f"s:{fingerprint}"
-            sent = await events_topic.send(key=key.encode(), value=orjson.dumps(event))
+            value = orjson.dumps(event)
+
+            async def recorded() -> Any:
+                # The send itself waits too when the producer has yet to learn the
+                # topic's partitions (its first terminate) and the broker is away.
+                sent = await events_topic.send(key=key.encode(), value=value)
+                return await asyncio.shield(sent)
+
             try:
-                where = await asyncio.wait_for(asyncio.shield(sent), CONFIRM_S)
+                where = await asyncio.wait_for(recorded(), CONFIRM_S)
             except Exception as exc:  # any failure: the analyst must know to retry
                 reason = (
                     f"not confirmed within {CONFIRM_S:g} s"

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, cast
 import faust
 import msgspec
 import orjson
+from aiokafka.errors import KafkaConnectionError
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.transport.consumer import Consumer
@@ -208,6 +209,53 @@ async def _flush_checked(self: Any) -> None:
 
 _faust_producer_flush = AIOKafkaProducerService.flush
 AIOKafkaProducerService.flush = _flush_checked  # type: ignore[method-assign]
+
+
+#: Longest pause between tries to start one of Faust's Kafka clients while the broker is
+#: away (the pauses double from a quarter of a second).
+START_RETRY_MAX_S = 5.0
+
+
+async def _start_when_reachable(service: Any, start: Callable[[], Awaitable[None]]) -> None:
+    """``start()`` of one of Faust's Kafka clients, tried again while no broker answers.
+
+    The worker's start checks reached the broker a moment before (one that cannot be
+    reached at all is refused there, with the setting to fix), so a refusal here is an
+    outage that began in between, as a restart of the cluster with the workers brings.
+    A running worker rides an outage out; starting, it stopped with a traceback and exit
+    code 1. It now waits for the broker, saying so once."""
+    pause, said = 0.25, False
+    while True:
+        try:
+            await start()
+            return
+        except KafkaConnectionError as exc:
+            if service.should_stop:
+                raise
+            if not said:
+                log.warning("Kafka went away as the worker started (%s); waiting for it", exc)
+                said = True
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, START_RETRY_MAX_S)
+
+
+async def _producer_on_start(self: AIOKafkaProducerService) -> None:
+    """Faust's producer start (``Producer.on_start``), waiting for an absent broker."""
+    await super(AIOKafkaProducerService, self).on_start()
+    producer = self._producer = self._new_producer()
+    self.beacon.add(producer)
+    await _start_when_reachable(self, producer.start)
+
+
+async def _consumer_on_start(self: AIOKafkaConsumerThread) -> None:
+    """Faust's consumer start (``AIOKafkaConsumerThread.on_start``), the same way."""
+    consumer = self._consumer = self._create_consumer(loop=self.thread_loop)
+    self.time_started = time.monotonic()
+    await _start_when_reachable(self, consumer.start)
+
+
+AIOKafkaProducerService.on_start = _producer_on_start  # type: ignore[method-assign]
+AIOKafkaConsumerThread.on_start = _consumer_on_start  # type: ignore[method-assign]
 
 
 def _ack_if_current(self: Consumer, message: Any) -> bool:
@@ -1054,6 +1102,10 @@ def create_app(settings: StreamSettings, policy: Policy) -> faust.App:
         consumer_metadata_max_age_ms=int(METADATA_MAX_AGE_S * 1000),
         broker_session_timeout=settings.failover_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.failover_seconds),
+        # The worker's start checks make Faust's topics (changelog, leader) before Faust
+        # starts (clients.prepare_worker). Faust's own creation of them was one more
+        # request at its start that stopped the worker when the broker went away then.
+        topic_allow_declare=False,
     )
     # Faust's producer buffer holds deliveries back from 100 messages on; that limit is
     # kept. Raised to 4 x batch_size, the agent ran ahead of its own sends, so near

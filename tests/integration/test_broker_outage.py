@@ -6,12 +6,15 @@ it again on the same ports and storage, as a rolling restart of a one-node clust
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +47,14 @@ def own_broker() -> Iterator[Any]:
         yield broker
     finally:
         broker.stop()
+
+
+def _await_line(d: Deployment, worker: subprocess.Popen[bytes], line: bytes) -> None:
+    """Waits (up to a minute) until the worker's log ``w.log`` holds ``line``."""
+    deadline = time.monotonic() + 60
+    while line not in (d.tmp / "w.log").read_bytes():
+        assert time.monotonic() < deadline and worker.poll() is None, d.logs()
+        time.sleep(0.05)
 
 
 def _produce(d: Deployment, day: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -123,11 +134,7 @@ def test_a_worker_whose_broker_goes_away_as_it_subscribes_takes_its_partitions_w
     d.produce(day)
     try:
         worker = d.start_worker("w", quiet=False)
-        log = d.tmp / "w.log"
-        deadline = time.monotonic() + 60
-        while b"Waiting for tables to be registered" not in log.read_bytes():
-            assert time.monotonic() < deadline and worker.poll() is None, d.logs()
-            time.sleep(0.05)
+        _await_line(d, worker, b"Waiting for tables to be registered")
         own_broker.halt()
         time.sleep(10)
         own_broker.start()
@@ -263,3 +270,80 @@ def test_a_stop_while_the_broker_is_away_ends_in_time_and_loses_nothing(
         assert_same_alerts(got, expected, d)
     finally:
         d.stop()
+
+
+class _Door:
+    """A TCP door to the broker on a port of its own, for a client that bootstraps through
+    it: the first connection passes (the worker's start checks), then the door is shut
+    (connections refused, as by a broker that is gone) until :meth:`open`, after which
+    every connection passes. The broker's metadata names its own address, so only
+    bootstrapping goes through the door."""
+
+    def __init__(self, broker: str) -> None:
+        host, port = broker.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self._listen(once=True)
+
+    def _listen(self, once: bool) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server, once), daemon=True).start()
+
+    def _accept(self, server: socket.socket, once: bool) -> None:
+        with server:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(self.target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                if once:
+                    return  # shut: the listening socket closes
+
+    def open(self) -> None:
+        self._listen(once=False)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_worker_whose_broker_goes_away_as_faust_starts_waits_for_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The broker cannot be reached from the moment the worker's start checks are done,
+    as Faust starts its Kafka clients, until the worker says it waits for it: the
+    worker stays up, then gives replay's alerts. It used to stop with a traceback and
+    exit code 1 (Faust's producer failed to start)."""
+    day, expected = simulated_day(tmp_path, users=10, hours=4)
+    d = Deployment(kafka_bootstrap, 2, tmp_path / "d")
+    d.tmp.mkdir()
+    d.produce(day)
+    door = _Door(kafka_bootstrap)
+    d.env["SESSIONWATCH_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{door.port}"
+    try:
+        worker = d.start_worker("w", quiet=False)
+        _await_line(d, worker, b"Kafka went away as the worker started")
+        time.sleep(3)  # tries again meanwhile
+        assert worker.poll() is None, d.logs()
+        door.open()
+        got = d.collect(d.topics["alerts"], lambda v: alert_ids(v) >= expected, timeout=90)
+        assert worker.poll() is None, d.logs()
+        assert_same_alerts(got, expected, d)
+        text = (d.tmp / "w.log").read_bytes()
+        assert b"Traceback" not in text, d.logs()
+        assert text.count(b"Kafka went away as the worker started") == 1  # said once
+    finally:
+        d.stop()
+        door.close()
