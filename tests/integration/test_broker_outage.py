@@ -1,7 +1,8 @@
 """A broker that goes away and comes back (a restart, a network cut) while a worker runs.
 
 Each test halts a broker of its own (the shared one serves the other tests) and starts
-it again on the same ports and storage, as a rolling restart of a one-node cluster does.
+it again on the same ports and storage, as a rolling restart of a one-node cluster does;
+the last shuts a door on the worker's way to the shared one instead.
 """
 
 from __future__ import annotations
@@ -286,8 +287,7 @@ class _Door:
         self._listen(once=True)
 
     def _listen(self, once: bool) -> None:
-        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: reopens
         self._server = server
         threading.Thread(target=self._accept, args=(server, once), daemon=True).start()
 
